@@ -1,0 +1,108 @@
+"""Callbacks around writes: ``pre_``, ``post_`` and ``after_commit_<op>_callbacks``.
+
+The order of a write (see the lifecycle table in the docs):
+
+1. validate the body; 2. apply the scope and the parent key; 3. ``perform_*``;
+4. pre callbacks (nothing flushed yet); 5. flush, then post callbacks (same transaction);
+6. commit, then the blinker signals; 7. after-commit callbacks (a failure is logged only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .errors import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from .resource import Resource
+
+    _Base = Resource
+else:
+    _Base = object
+
+OPERATIONS = ("create", "update", "patch", "delete")
+PHASES = ("pre", "post", "after_commit")
+
+
+class Callback:
+    """One step run around a write. Override :meth:`execute`::
+
+        class AuditLog(Callback):
+            def execute(self) -> None:
+                db.session.add(Audit(op=self.operation, row=self.resource.id))
+    """
+
+    def __init__(
+        self, resource: Any, kwargs: dict[str, Any], operation: str, view: Resource
+    ) -> None:
+        #: The model instance being written.
+        self.resource = resource
+        #: Validated body + base query kwargs + parent key.
+        self.kwargs = kwargs
+        #: ``"create"``, ``"update"``, ``"patch"`` or ``"delete"``.
+        self.operation = operation
+        #: The resource instance serving the request.
+        self.view = view
+
+    def execute(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must override execute().")
+
+
+class CallbackMixin(_Base):
+    """Runs callback classes around every write, in list order.
+
+    An ``HTTPException`` raised by a pre or post callback becomes the response, a
+    ``marshmallow.ValidationError`` a 422, anything else a 500; in each case the whole
+    transaction is rolled back. After-commit callbacks cannot undo the commit: a failure
+    there is logged and the success response stands.
+    """
+
+    pre_create_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+    post_create_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+    after_commit_create_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+    pre_update_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+    post_update_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+    after_commit_update_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+    pre_patch_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+    post_patch_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+    after_commit_patch_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+    pre_delete_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+    post_delete_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+    after_commit_delete_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for phase in PHASES:
+            for operation in OPERATIONS:
+                attribute = f"{phase}_{operation}_callbacks"
+                value = getattr(cls, attribute)
+                if isinstance(value, str | type) or not all(
+                    isinstance(item, type) and issubclass(item, Callback) for item in value
+                ):
+                    raise ImproperlyConfigured(
+                        f"{cls.__name__}.{attribute} must be a list of Callback subclasses, "
+                        f"not {value!r}."
+                    )
+
+    def run_callbacks(
+        self, phase: str, operation: str, obj: Any, kwargs: dict[str, Any]
+    ) -> None:
+        for callback in getattr(self, f"{phase}_{operation}_callbacks"):
+            instance = callback(resource=obj, kwargs=kwargs, operation=operation, view=self)
+            if phase != "after_commit":
+                instance.execute()
+                continue
+            try:
+                instance.execute()
+            except Exception:
+                # The commit stands; leave the session clean for whatever runs next.
+                self.get_session().rollback()
+                from flask import current_app
+
+                current_app.logger.exception(
+                    "After-commit callback %s failed for %s (%s)",
+                    callback.__name__,
+                    type(self).__name__,
+                    operation,
+                )

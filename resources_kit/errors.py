@@ -1,0 +1,152 @@
+"""Exceptions and RFC 9457 problem details (``application/problem+json``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from flask import Response, current_app
+from werkzeug.exceptions import HTTPException
+
+PROBLEM_MIMETYPE = "application/problem+json"
+
+#: Messages per field, as marshmallow reports them (a field may hold a nested mapping).
+ErrorMessages = Mapping[str, Any]
+
+
+class ResourcesKitError(Exception):
+    """Root of every exception this library raises."""
+
+
+class ImproperlyConfigured(ResourcesKitError):
+    """A resource or router is configured wrongly; the message names the class and the fix."""
+
+
+class HTTPError(ResourcesKitError, HTTPException):
+    """An HTTP error rendered as problem details.
+
+    It is a Werkzeug ``HTTPException`` too, so Flask's own error handling sees it.
+
+    >>> raise HTTPError(409, "A teacher with this email already exists.")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        code: int,
+        detail: str | None = None,
+        *,
+        errors: ErrorMessages | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.code = code
+        self.detail = detail if detail is not None else HTTPStatus(code).description
+        #: Messages per field (``{"name": ["Missing data for required field."]}``).
+        self.errors = errors
+        self.extra_headers: dict[str, str] = dict(headers or {})
+        super().__init__(description=self.detail)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return HTTPStatus(self.code).phrase
+
+
+def bad_request(detail: str, *, errors: ErrorMessages | None = None) -> HTTPError:
+    return HTTPError(400, detail, errors=errors)
+
+
+def unprocessable(errors: ErrorMessages, detail: str | None = None) -> HTTPError:
+    return HTTPError(
+        422, detail or "The request body failed validation; see 'errors'.", errors=errors
+    )
+
+
+def not_found() -> HTTPError:
+    return HTTPError(404, "No such resource.")
+
+
+def problem_body(exc: HTTPException) -> dict[str, Any]:
+    code = exc.code or 500
+    status = HTTPStatus(code)
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": status.phrase,
+        "status": code,
+        # A Werkzeug description is a fixed sentence; ours never carries SQL or a trace.
+        "detail": exc.description or status.description,
+    }
+    errors = getattr(exc, "errors", None)
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def problem_response(exc: HTTPException) -> Response:
+    """Render any ``HTTPException`` as a problem+json response, keeping its headers
+    (``Allow`` on a 405, ``WWW-Authenticate`` on a 401...)."""
+    if exc.response is not None:
+        # Someone built the exact response (``abort(make_response(...))``); respect it.
+        return exc.response
+    response = current_app.response_class(
+        json.dumps(problem_body(exc)), status=exc.code or 500, mimetype=PROBLEM_MIMETYPE
+    )
+    for key, value in exc.get_headers():
+        if key.lower() != "content-type":
+            response.headers[key] = value
+    for key, value in getattr(exc, "extra_headers", {}).items():
+        response.headers[key] = value
+    return response
+
+
+_CONFLICTS = {
+    "unique": "A row with the same unique value already exists.",
+    "foreign_key": (
+        "The change refers to a row that does not exist, or would leave other rows "
+        "referring to one that does not."
+    ),
+    "not_null": "A required value is missing.",
+    "check": "A value breaks a rule of the database.",
+}
+_SQLSTATES = {"23505": "unique", "23503": "foreign_key", "23502": "not_null", "23514": "check"}
+_MYSQL_ERRNOS = {1062: "unique", 1451: "foreign_key", 1452: "foreign_key", 1048: "not_null",
+                 1364: "not_null", 3819: "check"}
+_SQLITE_PHRASES = {"UNIQUE": "unique", "FOREIGN KEY": "foreign_key", "NOT NULL": "not_null",
+                   "CHECK": "check", "PRIMARY KEY": "unique"}
+
+
+def conflict_kind(exc: Any) -> str | None:
+    """Which constraint an ``IntegrityError`` broke, read from the driver's error."""
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate in _SQLSTATES:
+        return _SQLSTATES[sqlstate]
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_ERRNOS:
+        return _MYSQL_ERRNOS[args[0]]
+    text = str(orig)
+    for phrase, kind in _SQLITE_PHRASES.items():
+        if f"{phrase} constraint failed" in text:
+            return kind
+    return None
+
+
+def from_database_error(exc: BaseException) -> HTTPError | None:
+    """The HTTP error for an error the database raised, or ``None`` for any other error.
+
+    The response names the kind of conflict only: never SQL, parameters or table names.
+    """
+    from sqlalchemy.exc import DataError, IntegrityError
+
+    if isinstance(exc, IntegrityError):
+        kind = conflict_kind(exc)
+        return HTTPError(
+            409,
+            _CONFLICTS.get(kind or "", "The change conflicts with the current state of the data."),
+        )
+    if isinstance(exc, DataError):
+        return HTTPError(
+            422,
+            "A value was refused by the database (too long, out of range or malformed).",
+        )
+    return None

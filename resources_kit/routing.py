@@ -1,0 +1,262 @@
+"""``Router``: registers resources on an app or blueprint, nesting children under parents.
+
+Lifecycle: ``register()`` checks a resource and records where it is mounted (under every
+mount of its parent, to any depth); ``init_app(app)`` adds the URL rules, or, for a
+blueprint, registering the blueprint on an app does. A resource registered after
+``init_app(app)`` has its rules added at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import Blueprint, Flask, request
+from flask.blueprints import BlueprintSetupState
+from sqlalchemy.orm import Mapper
+from werkzeug.exceptions import HTTPException
+
+from .errors import ImproperlyConfigured, problem_response
+from .options import ACTIONS, options_for
+from .resource import Resource
+
+R = TypeVar("R", bound=type[Resource])
+
+
+@dataclass(frozen=True, eq=False)
+class Mount:
+    """One place a resource is mounted: its parent chain and its two URL rules."""
+
+    resource: type[Resource]
+    parent: Mount | None
+    #: Attribute of the child model holding the foreign key to the parent.
+    parent_key: str | None
+    #: Attribute of the parent model that foreign key refers to.
+    parent_ref: str | None
+    #: The collection rule, relative to the router's prefix.
+    rule: str
+    #: Endpoint prefix: the names of the chain joined by ``_`` (``teachers_students``).
+    endpoint: str
+    collection_methods: tuple[str, ...]
+    item_methods: tuple[str, ...]
+
+    @property
+    def item_rule(self) -> str:
+        options = options_for(self.resource)
+        return f"{self.rule}/<{options.converter}:{options.url_variable}>"
+
+    @property
+    def collection_endpoint(self) -> str:
+        return f"{self.endpoint}_collection"
+
+    @property
+    def item_endpoint(self) -> str:
+        return f"{self.endpoint}_item"
+
+    @property
+    def has_item_route(self) -> bool:
+        return bool(self.item_methods)
+
+    def chain(self) -> list[Mount]:
+        """This mount and its ancestors, root first."""
+        mounts: list[Mount] = []
+        mount: Mount | None = self
+        while mount is not None:
+            mounts.insert(0, mount)
+            mount = mount.parent
+        return mounts
+
+
+def _methods(resource: type[Resource], kind: str) -> tuple[str, ...]:
+    return tuple(
+        method
+        for (rule_kind, method), action in ACTIONS.items()
+        if rule_kind == kind and callable(getattr(resource, action, None))
+    )
+
+
+def find_parent_key(
+    child: type[Resource], parent: type[Resource], parent_field: str | None
+) -> tuple[str, str]:
+    """The child attribute holding the foreign key to the parent, and the parent attribute
+    it refers to, found from the models."""
+    child_mapper: Mapper[Any] = options_for(child).mapper
+    parent_mapper: Mapper[Any] = options_for(parent).mapper
+    child_model, parent_model = child_mapper.class_.__name__, parent_mapper.class_.__name__
+    if parent_field is not None:
+        if parent_field not in child_mapper.column_attrs:
+            raise ImproperlyConfigured(
+                f"{child.__name__}: parent_field={parent_field!r} is not a column attribute of "
+                f"{child_model}."
+            )
+        columns = child_mapper.column_attrs[parent_field].columns
+        fks = [
+            fk
+            for column in columns
+            for fk in getattr(column, "foreign_keys", ())
+            if fk.column.table in parent_mapper.tables
+        ]
+        if len(fks) != 1:
+            raise ImproperlyConfigured(
+                f"{child.__name__}: {child_model}.{parent_field} has no foreign key to "
+                f"{parent_model}; pass parent_field= naming the column that refers to it."
+            )
+    else:
+        fks = [
+            fk
+            for table in child_mapper.tables
+            for fk in table.foreign_keys
+            if fk.column.table in parent_mapper.tables
+        ]
+        if not fks:
+            raise ImproperlyConfigured(
+                f"{child.__name__}: {child_model} has no foreign key to {parent_model}; add "
+                "one, or pass parent_field= naming the column that refers to it."
+            )
+        if len(fks) > 1:
+            names = ", ".join(sorted(fk.parent.name for fk in fks))
+            raise ImproperlyConfigured(
+                f"{child.__name__}: {child_model} has {len(fks)} foreign keys to "
+                f"{parent_model} ({names}); pass parent_field= to choose one."
+            )
+    fk = fks[0]
+    return (
+        child_mapper.get_property_by_column(fk.parent).key,
+        parent_mapper.get_property_by_column(fk.column).key,
+    )
+
+
+class Router:
+    """Registers resources and builds their URL rules::
+
+        api = Router(url_prefix="/api")
+        api.register(TeacherResource)
+        api.register(StudentResource, parent=TeacherResource)  # FK found from the models
+        api.init_app(app)
+
+    A child registered with ``parent=`` is mounted under every place the parent is mounted.
+    Every level of a nested URL is checked, in one statement.
+    """
+
+    def __init__(
+        self, app_or_blueprint: Flask | Blueprint | None = None, *, url_prefix: str = ""
+    ) -> None:
+        if url_prefix and not url_prefix.startswith("/"):
+            raise ImproperlyConfigured(f"Router url_prefix must start with '/': {url_prefix!r}.")
+        self.url_prefix = url_prefix.rstrip("/")
+        self.mounts: list[Mount] = []
+        self._apps: list[Flask] = []
+        if app_or_blueprint is not None:
+            self.init_app(app_or_blueprint)
+
+    # -- registration -----------------------------------------------------------------------
+
+    def register(
+        self, resource: R, *, parent: type[Resource] | None = None, parent_field: str | None = None
+    ) -> R:
+        if not (isinstance(resource, type) and issubclass(resource, Resource)):
+            raise ImproperlyConfigured(f"Router.register() takes a Resource class, not {resource!r}.")
+        options = options_for(resource)  # checks the configuration
+        collection, item = _methods(resource, "collection"), _methods(resource, "item")
+        if not collection and not item:
+            raise ImproperlyConfigured(
+                f"{resource.__name__} has no actions; add mixins such as ListMixin and "
+                "RetrieveMixin."
+            )
+        if parent is None:
+            if parent_field is not None:
+                raise ImproperlyConfigured(
+                    f"{resource.__name__}: parent_field= needs parent= as well."
+                )
+            new = [
+                Mount(resource, None, None, None, f"/{resource.name}", str(resource.name),
+                      collection, item)
+            ]
+        else:
+            parents = [mount for mount in self.mounts if mount.resource is parent]
+            if not parents:
+                raise ImproperlyConfigured(
+                    f"{resource.__name__}: register the parent {getattr(parent, '__name__', parent)}"
+                    " on this router before its children."
+                )
+            key, ref = find_parent_key(resource, parent, parent_field)
+            new = [
+                Mount(resource, mount, key, ref, f"{mount.item_rule}/{resource.name}",
+                      f"{mount.endpoint}_{resource.name}", collection, item)
+                for mount in parents
+            ]
+        for mount in new:
+            self._check_mount(mount, options.url_variable)
+        self.mounts.extend(new)
+        for app in self._apps:
+            for mount in new:
+                _add_rules(app.add_url_rule, self.url_prefix, mount)
+        return resource
+
+    def _check_mount(self, mount: Mount, url_variable: str) -> None:
+        taken = {m.endpoint for m in self.mounts}
+        if mount.endpoint in taken:
+            raise ImproperlyConfigured(
+                f"{mount.resource.__name__} is registered twice at {mount.rule!r}; register it "
+                "once per place."
+            )
+        ancestors = [options_for(m.resource).url_variable for m in mount.chain()[:-1]]
+        if url_variable in ancestors:
+            raise ImproperlyConfigured(
+                f"{mount.resource.__name__}: the URL variable {url_variable!r} is already used "
+                f"by a parent at {mount.rule!r}; set `url_variable` on one of them."
+            )
+
+    # -- building ---------------------------------------------------------------------------
+
+    def init_app(self, app_or_blueprint: Flask | Blueprint) -> None:
+        """Add the URL rules (for a blueprint: when it is registered on an app)."""
+        if isinstance(app_or_blueprint, Blueprint):
+            app_or_blueprint.record(self._on_blueprint)
+            return
+        app = app_or_blueprint
+        for mount in self.mounts:
+            _add_rules(app.add_url_rule, self.url_prefix, mount)
+        install_error_handler(app, self.url_prefix)
+        self._apps.append(app)
+
+    def _on_blueprint(self, state: BlueprintSetupState) -> None:
+        for mount in self.mounts:
+            _add_rules(state.add_url_rule, self.url_prefix, mount)
+        install_error_handler(state.app, (state.url_prefix or "").rstrip("/") + self.url_prefix)
+
+
+def _add_rules(add_url_rule: Callable[..., None], prefix: str, mount: Mount) -> None:
+    for kind, rule, endpoint, methods in (
+        ("collection", mount.rule, mount.collection_endpoint, mount.collection_methods),
+        ("item", mount.item_rule, mount.item_endpoint, mount.item_methods),
+    ):
+        if methods:
+            add_url_rule(
+                prefix + rule,
+                endpoint=endpoint,
+                view_func=mount.resource.as_view(endpoint, mount, kind),
+                methods=list(methods),
+                strict_slashes=False,  # /teachers/ answers like /teachers, no redirect
+            )
+
+
+def install_error_handler(app: Flask, prefix: str) -> None:
+    """Make every HTTP error under ``prefix`` (Flask's own 404, 405 and 500 included)
+    problem+json. Errors elsewhere go to the handler the app had before, or Flask's own."""
+    state = app.extensions.setdefault("resources_kit", {"prefixes": set()})
+    prefixes: set[str] = state["prefixes"]
+    prefixes.add(prefix)
+    if "handler" in state:
+        return
+    previous = app.error_handler_spec[None][None].get(HTTPException)
+
+    def handle_http_exception(exc: HTTPException) -> Any:
+        path = request.path
+        if any(path == p or path.startswith(p + "/") for p in prefixes):
+            return problem_response(exc)
+        return previous(exc) if previous is not None else exc
+
+    state["handler"] = handle_http_exception
+    app.register_error_handler(HTTPException, handle_http_exception)

@@ -1,0 +1,28 @@
+"""Blinker signals sent after a write commits.
+
+Each is sent with the resource class as sender and ``resource=`` (the model instance),
+``kwargs=`` (validated body + base query kwargs + parent key) and ``operation=``
+(``"create"``, ``"update"``, ``"patch"`` or ``"delete"``). A failed write sends nothing.
+
+>>> from resources_kit import signals
+>>> @signals.resource_created.connect_via(TeacherResource)  # doctest: +SKIP
+... def on_teacher(sender, resource, kwargs, operation): ...
+"""
+
+from __future__ import annotations
+
+from blinker import Namespace
+
+_signals = Namespace()
+
+resource_created = _signals.signal("resource-created")
+resource_updated = _signals.signal("resource-updated")
+resource_deleted = _signals.signal("resource-deleted")
+
+#: Operation -> the signal sent after it commits.
+BY_OPERATION = {
+    "create": resource_created,
+    "update": resource_updated,
+    "patch": resource_updated,
+    "delete": resource_deleted,
+}

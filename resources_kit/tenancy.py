@@ -1,0 +1,41 @@
+"""``TenantScopeMixin``: row-level scoping that fails closed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .errors import HTTPError
+
+if TYPE_CHECKING:
+    from .resource import Resource
+
+    _Base = Resource
+else:
+    _Base = object
+
+
+class TenantScopeMixin(_Base):
+    """Scope every query of the resource by the columns ``get_base_query_kwargs()`` returns::
+
+        class TeacherResource(TenantScopeMixin, ModelResource):
+            ...
+            def get_base_query_kwargs(self):
+                return {"school_id": g.school_id}
+
+    - The values filter every read and write, and are stamped on created rows.
+    - Empty or ``None`` kwargs, or a ``None`` value, refuse the request with 403 before any query runs.
+    - A body that tries to set a scoped column to another value is a 422.
+    - Another tenant's row is a 404, as is anything nested under it.
+    """
+
+    def get_base_query_kwargs(self) -> Mapping[str, Any] | None:
+        raise NotImplementedError(
+            f"{type(self).__name__} uses TenantScopeMixin and must override "
+            "get_base_query_kwargs()."
+        )
+
+    def check_scope(self, kwargs: Mapping[str, Any]) -> None:
+        # {"school_id": None} would match every unscoped row: refuse it like no scope at all.
+        if not kwargs or any(value is None for value in kwargs.values()):
+            raise HTTPError(403, "No tenant scope for this request.")

@@ -1,0 +1,156 @@
+"""Fixtures: ``app -> db -> client`` on a real database.
+
+``RESOURCES_KIT_TEST_DB`` picks it: ``sqlite`` (default, in memory), ``postgresql`` or
+``mysql`` (the local servers; the run is skipped with a message when none answers), or a
+full SQLAlchemy URL.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask, g, request
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+
+from resources_kit import Router
+
+from . import models
+from .models import db
+
+URLS = {
+    "sqlite": "sqlite://",
+    "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    "mysql": "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4",
+}
+DB = os.environ.get("RESOURCES_KIT_TEST_DB", "sqlite")
+DB_URL = URLS.get(DB, DB)
+
+
+def _server_reachable(url: str) -> str | None:
+    if url.startswith("sqlite"):
+        return None
+    try:
+        engine = create_engine(url)
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:  # any failure to connect means: no server here
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return None
+
+
+def pytest_report_header() -> str:
+    return f"resources_kit test database: {DB_URL}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    problem = _server_reachable(DB_URL)
+    if problem is None:
+        return
+    skip = pytest.mark.skip(reason=f"no database server at {DB_URL} ({problem})")
+    for item in items:
+        item.add_marker(skip)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_foreign_keys(dbapi_connection: Any, connection_record: Any) -> None:
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def register_all(router: Router) -> None:
+    router.register(models.TeacherResource)
+    router.register(models.StudentResource, parent=models.TeacherResource)
+    router.register(models.GradeResource, parent=models.StudentResource)
+    router.register(models.CounterResource)
+    router.register(models.ReadOnlyTeacherResource)
+
+
+def register_scoped(router: Router) -> None:
+    router.register(models.ScopedTeacherResource)
+    router.register(models.ScopedStudentResource, parent=models.ScopedTeacherResource)
+
+
+def make_app(
+    register: Callable[[Router], None] = register_all, url_prefix: str = "/api", **config: Any
+) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        TESTING=True,
+        SQLALCHEMY_DATABASE_URI=DB_URL,
+        SECRET_KEY="test",
+        MAX_CONTENT_LENGTH=64 * 1024,
+        **config,
+    )
+    db.init_app(app)
+
+    @app.before_request
+    def read_school() -> None:
+        school = request.headers.get("X-School")
+        if school is not None:
+            g.school_id = int(school)
+
+    router = Router(url_prefix=url_prefix)
+    register(router)
+    router.init_app(app)
+    return app
+
+
+def reset_database() -> None:
+    """Empty every table (fast enough to run per Hypothesis example)."""
+    db.session.rollback()
+    for model in models.ALL_MODELS:
+        db.session.execute(model.__table__.delete())
+    db.session.commit()
+
+
+@pytest.fixture(scope="session")
+def app() -> Iterator[Flask]:
+    app = make_app()
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+    yield app
+    with app.app_context():
+        db.drop_all()
+
+
+@pytest.fixture
+def database(app: Flask) -> Iterator[Any]:
+    with app.app_context():
+        reset_database()
+        yield db
+        db.session.remove()
+        reset_database()
+
+
+@pytest.fixture
+def client(app: Flask, database: Any) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture
+def statements(app: Flask) -> Iterator[list[str]]:
+    """The SQL statements run while the test runs."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(engine, "before_cursor_execute", record)
+
+
+def seed(*rows: Any) -> None:
+    """Add rows in the current app context and commit, so the request sees them."""
+    db.session.add_all(rows)
+    db.session.commit()

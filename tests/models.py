@@ -1,0 +1,173 @@
+"""Models, schemas and resources the tests run against: a school with teachers, students
+nested under teachers, and grades nested under students."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from flask import g
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from resources_kit import (
+    CallbackMixin,
+    CreateMixin,
+    DeleteMixin,
+    ListMixin,
+    ModelResource,
+    PatchMixin,
+    Resource,
+    RetrieveMixin,
+    TenantScopeMixin,
+    UpdateMixin,
+)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+class School(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "schools"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+
+
+class Teacher(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "teachers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    school_id: Mapped[int | None] = mapped_column(ForeignKey("schools.id"))
+    name: Mapped[str] = mapped_column(String(50))
+    email: Mapped[str | None] = mapped_column(String(120), unique=True)
+    years_teaching: Mapped[int | None] = mapped_column(Integer)
+    region: Mapped[str | None] = mapped_column(String(20))
+
+
+class Student(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "students"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    teacher_id: Mapped[int] = mapped_column(ForeignKey("teachers.id"))
+    school_id: Mapped[int | None] = mapped_column(ForeignKey("schools.id"))
+    name: Mapped[str] = mapped_column(String(50))
+    age: Mapped[int | None] = mapped_column(Integer)
+
+
+class Grade(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "grades"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("students.id"))
+    subject: Mapped[str] = mapped_column(String(30))
+    score: Mapped[int] = mapped_column(Integer)
+    __table_args__ = (UniqueConstraint("student_id", "subject"),)
+
+
+class Counter(db.Model):  # type: ignore[name-defined,misc]
+    """A row with a big integer and a NOT NULL column without a schema default."""
+
+    __tablename__ = "counters"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label: Mapped[str] = mapped_column(String(10), nullable=False)
+    value: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Audit(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "audits"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    operation: Mapped[str] = mapped_column(String(20))
+    table: Mapped[str] = mapped_column(String(30))
+    row_id: Mapped[int | None] = mapped_column(Integer)
+
+
+ALL_MODELS = (Audit, Grade, Student, Counter, Teacher, School)  # children first
+
+
+class TeacherSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    school_id = ma.fields.Integer(dump_only=True)
+    name = ma.fields.String(required=True)
+    email = ma.fields.Email(allow_none=True)
+    years_teaching = ma.fields.Integer(allow_none=True)
+    region = ma.fields.String(allow_none=True)
+
+
+class StudentSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    teacher_id = ma.fields.Integer()
+    school_id = ma.fields.Integer(dump_only=True)
+    name = ma.fields.String(required=True)
+    age = ma.fields.Integer(allow_none=True)
+
+
+class GradeSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    student_id = ma.fields.Integer(dump_only=True)
+    subject = ma.fields.String(required=True)
+    score = ma.fields.Integer(required=True)
+
+
+class CounterSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    label = ma.fields.String(allow_none=True)
+    value = ma.fields.Integer(allow_none=True)
+
+
+class TeacherResource(ModelResource):
+    name = "teachers"
+    model = Teacher
+    schema = TeacherSchema
+    default_sort = "name"
+
+
+class StudentResource(ModelResource):
+    name = "students"
+    model = Student
+    schema = StudentSchema
+
+
+class GradeResource(ModelResource):
+    name = "grades"
+    model = Grade
+    schema = GradeSchema
+
+
+class CounterResource(ListMixin, CreateMixin, PatchMixin, Resource):
+    name = "counters"
+    model = Counter
+    schema = CounterSchema
+
+
+class ReadOnlyTeacherResource(ListMixin, RetrieveMixin, Resource):
+    name = "readonly-teachers"
+    model = Teacher
+    schema = TeacherSchema
+
+
+# -- tenant-scoped resources (a school is the tenant; the request names it in a header) ---
+
+
+def current_school() -> Any:
+    return g.get("school_id")
+
+
+class ScopedTeacherResource(TenantScopeMixin, ModelResource):
+    name = "teachers"
+    model = Teacher
+    schema = TeacherSchema
+
+    def get_base_query_kwargs(self) -> dict[str, Any]:
+        school = current_school()
+        return {"school_id": school} if school is not None else {}
+
+
+class ScopedStudentResource(CallbackMixin, ListMixin, RetrieveMixin, CreateMixin,
+                            UpdateMixin, PatchMixin, DeleteMixin, Resource):
+    """Not tenant-scoped itself: it inherits the scope through its parent."""
+
+    name = "students"
+    model = Student
+    schema = StudentSchema
