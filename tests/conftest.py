@@ -8,6 +8,7 @@ full SQLAlchemy URL.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -154,3 +155,16 @@ def seed(*rows: Any) -> None:
     """Add rows in the current app context and commit, so the request sees them."""
     db.session.add_all(rows)
     db.session.commit()
+
+
+@contextmanager
+def running(app: Flask) -> Iterator[Any]:
+    """A test client of an extra app, with the tables created (its own in-memory SQLite
+    database, or the shared server database) and emptied afterwards."""
+    with app.app_context():
+        db.create_all()
+        try:
+            yield app.test_client()
+        finally:
+            db.session.remove()
+            reset_database()

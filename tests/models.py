@@ -164,8 +164,16 @@ class ScopedTeacherResource(TenantScopeMixin, ModelResource):
         return {"school_id": school} if school is not None else {}
 
 
-class ScopedStudentResource(CallbackMixin, ListMixin, RetrieveMixin, CreateMixin,
-                            UpdateMixin, PatchMixin, DeleteMixin, Resource):
+class ScopedStudentResource(
+    CallbackMixin,
+    ListMixin,
+    RetrieveMixin,
+    CreateMixin,
+    UpdateMixin,
+    PatchMixin,
+    DeleteMixin,
+    Resource,
+):
     """Not tenant-scoped itself: it inherits the scope through its parent."""
 
     name = "students"
