@@ -119,7 +119,10 @@ def app() -> Iterator[Flask]:
         db.create_all()
     yield app
     with app.app_context():
+        db.session.remove()
         db.drop_all()
+        for engine in db.engines.values():
+            engine.dispose()
 
 
 @pytest.fixture
@@ -168,3 +171,6 @@ def running(app: Flask) -> Iterator[Any]:
         finally:
             db.session.remove()
             reset_database()
+            db.session.remove()
+            for engine in db.engines.values():
+                engine.dispose()
