@@ -28,9 +28,9 @@ PHASES = ("pre", "post", "after_commit")
 class Callback:
     """One step run around a write. Override :meth:`execute`::
 
-        class AuditLog(Callback):
-            def execute(self) -> None:
-                db.session.add(Audit(op=self.operation, row=self.resource.id))
+    class AuditLog(Callback):
+        def execute(self) -> None:
+            db.session.add(Audit(op=self.operation, row=self.resource.id))
     """
 
     def __init__(
@@ -85,9 +85,7 @@ class CallbackMixin(_Base):
                         f"not {value!r}."
                     )
 
-    def run_callbacks(
-        self, phase: str, operation: str, obj: Any, kwargs: dict[str, Any]
-    ) -> None:
+    def run_callbacks(self, phase: str, operation: str, obj: Any, kwargs: dict[str, Any]) -> None:
         for callback in getattr(self, f"{phase}_{operation}_callbacks"):
             instance = callback(resource=obj, kwargs=kwargs, operation=operation, view=self)
             if phase != "after_commit":

@@ -62,9 +62,9 @@ def column_check(column: Column[Any]) -> Check | None:
         integer_digits = type_.precision - (type_.scale or 0)
 
         def check_numeric(value: Any) -> str | None:
-            if isinstance(value, int | float | Decimal) and value == value:  # NaN fails ==
-                if abs(Decimal(str(value))) >= Decimal(10) ** integer_digits:
-                    return f"Must have at most {integer_digits} digits before the point."
+            number = isinstance(value, int | float | Decimal) and value == value  # NaN fails ==
+            if number and abs(Decimal(str(value))) >= Decimal(10) ** integer_digits:
+                return f"Must have at most {integer_digits} digits before the point."
             return None
 
         return check_numeric

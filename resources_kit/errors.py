@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from flask import Response, current_app
 from werkzeug.exceptions import HTTPException
@@ -48,8 +48,8 @@ class HTTPError(ResourcesKitError, HTTPException):
         super().__init__(description=self.detail)
 
     @property
-    def name(self) -> str:  # type: ignore[override]
-        return HTTPStatus(self.code).phrase
+    def name(self) -> str:
+        return HTTPStatus(self.code or 500).phrase
 
 
 def bad_request(detail: str, *, errors: ErrorMessages | None = None) -> HTTPError:
@@ -87,7 +87,7 @@ def problem_response(exc: HTTPException) -> Response:
     (``Allow`` on a 405, ``WWW-Authenticate`` on a 401...)."""
     if exc.response is not None:
         # Someone built the exact response (``abort(make_response(...))``); respect it.
-        return exc.response
+        return cast(Response, exc.response)
     response = current_app.response_class(
         json.dumps(problem_body(exc)), status=exc.code or 500, mimetype=PROBLEM_MIMETYPE
     )
@@ -109,10 +109,21 @@ _CONFLICTS = {
     "check": "A value breaks a rule of the database.",
 }
 _SQLSTATES = {"23505": "unique", "23503": "foreign_key", "23502": "not_null", "23514": "check"}
-_MYSQL_ERRNOS = {1062: "unique", 1451: "foreign_key", 1452: "foreign_key", 1048: "not_null",
-                 1364: "not_null", 3819: "check"}
-_SQLITE_PHRASES = {"UNIQUE": "unique", "FOREIGN KEY": "foreign_key", "NOT NULL": "not_null",
-                   "CHECK": "check", "PRIMARY KEY": "unique"}
+_MYSQL_ERRNOS = {
+    1062: "unique",
+    1451: "foreign_key",
+    1452: "foreign_key",
+    1048: "not_null",
+    1364: "not_null",
+    3819: "check",
+}
+_SQLITE_PHRASES = {
+    "UNIQUE": "unique",
+    "FOREIGN KEY": "foreign_key",
+    "NOT NULL": "not_null",
+    "CHECK": "check",
+    "PRIMARY KEY": "unique",
+}
 
 
 def conflict_kind(exc: Any) -> str | None:

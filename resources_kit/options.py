@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -82,8 +81,7 @@ class ResourceOptions:
             return self.columns[key]
         except KeyError:
             raise ImproperlyConfigured(
-                f"{self.resource.__name__}: {self.model.__name__} has no column attribute "
-                f"{key!r}."
+                f"{self.resource.__name__}: {self.model.__name__} has no column attribute {key!r}."
             ) from None
 
     def order_by(self, keys: Sequence[SortKey]) -> list[Any]:
@@ -113,7 +111,7 @@ def _schema_class(cls: type[Resource], attribute: str, value: Any) -> type[ma.Sc
     return value
 
 
-def _converter(column: sa.Column[Any]) -> str:
+def _converter(column: sa.ColumnElement[Any]) -> str:
     try:
         python_type = column.type.python_type
     except NotImplementedError:
@@ -125,9 +123,19 @@ def _converter(column: sa.Column[Any]) -> str:
     return "string"
 
 
-@functools.cache
+_compiled: dict[type[Resource], ResourceOptions] = {}
+
+
 def options_for(cls: type[Resource]) -> ResourceOptions:
-    """Check ``cls``'s configuration and compile it (once per class)."""
+    """Check ``cls``'s configuration and compile it, once per class."""
+    try:
+        return _compiled[cls]
+    except KeyError:
+        options = _compiled[cls] = _compile(cls)
+        return options
+
+
+def _compile(cls: type[Resource]) -> ResourceOptions:
     name = _require(cls, "name", 'set it to the URL segment, e.g. name = "teachers"')
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
         raise ImproperlyConfigured(
@@ -163,7 +171,9 @@ def options_for(cls: type[Resource]) -> ResourceOptions:
             if check is not None:
                 checks[prop.key] = check
 
-    primary_key = tuple(getattr(model, mapper.get_property_by_column(c).key) for c in mapper.primary_key)
+    primary_key = tuple(
+        getattr(model, mapper.get_property_by_column(c).key) for c in mapper.primary_key
+    )
     lookup_key = cls.lookup_field or primary_key[0].key
     if len(primary_key) != 1 and cls.lookup_field is None:
         raise ImproperlyConfigured(

@@ -7,8 +7,7 @@ statement.
 
 from __future__ import annotations
 
-import functools
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 from urllib.parse import urlencode
 
 import marshmallow as ma
@@ -28,24 +27,29 @@ if TYPE_CHECKING:
 LIST_QUERY_ARGS = ("limit", "offset")
 
 
-class QueryParser(FlaskParser):  # type: ignore[misc]
+class QueryParser(FlaskParser):
     """webargs parser whose errors are 400 problems naming each parameter."""
 
     DEFAULT_VALIDATION_STATUS = 400
 
     def handle_error(self, error: ma.ValidationError, *args: Any, **kwargs: Any) -> NoReturn:
-        messages = error.messages
+        messages: Any = error.messages
         if isinstance(messages, dict):
             messages = messages.get("query", messages)
-        names = ", ".join(sorted(messages)) if isinstance(messages, dict) else "query"
-        raise bad_request(f"Bad query parameters: {names}.", errors=messages)
+        if not isinstance(messages, dict):
+            messages = {"query": messages}
+        raise bad_request(f"Bad query parameters: {', '.join(sorted(messages))}.", errors=messages)
 
 
 parser = QueryParser(location="query", unknown=ma.EXCLUDE)
 
 
-@functools.cache
+_args_schemas: dict[type[Resource], ma.Schema] = {}
+
+
 def list_args_schema(resource: type[Resource]) -> ma.Schema:
+    if resource in _args_schemas:
+        return _args_schemas[resource]
     schema: ma.Schema = ma.Schema.from_dict(
         {
             "limit": fields.Integer(
@@ -56,6 +60,7 @@ def list_args_schema(resource: type[Resource]) -> ma.Schema:
         },
         name=f"{resource.__name__}ListArgs",
     )()
+    _args_schemas[resource] = schema
     return schema
 
 
@@ -98,7 +103,7 @@ def list_response(view: Resource) -> Response:
     )
     items, total = offset_page(view.get_session(), query, limit, offset)
     body = {"items": view.serialize(items), "total": total, "limit": limit, "offset": offset}
-    response = current_app.json.response(body)
+    response = cast(Response, current_app.json.response(body))
     link = link_header(limit, offset, total)
     if link is not None:
         response.headers["Link"] = link

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import marshmallow as ma
 from flask import Response, current_app, request, url_for
@@ -242,9 +242,7 @@ class Resource(MethodView):
     def perform_delete(self, obj: Any) -> None:
         self.get_session().delete(obj)
 
-    def run_callbacks(
-        self, phase: str, operation: str, obj: Any, kwargs: dict[str, Any]
-    ) -> None:
+    def run_callbacks(self, phase: str, operation: str, obj: Any, kwargs: dict[str, Any]) -> None:
         """Run the ``<phase>_<operation>_callbacks``; ``CallbackMixin`` provides them."""
 
     def _server_values(self, obj: Any = None) -> dict[str, Any]:
@@ -334,12 +332,14 @@ class Resource(MethodView):
     # -- responses ------------------------------------------------------------------------
 
     def item_response(self, body: Any, status: int = 200) -> Response:
-        response = current_app.json.response(body)
+        response = cast(Response, current_app.json.response(body))
         response.status_code = status
         etag = _etag(body)
         response.set_etag(etag)
-        if status == 200 and request.method in ("GET", "HEAD") and request.if_none_match.contains(
-            etag
+        if (
+            status == 200
+            and request.method in ("GET", "HEAD")
+            and request.if_none_match.contains(etag)
         ):
             return Response(status=304, headers={"ETag": response.headers["ETag"]})
         return response
@@ -347,7 +347,10 @@ class Resource(MethodView):
     def location(self, obj: Any) -> str | None:
         if not self.mount.has_item_route:
             return None
-        values = {**self.url_kwargs, self.options.url_variable: getattr(obj, self.options.lookup_key)}
+        values = {
+            **self.url_kwargs,
+            self.options.url_variable: getattr(obj, self.options.lookup_key),
+        }
         return url_for("." + self.mount.item_endpoint, **values)
 
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, request
 from flask.blueprints import BlueprintSetupState
+from flask.sansio.app import App
 from sqlalchemy.orm import Mapper
 from werkzeug.exceptions import HTTPException
 
@@ -156,7 +157,9 @@ class Router:
         self, resource: R, *, parent: type[Resource] | None = None, parent_field: str | None = None
     ) -> R:
         if not (isinstance(resource, type) and issubclass(resource, Resource)):
-            raise ImproperlyConfigured(f"Router.register() takes a Resource class, not {resource!r}.")
+            raise ImproperlyConfigured(
+                f"Router.register() takes a Resource class, not {resource!r}."
+            )
         options = options_for(resource)  # checks the configuration
         collection, item = _methods(resource, "collection"), _methods(resource, "item")
         if not collection and not item:
@@ -170,20 +173,37 @@ class Router:
                     f"{resource.__name__}: parent_field= needs parent= as well."
                 )
             new = [
-                Mount(resource, None, None, None, f"/{resource.name}", str(resource.name),
-                      collection, item)
+                Mount(
+                    resource,
+                    None,
+                    None,
+                    None,
+                    f"/{resource.name}",
+                    str(resource.name),
+                    collection,
+                    item,
+                )
             ]
         else:
             parents = [mount for mount in self.mounts if mount.resource is parent]
             if not parents:
+                parent_name = getattr(parent, "__name__", parent)
                 raise ImproperlyConfigured(
-                    f"{resource.__name__}: register the parent {getattr(parent, '__name__', parent)}"
-                    " on this router before its children."
+                    f"{resource.__name__}: register the parent {parent_name} on this router "
+                    "before its children."
                 )
             key, ref = find_parent_key(resource, parent, parent_field)
             new = [
-                Mount(resource, mount, key, ref, f"{mount.item_rule}/{resource.name}",
-                      f"{mount.endpoint}_{resource.name}", collection, item)
+                Mount(
+                    resource,
+                    mount,
+                    key,
+                    ref,
+                    f"{mount.item_rule}/{resource.name}",
+                    f"{mount.endpoint}_{resource.name}",
+                    collection,
+                    item,
+                )
                 for mount in parents
             ]
         for mount in new:
@@ -242,7 +262,7 @@ def _add_rules(add_url_rule: Callable[..., None], prefix: str, mount: Mount) -> 
             )
 
 
-def install_error_handler(app: Flask, prefix: str) -> None:
+def install_error_handler(app: App, prefix: str) -> None:
     """Make every HTTP error under ``prefix`` (Flask's own 404, 405 and 500 included)
     problem+json. Errors elsewhere go to the handler the app had before, or Flask's own."""
     state = app.extensions.setdefault("resources_kit", {"prefixes": set()})

@@ -24,7 +24,8 @@ class TenantScopeMixin(_Base):
                 return {"school_id": g.school_id}
 
     - The values filter every read and write, and are stamped on created rows.
-    - Empty or ``None`` kwargs, or a ``None`` value, refuse the request with 403 before any query runs.
+    - Empty or ``None`` kwargs, or a ``None`` value, refuse the request with 403 before
+      any query runs.
     - A body that tries to set a scoped column to another value is a 422.
     - Another tenant's row is a 404, as is anything nested under it.
     """

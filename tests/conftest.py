@@ -8,8 +8,8 @@ full SQLAlchemy URL.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest

@@ -11,7 +11,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from resources_kit import (
     ImproperlyConfigured,
     ListMixin,
-    ModelResource,
     Resource,
     RetrieveMixin,
     Router,
