@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Response
 
@@ -69,7 +69,12 @@ class DeleteMixin(_Base):
         check_query_args(())
         obj = self.get_object()
         server_values = self._server_values(obj)
-        self._write("delete", server_values, lambda: self.perform_delete(obj), server_values)
+
+        def apply() -> Any:
+            self.perform_delete(obj)
+            return obj  # callbacks and signals see the deleted row
+
+        self._write("delete", server_values, apply, server_values)
         return Response(status=204)
 
 
