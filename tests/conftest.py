@@ -100,7 +100,22 @@ def make_app(
     router = Router(url_prefix=url_prefix)
     register(router)
     router.init_app(app)
+    _APPS.append(app)
     return app
+
+
+#: Every app the tests made, so that their engines are closed, not garbage-collected open.
+_APPS: list[Flask] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dispose_engines() -> Iterator[None]:
+    yield
+    for made in _APPS:
+        with made.app_context():
+            db.session.remove()
+            for engine in db.engines.values():
+                engine.dispose()
 
 
 def reset_database() -> None:

@@ -1,0 +1,81 @@
+"""The school's tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import DateTime, ForeignKey, Integer, String, UniqueConstraint, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_foreign_keys(dbapi_connection: object, connection_record: object) -> None:
+    # SQLite enforces foreign keys only when asked, per connection.
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class School(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "schools"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+
+
+class ApiToken(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "api_tokens"
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("schools.id"))
+
+
+class Teacher(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "teachers"
+    __table_args__ = (UniqueConstraint("school_id", "email"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("schools.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str] = mapped_column(String(200))
+    credential: Mapped[str] = mapped_column(String(20))
+    years_teaching: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Student(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "students"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    teacher_id: Mapped[int] = mapped_column(ForeignKey("teachers.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    grade_level: Mapped[int] = mapped_column(Integer)
+
+
+class AuditLog(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    school_id: Mapped[int | None] = mapped_column(ForeignKey("schools.id"))
+    resource: Mapped[str] = mapped_column(String(50))
+    operation: Mapped[str] = mapped_column(String(10))
+    row_id: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Outbox(db.Model):  # type: ignore[name-defined,misc]
+    """Emails waiting to be sent (a worker would pick them up)."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    to: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
