@@ -1,6 +1,6 @@
 """Fixtures: ``app -> db -> client`` on a real database.
 
-``RESOURCES_KIT_TEST_DB`` picks it: ``sqlite`` (default, in memory), ``postgresql`` or
+``RESOURCES_KIT_TEST_DB`` picks it: ``sqlite`` (default, a temporary file), ``postgresql`` or
 ``mysql`` (the local servers; the run is skipped with a message when none answers), or a
 full SQLAlchemy URL.
 """
@@ -8,6 +8,7 @@ full SQLAlchemy URL.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,8 +23,11 @@ from resources_kit import Router
 from . import models
 from .models import db
 
+#: One SQLite file for the whole run, so that every app a test makes sees the same
+#: database, as they do on a server.
+SQLITE_FILE = os.path.join(tempfile.gettempdir(), f"resources_kit_tests_{os.getpid()}.sqlite3")
 URLS = {
-    "sqlite": "sqlite://",
+    "sqlite": f"sqlite:///{SQLITE_FILE}",
     "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
     "mysql": "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4",
 }
@@ -62,6 +66,7 @@ def _sqlite_foreign_keys(dbapi_connection: Any, connection_record: Any) -> None:
     if type(dbapi_connection).__module__.startswith("sqlite3"):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=OFF")  # test data need not survive a power cut
         cursor.close()
 
 
@@ -116,6 +121,8 @@ def _dispose_engines() -> Iterator[None]:
             db.session.remove()
             for engine in db.engines.values():
                 engine.dispose()
+    if os.path.exists(SQLITE_FILE):
+        os.remove(SQLITE_FILE)
 
 
 def reset_database() -> None:
