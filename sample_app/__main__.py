@@ -19,8 +19,11 @@ def main() -> None:
     print(f"School API on http://{host}:{port}/api/teachers", flush=True)
     for school, token in tokens.items():
         print(f"  {school}: Authorization: Bearer {token}", flush=True)
-    print(f"  try: curl -H 'Authorization: Bearer {next(iter(tokens.values()))}' "
-          f"http://{host}:{port}/api/teachers", flush=True)
+    print(
+        f"  try: curl -H 'Authorization: Bearer {next(iter(tokens.values()))}' "
+        f"http://{host}:{port}/api/teachers",
+        flush=True,
+    )
     app.run(host=host, port=port)
 
 

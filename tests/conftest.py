@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from flask import Flask, g, request
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, make_url, text
 from sqlalchemy.engine import Engine
 
 from resources_kit import Router
@@ -56,6 +56,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     problem = _server_reachable(DB_URL)
     if problem is None:
         return
+    if os.environ.get("RESOURCES_KIT_REQUIRE_SERVER"):
+        raise pytest.UsageError(f"no database server at {DB_URL} ({problem}), and CI needs it")
     skip = pytest.mark.skip(reason=f"no database server at {DB_URL} ({problem})")
     for item in items:
         item.add_marker(skip)
@@ -131,6 +133,8 @@ def reset_database() -> None:
     for model in models.ALL_MODELS:
         db.session.execute(model.__table__.delete())
     db.session.commit()
+    # Ids are reused after a delete; objects of the old rows must not linger in the session.
+    db.session.expunge_all()
 
 
 @pytest.fixture(scope="session")
@@ -196,3 +200,23 @@ def running(app: Flask) -> Iterator[Any]:
             db.session.remove()
             for engine in db.engines.values():
                 engine.dispose()
+
+
+def separate_database_url(name: str) -> str:
+    """A URL of a second database on the same backend, created if missing: for apps whose
+    tables would collide with the test models' (the sample app)."""
+    url = make_url(DB_URL)
+    if url.get_backend_name() == "sqlite":
+        return f"sqlite:///{SQLITE_FILE[: -len('.sqlite3')]}_{name}.sqlite3"
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        if url.get_backend_name() == "postgresql":
+            exists = connection.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            ).first()
+            if not exists:
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
+        else:
+            connection.execute(text(f"CREATE DATABASE IF NOT EXISTS `{name}`"))
+    engine.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)

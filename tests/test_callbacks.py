@@ -159,7 +159,7 @@ def test_order_of_a_write(cb_client: Any, received: list[Any], operation: str) -
     pre_state = ("pending", "in-transaction", "no-id" if operation == "create" else "has-id")
     post_state = ("flushed", "in-transaction", "has-id")
     after_state = ("flushed", "committed", "has-id")
-    assert EVENTS == [
+    assert [
         ("pre", "A", operation, *pre_state),
         ("pre", "B", operation, *pre_state),
         ("post", "A", operation, *post_state),
@@ -167,16 +167,14 @@ def test_order_of_a_write(cb_client: Any, received: list[Any], operation: str) -
         ("signal", signal, operation),
         ("after_commit", "A", operation, *after_state),
         ("after_commit", "B", operation, *after_state),
-    ]
+    ] == EVENTS
     audits = [(a.operation, a.table) for a in db.session.query(Audit)]
     assert audits == [(operation, "teachers")]
 
 
 @pytest.mark.parametrize("operation", OPERATIONS)
 @pytest.mark.parametrize("phase", ["pre", "post"])
-@pytest.mark.parametrize(
-    ("kind", "status"), [("http", 403), ("validation", 422), ("error", 500)]
-)
+@pytest.mark.parametrize(("kind", "status"), [("http", 403), ("validation", 422), ("error", 500)])
 def test_failure_in_a_callback_rolls_everything_back(
     cb_client: Any,
     received: list[Any],

@@ -192,14 +192,16 @@ def test_loadable_scope_column_cannot_move_the_row(
         before = snapshot()
         path = "/api/loose" if method == "post" else f"/api/loose/{schools['ada']}"
         moved = getattr(client, method)(
-            path, json={"name": "Eve", "school_id": schools["two"]},
+            path,
+            json={"name": "Eve", "school_id": schools["two"]},
             headers=as_school(schools["one"]),
         )
         assert moved.status_code == 422
         assert moved.json["errors"]["school_id"]
         assert snapshot() == before
         same = getattr(client, method)(
-            path, json={"name": "Eve", "school_id": schools["one"]},
+            path,
+            json={"name": "Eve", "school_id": schools["one"]},
             headers=as_school(schools["one"]),
         )
         assert same.status_code in (200, 201)
@@ -355,8 +357,12 @@ class TenantIsolation(RuleBasedStateMachine):
         else:
             assert response.status_code == 404
 
-    @rule(teacher=teachers, school=st.integers(0, 1), name=names,
-          method=st.sampled_from(["put", "patch"]))
+    @rule(
+        teacher=teachers,
+        school=st.integers(0, 1),
+        name=names,
+        method=st.sampled_from(["put", "patch"]),
+    )
     def change_teacher(self, teacher: int, school: int, name: str, method: str) -> None:
         school_id = self.schools[school]
         before = snapshot()
@@ -383,10 +389,14 @@ class TenantIsolation(RuleBasedStateMachine):
             assert response.status_code == 204
             del self.teacher_rows[teacher]
 
-    @rule(student=students, teacher=teachers, school=st.integers(0, 1),
-          method=st.sampled_from(["get", "patch", "delete"]), name=names)
-    def student_item(self, student: int, teacher: int, school: int, method: str,
-                     name: str) -> None:
+    @rule(
+        student=students,
+        teacher=teachers,
+        school=st.integers(0, 1),
+        method=st.sampled_from(["get", "patch", "delete"]),
+        name=names,
+    )
+    def student_item(self, student: int, teacher: int, school: int, method: str, name: str) -> None:
         school_id = self.schools[school]
         before = snapshot()
         response = getattr(self.client, method)(

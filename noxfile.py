@@ -1,0 +1,73 @@
+"""Sessions: tests on SQLite, PostgreSQL and MariaDB/MySQL, lowest dependency versions,
+lint, typing and docs. ``nox -s tests`` needs nothing but Python; the server sessions skip
+with a message when no server answers (``.ci/run`` requires them)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typing", "tests", "docs"]
+nox.options.reuse_existing_virtualenvs = True
+
+#: The lowest versions setup.cfg admits; the "minimums" session proves they still work.
+MINIMUMS = [
+    "Flask==3.0.0",
+    "Werkzeug==3.0.0",
+    "Flask-SQLAlchemy==3.1.0",
+    "SQLAlchemy==2.0.20",
+    "marshmallow==3.18.0",
+    "webargs==8.3.0",
+    "apispec==6.0.0",
+    "blinker==1.6.2",
+]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def tests_postgres(session: nox.Session) -> None:
+    session.install("-e", ".[test,postgres]")
+    session.run("pytest", *session.posargs, env={"RESOURCES_KIT_TEST_DB": "postgresql"})
+
+
+@nox.session
+def tests_mysql(session: nox.Session) -> None:
+    session.install("-e", ".[test,mysql]")
+    session.run("pytest", *session.posargs, env={"RESOURCES_KIT_TEST_DB": "mysql"})
+
+
+@nox.session
+def marshmallow3(session: nox.Session) -> None:
+    """The newest marshmallow 3 (the default install gets marshmallow 4)."""
+    session.install("-e", ".[test]", "marshmallow>=3.26,<4")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def minimums(session: nox.Session) -> None:
+    session.install("-e", ".[test]", *MINIMUMS)
+    session.run("pip", "freeze")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "resources_kit", "tests", "sample_app", "noxfile.py")
+    session.run("ruff", "format", "--check", "resources_kit", "tests", "sample_app", "noxfile.py")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    session.install("-e", ".", "mypy")
+    session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    session.install("-e", ".[docs]")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")

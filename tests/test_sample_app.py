@@ -1,0 +1,118 @@
+"""The sample school API, exercised as a client would."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from sample_app import create_app, seed
+from sample_app.models import AuditLog, Outbox, Student, Teacher, db
+
+from .conftest import separate_database_url
+
+NORTH = {"Authorization": "Bearer north-token"}
+SOUTH = {"Authorization": "Bearer south-token"}
+NEW_TEACHER = {"name": "Kay", "email": "kay@northside.example.org", "credential": "LIC-4242"}
+
+
+@pytest.fixture
+def sample() -> Iterator[tuple[Flask, Any]]:
+    url = separate_database_url("resources_kit_sample")
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True})
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+        seed()
+        yield app, app.test_client()
+        db.session.remove()
+        db.drop_all()
+        for engine in db.engines.values():
+            engine.dispose()
+    if url.startswith("sqlite:///"):
+        os.remove(url[len("sqlite:///") :])
+
+
+def counts() -> tuple[int, int, int, int]:
+    db.session.rollback()
+    return tuple(  # type: ignore[return-value]
+        db.session.query(model).count() for model in (Teacher, Student, AuditLog, Outbox)
+    )
+
+
+def test_without_token_is_401_problem(sample: tuple[Flask, Any]) -> None:
+    _, client = sample
+    response = client.get("/api/teachers")
+    assert response.status_code == 401
+    assert response.content_type == "application/problem+json"
+    assert response.headers["WWW-Authenticate"].lower().startswith("bearer")
+    assert client.get("/api/teachers", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_each_school_sees_its_own_teachers(sample: tuple[Flask, Any]) -> None:
+    _, client = sample
+    north = client.get("/api/teachers", headers=NORTH).json["items"]
+    south = client.get("/api/teachers", headers=SOUTH).json["items"]
+    assert {t["email"].split("@")[1] for t in north} == {"northside.example.org"}
+    assert {t["email"].split("@")[1] for t in south} == {"southside.example.org"}
+    assert "credential" not in north[0]  # load_only
+    other = south[0]["id"]
+    assert client.get(f"/api/teachers/{other}", headers=NORTH).status_code == 404
+    assert client.get(f"/api/teachers/{other}/students", headers=NORTH).status_code == 404
+
+
+def test_create_teacher_audits_and_queues_welcome(sample: tuple[Flask, Any]) -> None:
+    _, client = sample
+    before = counts()
+    response = client.post("/api/teachers", json=NEW_TEACHER, headers=NORTH)
+    assert response.status_code == 201
+    assert counts() == (before[0] + 1, before[1], before[2] + 1, before[3] + 1)
+    audit = db.session.query(AuditLog).order_by(AuditLog.id.desc()).first()
+    assert (audit.operation, audit.resource, audit.row_id) == (
+        "create",
+        "teachers",
+        response.json["id"],
+    )
+    assert db.session.query(Outbox).one().to == NEW_TEACHER["email"]
+
+
+def test_bad_credential_is_422_and_leaves_nothing(sample: tuple[Flask, Any]) -> None:
+    _, client = sample
+    before = counts()
+    response = client.post(
+        "/api/teachers", json={**NEW_TEACHER, "credential": "nope"}, headers=NORTH
+    )
+    assert response.status_code == 422
+    assert response.json["errors"] == {"credential": ["Not a valid licence (LIC-0000)."]}
+    assert counts() == before
+
+
+def test_students_nested_and_audited(sample: tuple[Flask, Any]) -> None:
+    _, client = sample
+    teacher = client.get("/api/teachers", headers=NORTH).json["items"][0]["id"]
+    before = counts()
+    created = client.post(
+        f"/api/teachers/{teacher}/students", json={"name": "Hal", "grade_level": 3}, headers=NORTH
+    )
+    assert created.status_code == 201
+    assert created.json["teacher_id"] == teacher
+    assert (
+        client.post(
+            f"/api/teachers/{teacher}/students",
+            json={"name": "Hal", "grade_level": 3},
+            headers=SOUTH,
+        ).status_code
+        == 404
+    )
+    deleted = client.delete(created.headers["Location"], headers=NORTH)
+    assert deleted.status_code == 204
+    assert counts() == (before[0], before[1], before[2] + 2, before[3])
+
+
+def test_seed_is_idempotent(sample: tuple[Flask, Any]) -> None:
+    before = counts()
+    seed()
+    assert counts() == before
