@@ -30,6 +30,7 @@ class RetrieveMixin(_Base):
 
     def retrieve(self) -> Response:
         check_query_args(ITEM_QUERY_ARGS)
+        self._read_sparse_fields("detail")
         return self.item_response(self.serialize(self.get_object()))
 
 

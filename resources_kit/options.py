@@ -15,6 +15,7 @@ from sqlalchemy.orm.attributes import InstrumentedAttribute
 
 from .columns import Check, column_check
 from .errors import ImproperlyConfigured
+from .querying import FieldPath, compile_paths
 
 if TYPE_CHECKING:
     from .resource import Resource
@@ -75,6 +76,13 @@ class ResourceOptions:
     #: attribute key -> column attribute, for every column-backed attribute of the model
     columns: Mapping[str, InstrumentedAttribute[Any]]
     schemas: Mapping[str, ma.Schema] = field(repr=False)
+    filter_paths: Mapping[str, FieldPath] = field(default_factory=dict)
+    #: sort_fields, plus the columns of default_sort
+    sort_paths: Mapping[str, FieldPath] = field(default_factory=dict)
+    search_paths: Mapping[str, FieldPath] = field(default_factory=dict)
+    primary_key_paths: tuple[FieldPath, ...] = ()
+    #: ``"offset"`` or ``"cursor"``
+    pagination: str = "offset"
 
     def column(self, key: str) -> InstrumentedAttribute[Any]:
         try:
@@ -209,6 +217,24 @@ def _compile(cls: type[Resource]) -> ResourceOptions:
                 f"{model.__name__}."
             )
 
+    pagination = cls.pagination
+    if pagination not in ("offset", "cursor"):
+        raise ImproperlyConfigured(
+            f'{cls.__name__}.pagination must be "offset" or "cursor", not {pagination!r}.'
+        )
+    list_schema = schema_classes["list"]()
+    sort_paths = compile_paths(cls, mapper, list_schema, "sort_fields")
+    defaults = [key.key for key in default_sort if key.key not in sort_paths]
+    sort_paths |= compile_paths(cls, mapper, list_schema, "default_sort", defaults)
+    if pagination == "cursor":
+        related = [key for key, path in sort_paths.items() if path.relationship is not None]
+        if related:
+            raise ImproperlyConfigured(
+                f"{cls.__name__}: cursor pagination sorts by the resource's own columns; "
+                f"remove {', '.join(related)} from sort_fields."
+            )
+    pk_keys = [pk.key for pk in primary_key]
+
     return ResourceOptions(
         resource=cls,
         model=model,
@@ -223,4 +249,9 @@ def _compile(cls: type[Resource]) -> ResourceOptions:
         column_checks=checks,
         columns=columns,
         schemas={op: schema_class() for op, schema_class in schema_classes.items()},
+        filter_paths=compile_paths(cls, mapper, list_schema, "filter_fields"),
+        sort_paths=sort_paths,
+        search_paths=compile_paths(cls, mapper, list_schema, "search_fields"),
+        primary_key_paths=tuple(compile_paths(cls, mapper, list_schema, "pk", pk_keys).values()),
+        pagination=pagination,
     )

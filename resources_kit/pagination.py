@@ -1,8 +1,11 @@
-"""Offset pagination: ``?limit=&offset=``, the page envelope and the ``Link`` header.
+"""List pages: offset pages with a total, or keyset (cursor) pages without one.
 
-A page is one statement: the total comes from a window ``count(*) OVER ()`` on the same
-SELECT. Only a page past the end, which has no row to carry the count, costs a second
-statement.
+An offset page is one statement: the total comes from a window ``count(*) OVER ()`` on
+the same SELECT (only a page past the end, with no row to carry it, costs a second).
+A cursor page is one statement too: ``WHERE <after the last row> ORDER BY ... LIMIT n+1``,
+with no OFFSET and no COUNT, so a page deep in a big table costs what the first does.
+Cursors are signed with the app's ``SECRET_KEY``: any worker accepts them, and a forged or
+altered one is a 400.
 """
 
 from __future__ import annotations
@@ -12,19 +15,33 @@ from urllib.parse import urlencode
 
 import marshmallow as ma
 from flask import Response, current_app, request
+from itsdangerous import BadData, URLSafeSerializer
 from sqlalchemy import Select, func, select
 from webargs import fields, validate
 from webargs.flaskparser import FlaskParser
 
-from .errors import bad_request
+from .errors import ImproperlyConfigured, bad_request
 from .parsing import check_query_args
+from .querying import (
+    FieldPath,
+    after_position,
+    apply_sort,
+    parse_filters,
+    parse_sort,
+    search_clause,
+    sort_plan,
+    sparse_field_names,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, scoped_session
 
     from .resource import Resource
 
-LIST_QUERY_ARGS = ("limit", "offset")
+COMMON_ARGS = ("limit", "filters", "sort", "search", "fields")
+OFFSET_ARGS = (*COMMON_ARGS, "offset")
+CURSOR_ARGS = (*COMMON_ARGS, "cursor")
+MAX_OFFSET = 2**31 - 1
 
 
 class QueryParser(FlaskParser):
@@ -43,32 +60,42 @@ class QueryParser(FlaskParser):
 
 parser = QueryParser(location="query", unknown=ma.EXCLUDE)
 
-
 _args_schemas: dict[type[Resource], ma.Schema] = {}
 
 
 def list_args_schema(resource: type[Resource]) -> ma.Schema:
     if resource in _args_schemas:
         return _args_schemas[resource]
-    schema: ma.Schema = ma.Schema.from_dict(
-        {
-            "limit": fields.Integer(
-                load_default=resource.page_size,
-                validate=validate.Range(min=1, max=resource.max_page_size),
-            ),
-            "offset": fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**31 - 1)),
-        },
-        name=f"{resource.__name__}ListArgs",
-    )()
+    declared: dict[str, Any] = {
+        "limit": fields.Integer(
+            load_default=resource.page_size,
+            validate=validate.Range(min=1, max=resource.max_page_size),
+        ),
+        "filters": fields.String(),
+        "sort": fields.String(),
+        "search": fields.String(),
+        "fields": fields.String(),
+    }
+    if resource.pagination == "cursor":
+        declared["cursor"] = fields.String()
+    else:
+        declared["offset"] = fields.Integer(
+            load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET)
+        )
+    schema: ma.Schema = ma.Schema.from_dict(declared, name=f"{resource.__name__}ListArgs")()
     _args_schemas[resource] = schema
     return schema
+
+
+# -- offset pages ---------------------------------------------------------------------------
 
 
 def offset_page(
     session: Session | scoped_session[Session], query: Select[Any], limit: int, offset: int
 ) -> tuple[list[Any], int]:
     total_column = func.count().over().label("resources_kit_total")
-    rows = session.execute(query.add_columns(total_column).limit(limit).offset(offset)).all()
+    result = session.execute(query.add_columns(total_column).limit(limit).offset(offset))
+    rows = result.unique().all()
     if rows:
         return [row[0] for row in rows], rows[0][-1]
     if offset == 0:
@@ -77,34 +104,110 @@ def offset_page(
     return [], session.execute(count).scalar_one()
 
 
+def _page_url(**changes: Any) -> str:
+    args = {**request.args.to_dict(), **changes}
+    return f"{request.base_url}?{urlencode(args)}"
+
+
 def link_header(limit: int, offset: int, total: int) -> str | None:
     """RFC 8288 ``Link`` with ``next`` and ``prev`` where they exist."""
     links = []
-    args = request.args.to_dict()
     if offset + limit < total:
-        query = urlencode({**args, "limit": limit, "offset": offset + limit})
-        links.append(f'<{request.base_url}?{query}>; rel="next"')
+        links.append(f'<{_page_url(limit=limit, offset=offset + limit)}>; rel="next"')
     if offset > 0:
-        query = urlencode({**args, "limit": limit, "offset": max(offset - limit, 0)})
-        links.append(f'<{request.base_url}?{query}>; rel="prev"')
+        links.append(f'<{_page_url(limit=limit, offset=max(offset - limit, 0))}>; rel="prev"')
     return ", ".join(links) or None
 
 
+# -- cursor pages ---------------------------------------------------------------------------
+
+
+def _serializer(view: Resource) -> URLSafeSerializer:
+    secret = current_app.secret_key
+    if not secret:
+        raise ImproperlyConfigured(
+            f"{type(view).__name__} uses cursor pagination, which signs cursors with the "
+            "app's SECRET_KEY; set app.config['SECRET_KEY']."
+        )
+    return URLSafeSerializer(secret, salt=f"resources_kit.cursor.{view.mount.endpoint}")
+
+
+def _sort_spec(plan: list[tuple[FieldPath, bool]]) -> str:
+    return ",".join(f"{path.key}__{'desc' if desc else 'asc'}" for path, desc in plan)
+
+
+def encode_cursor(view: Resource, plan: list[tuple[FieldPath, bool]], obj: Any) -> str:
+    values = [
+        path.field.serialize("value", {"value": getattr(obj, path.attr.key)}) for path, _ in plan
+    ]
+    return str(_serializer(view).dumps({"s": _sort_spec(plan), "v": values}))
+
+
+def decode_cursor(view: Resource, plan: list[tuple[FieldPath, bool]], raw: str) -> list[Any]:
+    def refuse(message: str) -> NoReturn:
+        raise bad_request("Bad query parameters: cursor.", errors={"cursor": [message]})
+
+    try:
+        data = _serializer(view).loads(raw)
+    except BadData:
+        refuse("Not a cursor this resource gave out.")
+    if not isinstance(data, dict) or data.get("s") != _sort_spec(plan):
+        refuse("The cursor belongs to another sort order; start again without a cursor.")
+    values = data.get("v")
+    if not isinstance(values, list) or len(values) != len(plan):
+        refuse("Not a cursor this resource gave out.")
+    try:
+        return [
+            None if value is None else path.field.deserialize(value)
+            for (path, _), value in zip(plan, values, strict=True)
+        ]
+    except ma.ValidationError:
+        refuse("Not a cursor this resource gave out.")
+
+
+# -- the list action --------------------------------------------------------------------------
+
+
 def list_response(view: Resource) -> Response:
-    check_query_args(LIST_QUERY_ARGS)
-    args = parser.parse(list_args_schema(type(view)), request)
-    limit, offset = args["limit"], args["offset"]
-    view._resolve_parent()
     options = view.options
-    query = (
-        view._guarded_query()
-        .options(*view.query_options)
-        .order_by(*options.order_by(options.default_sort))
+    cursor_mode = options.pagination == "cursor"
+    check_query_args(CURSOR_ARGS if cursor_mode else OFFSET_ARGS)
+    args = parser.parse(list_args_schema(type(view)), request)
+    limit: int = args["limit"]
+    if "fields" in args:
+        view.sparse_fields = sparse_field_names(args["fields"], options.schemas["list"])
+    clauses = parse_filters(args["filters"], options.filter_paths) if "filters" in args else []
+    if "search" in args:
+        clauses.append(search_clause(args["search"], options.search_paths))
+    sort_paths = {key: options.sort_paths[key] for key in type(view).sort_fields}
+    keys = parse_sort(args["sort"], sort_paths) if "sort" in args else options.default_sort
+    plan = sort_plan(keys, options.sort_paths, options.primary_key_paths)
+    position = decode_cursor(view, plan, args["cursor"]) if args.get("cursor") else None
+
+    view._resolve_parent()
+    query = apply_sort(view._guarded_query().where(*clauses).options(*view.query_options), plan)
+    session = view.get_session()
+    if cursor_mode:
+        if position is not None:
+            query = query.where(after_position(plan, position))
+        rows = list(session.execute(query.limit(limit + 1)).unique().scalars())
+        items = rows[:limit]
+        next_cursor = encode_cursor(view, plan, items[-1]) if len(rows) > limit else None
+        response = _json({"items": view.serialize(items), "next": next_cursor})
+        if next_cursor is not None:
+            response.headers["Link"] = f'<{_page_url(cursor=next_cursor)}>; rel="next"'
+        return response
+
+    offset: int = args["offset"]
+    items, total = offset_page(session, query, limit, offset)
+    response = _json(
+        {"items": view.serialize(items), "total": total, "limit": limit, "offset": offset}
     )
-    items, total = offset_page(view.get_session(), query, limit, offset)
-    body = {"items": view.serialize(items), "total": total, "limit": limit, "offset": offset}
-    response = cast(Response, current_app.json.response(body))
     link = link_header(limit, offset, total)
     if link is not None:
         response.headers["Link"] = link
     return response
+
+
+def _json(body: Any) -> Response:
+    return cast(Response, current_app.json.response(body))

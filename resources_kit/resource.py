@@ -25,6 +25,7 @@ from .errors import (
 )
 from .options import ACTIONS, ResourceOptions, options_for
 from .parsing import check_query_args, json_body
+from .querying import sparse_field_names
 
 if TYPE_CHECKING:
     from .routing import Mount
@@ -32,7 +33,11 @@ if TYPE_CHECKING:
 _UNRESOLVED: Any = object()
 
 #: Query parameters a single-item read accepts (list queries add their own).
-ITEM_QUERY_ARGS: tuple[str, ...] = ()
+ITEM_QUERY_ARGS: tuple[str, ...] = ("fields",)
+
+#: Trimmed schemas for ``?fields=``, per (resource, operation, field names); bounded.
+_sparse_schemas: dict[tuple[type[Any], str, tuple[str, ...]], ma.Schema] = {}
+_SPARSE_CACHE_SIZE = 512
 
 
 class Resource(MethodView):
@@ -86,6 +91,9 @@ class Resource(MethodView):
     page_size: ClassVar[int] = 20
     #: Largest ``limit`` a client may ask for; more is a 400.
     max_page_size: ClassVar[int] = 100
+    #: ``"offset"`` (``?limit=&offset=``, with a total) or ``"cursor"`` (keyset pages,
+    #: ``?cursor=&limit=``, no count: as fast deep in a big table as on the first page).
+    pagination: ClassVar[str] = "offset"
     #: Loader options (``selectinload(Teacher.students)``) applied to every entity read, so
     #: nested schema fields load without N+1 queries.
     query_options: ClassVar[Sequence[Any]] = ()
@@ -104,6 +112,8 @@ class Resource(MethodView):
         self.scope: dict[str, Any] = {}
         #: The action being served: ``"list"``, ``"retrieve"``, ``"create"``, ...
         self.action: str | None = None
+        #: Schema field names asked for with ``?fields=`` (``None``: all).
+        self.sparse_fields: tuple[str, ...] | None = None
         self._parent_value: Any = _UNRESOLVED
 
     # -- verb binding: the one place HTTP methods meet actions ---------------------------
@@ -220,8 +230,22 @@ class Resource(MethodView):
 
     def get_schema(self, operation: str) -> ma.Schema:
         """The schema instance for ``"list"``, ``"detail"``, ``"create"``, ``"update"`` or
-        ``"patch"``."""
-        return self.options.schemas[operation]
+        ``"patch"``. Under ``?fields=``, the list and detail schemas are trimmed to them."""
+        schema = self.options.schemas[operation]
+        if self.sparse_fields is None or operation not in ("list", "detail"):
+            return schema
+        key = (type(self), operation, self.sparse_fields)
+        trimmed = _sparse_schemas.get(key)
+        if trimmed is None:
+            trimmed = type(schema)(only=self.sparse_fields)
+            if len(_sparse_schemas) < _SPARSE_CACHE_SIZE:
+                _sparse_schemas[key] = trimmed
+        return trimmed
+
+    def _read_sparse_fields(self, operation: str) -> None:
+        raw = request.args.get("fields")
+        if raw is not None:
+            self.sparse_fields = sparse_field_names(raw, self.options.schemas[operation])
 
     def serialize(self, obj_or_objs: Any) -> Any:
         if isinstance(obj_or_objs, list | tuple):

@@ -78,6 +78,7 @@ def register_all(router: Router) -> None:
     router.register(models.GradeResource, parent=models.StudentResource)
     router.register(models.CounterResource)
     router.register(models.ReadOnlyTeacherResource)
+    router.register(models.CursorTeacherResource)
 
 
 def register_scoped(router: Router) -> None:
@@ -90,11 +91,13 @@ def make_app(
 ) -> Flask:
     app = Flask(__name__)
     app.config.update(
-        TESTING=True,
-        SQLALCHEMY_DATABASE_URI=DB_URL,
-        SECRET_KEY="test",
-        MAX_CONTENT_LENGTH=64 * 1024,
-        **config,
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": DB_URL,
+            "SECRET_KEY": "test",
+            "MAX_CONTENT_LENGTH": 64 * 1024,
+            **config,
+        }
     )
     db.init_app(app)
 

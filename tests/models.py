@@ -9,7 +9,7 @@ import marshmallow as ma
 from flask import g
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from resources_kit import (
     CallbackMixin,
@@ -46,6 +46,9 @@ class Teacher(db.Model):  # type: ignore[name-defined,misc]
     email: Mapped[str | None] = mapped_column(String(120), unique=True)
     years_teaching: Mapped[int | None] = mapped_column(Integer)
     region: Mapped[str | None] = mapped_column(String(20))
+    # passive_deletes: let the database refuse deleting a teacher with students (409),
+    # instead of the ORM loading them and nulling their teacher_id first.
+    students: Mapped[list[Student]] = relationship(back_populates="teacher", passive_deletes="all")
 
 
 class Student(db.Model):  # type: ignore[name-defined,misc]
@@ -55,6 +58,7 @@ class Student(db.Model):  # type: ignore[name-defined,misc]
     school_id: Mapped[int | None] = mapped_column(ForeignKey("schools.id"))
     name: Mapped[str] = mapped_column(String(50))
     age: Mapped[int | None] = mapped_column(Integer)
+    teacher: Mapped[Teacher] = relationship(back_populates="students")
 
 
 class Grade(db.Model):  # type: ignore[name-defined,misc]
@@ -121,12 +125,18 @@ class TeacherResource(ModelResource):
     model = Teacher
     schema = TeacherSchema
     default_sort = "name"
+    filter_fields = ["name", "email", "years_teaching", "region", "students.name"]
+    sort_fields = ["name", "years_teaching", "region"]
+    search_fields = ["name", "email"]
 
 
 class StudentResource(ModelResource):
     name = "students"
     model = Student
     schema = StudentSchema
+    filter_fields = ["name", "age", "teacher.name"]
+    sort_fields = ["name", "age", "teacher.name"]
+    search_fields = ["name"]
 
 
 class GradeResource(ModelResource):
@@ -139,6 +149,17 @@ class CounterResource(ListMixin, CreateMixin, PatchMixin, Resource):
     name = "counters"
     model = Counter
     schema = CounterSchema
+
+
+class CursorTeacherResource(ListMixin, Resource):
+    name = "cursor-teachers"
+    model = Teacher
+    schema = TeacherSchema
+    pagination = "cursor"
+    default_sort = "name"
+    filter_fields = ["name", "years_teaching", "region"]
+    sort_fields = ["name", "years_teaching", "region"]
+    search_fields = ["name", "email"]
 
 
 class ReadOnlyTeacherResource(ListMixin, RetrieveMixin, Resource):
