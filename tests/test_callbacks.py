@@ -20,7 +20,7 @@ from resources_kit import (
     signals,
 )
 
-from .conftest import make_app, reset_database, seed
+from .conftest import make_app, reset_database, running, seed
 from .models import Audit, Student, StudentResource, Teacher, TeacherSchema, db
 from .test_errors import snapshot
 
@@ -97,11 +97,8 @@ def cb_app(app: Flask) -> Flask:
 def cb_client(cb_app: Flask, database: Any) -> Iterator[Any]:
     EVENTS.clear()
     PLAN.clear()
-    with cb_app.app_context():
-        db.create_all()
-        yield cb_app.test_client()
-        db.session.remove()
-        reset_database()
+    with running(cb_app) as client:
+        yield client
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from sqlalchemy import Select, select
 
 from resources_kit import ModelResource, Router
 
-from .conftest import make_app, register_scoped, reset_database, seed
+from .conftest import make_app, register_scoped, reset_database, running, seed
 from .models import (
     School,
     ScopedStudentResource,
@@ -33,11 +33,8 @@ def scoped_app(app: Flask) -> Flask:
 
 @pytest.fixture
 def tc(scoped_app: Flask, database: Any) -> Iterator[Any]:
-    with scoped_app.app_context():
-        db.create_all()
-        yield scoped_app.test_client()
-        db.session.remove()
-        reset_database()
+    with running(scoped_app) as client:
+        yield client
 
 
 @pytest.fixture
