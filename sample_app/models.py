@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import DateTime, ForeignKey, Integer, String, UniqueConstraint, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 class Base(DeclarativeBase):
@@ -51,6 +51,8 @@ class Teacher(db.Model):  # type: ignore[name-defined,misc]
     email: Mapped[str] = mapped_column(String(200))
     credential: Mapped[str] = mapped_column(String(20))
     years_teaching: Mapped[int] = mapped_column(Integer, default=0)
+    # The database refuses deleting a teacher who still has students (409).
+    students: Mapped[list[Student]] = relationship(back_populates="teacher", passive_deletes="all")
 
 
 class Student(db.Model):  # type: ignore[name-defined,misc]
@@ -59,6 +61,7 @@ class Student(db.Model):  # type: ignore[name-defined,misc]
     teacher_id: Mapped[int] = mapped_column(ForeignKey("teachers.id"))
     name: Mapped[str] = mapped_column(String(100))
     grade_level: Mapped[int] = mapped_column(Integer)
+    teacher: Mapped[Teacher] = relationship(back_populates="students")
 
 
 class AuditLog(db.Model):  # type: ignore[name-defined,misc]

@@ -116,6 +116,9 @@ class TeacherResource(TenantScopeMixin, AuditedResource, ModelResource):
     model = Teacher
     schema = TeacherSchema
     default_sort = "name"
+    filter_fields = ["name", "email", "years_teaching", "students.name"]
+    sort_fields = ["name", "years_teaching"]
+    search_fields = ["name", "email"]
     pre_create_callbacks = [VerifyCredentials]
     after_commit_create_callbacks = [WelcomeEmail]
 
@@ -138,3 +141,6 @@ class StudentResource(
     model = Student
     schema = StudentSchema
     default_sort = "name"
+    filter_fields = ["name", "grade_level"]
+    sort_fields = ["name", "grade_level"]
+    search_fields = ["name"]

@@ -112,6 +112,19 @@ def test_students_nested_and_audited(sample: tuple[Flask, Any]) -> None:
     assert counts() == (before[0], before[1], before[2] + 2, before[3])
 
 
+def test_list_queries(sample: tuple[Flask, Any]) -> None:
+    _, client = sample
+    listed = client.get(
+        '/api/teachers?sort=years_teaching__desc&fields=name&filters={"years_teaching__gte":1}',
+        headers=NORTH,
+    )
+    assert listed.json["items"] == [{"name": "Grace Hopper"}, {"name": "Ada Byron"}]
+    found = client.get("/api/teachers?search=GRACE", headers=NORTH).json
+    assert [t["name"] for t in found["items"]] == ["Grace Hopper"]
+    by_pupil = client.get('/api/teachers?filters={"students.name":"Fay"}', headers=SOUTH).json
+    assert [t["name"] for t in by_pupil["items"]] == ["Grace Hopper"]
+
+
 def test_seed_is_idempotent(sample: tuple[Flask, Any]) -> None:
     before = counts()
     seed()
