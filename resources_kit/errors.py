@@ -126,6 +126,20 @@ _SQLITE_PHRASES = {
 }
 
 
+_CONCURRENT = "The row was changed by a concurrent request; read it again and retry."
+#: Deadlock, serialization failure, lock wait timeout.
+_CONCURRENCY_SQLSTATES = {"40001", "40P01", "55P03"}
+_CONCURRENCY_ERRNOS = {1205, 1213}
+
+
+def _is_concurrency_failure(exc: Any) -> bool:
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) in _CONCURRENCY_SQLSTATES:
+        return True
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] in _CONCURRENCY_ERRNOS
+
+
 def conflict_kind(exc: Any) -> str | None:
     """Which constraint an ``IntegrityError`` broke, read from the driver's error."""
     orig = getattr(exc, "orig", None)
@@ -147,8 +161,17 @@ def from_database_error(exc: BaseException) -> HTTPError | None:
 
     The response names the kind of conflict only: never SQL, parameters or table names.
     """
-    from sqlalchemy.exc import DataError, IntegrityError
+    from flask import request
+    from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+    from sqlalchemy.orm.exc import StaleDataError
 
+    if isinstance(exc, StaleDataError):
+        # A version column's compare-and-set found the row changed by another request.
+        if request.if_match:
+            return HTTPError(412, "The resource has changed since it was read.")
+        return HTTPError(409, _CONCURRENT)
+    if isinstance(exc, OperationalError) and _is_concurrency_failure(exc):
+        return HTTPError(409, _CONCURRENT)
     if isinstance(exc, IntegrityError):
         kind = conflict_kind(exc)
         return HTTPError(

@@ -69,6 +69,7 @@ class DeleteMixin(_Base):
     def destroy(self) -> Response:
         check_query_args(())
         obj = self.get_object()
+        self.check_preconditions(obj)
         server_values = self._server_values(obj)
 
         def apply() -> Any:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .routing import Mount
 
 _UNRESOLVED: Any = object()
+_WRITE_ACTIONS = ("update", "partial_update", "destroy")
 
 #: Query parameters a single-item read accepts (list queries add their own).
 ITEM_QUERY_ARGS: tuple[str, ...] = ("fields",)
@@ -94,6 +95,9 @@ class Resource(MethodView):
     #: ``"offset"`` (``?limit=&offset=``, with a total) or ``"cursor"`` (keyset pages,
     #: ``?cursor=&limit=``, no count: as fast deep in a big table as on the first page).
     pagination: ClassVar[str] = "offset"
+    #: Refuse PUT, PATCH and DELETE without ``If-Match`` (428), so that no client can
+    #: overwrite a change it has not seen.
+    require_if_match: ClassVar[bool] = False
     #: Loader options (``selectinload(Teacher.students)``) applied to every entity read, so
     #: nested schema fields load without N+1 queries.
     query_options: ClassVar[Sequence[Any]] = ()
@@ -219,12 +223,34 @@ class Resource(MethodView):
             mount = mount.parent
 
     def get_object(self) -> Any:
-        """The item the URL names, under the scope and the parent chain; 404 when none."""
+        """The item the URL names, under the scope and the parent chain; 404 when none.
+
+        A write with ``If-Match`` reads it ``FOR UPDATE``: the row stays locked until the
+        transaction ends, so the ETag check and the write are atomic."""
         query = self._item_query().options(*self.query_options)
+        if self.action in _WRITE_ACTIONS and request.if_match:
+            query = query.with_for_update()
         obj = self.get_session().execute(query).unique().scalar_one_or_none()
         if obj is None:
             raise not_found()
         return obj
+
+    def check_preconditions(self, obj: Any) -> None:
+        """``If-Match`` on PUT, PATCH and DELETE: 412 unless it names the current ETag
+        (or ``*``); 428 when it is missing and ``require_if_match`` is set."""
+        if_match = request.if_match
+        if not if_match:
+            if self.require_if_match:
+                raise HTTPError(
+                    428,
+                    "This resource requires If-Match with the ETag of the version you read.",
+                )
+            return
+        if if_match.star_tag or if_match.contains(_etag(self.get_schema("detail").dump(obj))):
+            return
+        raise HTTPError(
+            412, "The resource has changed since it was read: If-Match does not match its ETag."
+        )
 
     # -- schemas and serialization --------------------------------------------------------
 
@@ -329,8 +355,9 @@ class Resource(MethodView):
         return obj, body
 
     def _change(self, operation: str) -> Response:
-        """PUT and PATCH: load the item, validate the body, write it."""
+        """PUT and PATCH: load the item, check If-Match, validate the body, write it."""
         obj = self.get_object()
+        self.check_preconditions(obj)
         server_values = self._server_values(obj)
         data = self._load_body(operation, server_values)
 

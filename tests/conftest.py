@@ -79,6 +79,8 @@ def register_all(router: Router) -> None:
     router.register(models.CounterResource)
     router.register(models.ReadOnlyTeacherResource)
     router.register(models.CursorTeacherResource)
+    router.register(models.NoteResource)
+    router.register(models.StrictTeacherResource)
 
 
 def register_scoped(router: Router) -> None:

@@ -87,7 +87,17 @@ class Audit(db.Model):  # type: ignore[name-defined,misc]
     row_id: Mapped[int | None] = mapped_column(Integer)
 
 
-ALL_MODELS = (Audit, Grade, Student, Counter, Teacher, School)  # children first
+class Note(db.Model):  # type: ignore[name-defined,misc]
+    """A row with a version column: SQLAlchemy compares-and-sets it on every UPDATE."""
+
+    __tablename__ = "notes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    __mapper_args__ = {"version_id_col": version}
+
+
+ALL_MODELS = (Audit, Grade, Student, Counter, Teacher, School, Note)  # children first
 
 
 class TeacherSchema(ma.Schema):
@@ -112,6 +122,12 @@ class GradeSchema(ma.Schema):
     student_id = ma.fields.Integer(dump_only=True)
     subject = ma.fields.String(required=True)
     score = ma.fields.Integer(required=True)
+
+
+class NoteSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    text = ma.fields.String(required=True)
+    version = ma.fields.Integer(dump_only=True)
 
 
 class CounterSchema(ma.Schema):
@@ -149,6 +165,17 @@ class CounterResource(ListMixin, CreateMixin, PatchMixin, Resource):
     name = "counters"
     model = Counter
     schema = CounterSchema
+
+
+class NoteResource(ModelResource):
+    name = "notes"
+    model = Note
+    schema = NoteSchema
+
+
+class StrictTeacherResource(TeacherResource):
+    name = "strict-teachers"
+    require_if_match = True
 
 
 class CursorTeacherResource(ListMixin, Resource):

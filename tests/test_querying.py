@@ -61,6 +61,7 @@ def names(client: Any, query: str, path: str = "/api/teachers") -> list[str]:
         ({"years_teaching__in": [2, 10]}, ["Ada", "Bob"]),
         ({"years_teaching__not_in": [2, 10]}, ["Di_1"]),
         ({"years_teaching__in": []}, []),
+        ({"years_teaching__not_in": []}, ["Ada", "Bob", "Cy", "Di_1"]),
         ({"email__contains": "@x"}, ["Ada", "Di_1"]),
         ({"email__contains": "%"}, ["Di_1"]),  # wildcards match literally
         ({"name__contains": "_"}, ["Di_1"]),
@@ -289,6 +290,8 @@ def matches(row: dict[str, Any], key: str, value: Any) -> bool:
     have = row[field]
     if op == "isnull":
         return (have is None) == value
+    if op == "not_in" and value == []:  # excludes nothing, NULL rows included
+        return True
     if have is None:  # SQL: a comparison with NULL is never true
         return False
     return {
