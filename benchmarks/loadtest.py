@@ -1,0 +1,201 @@
+"""Load test: the sample app under gunicorn (4 workers) on PostgreSQL, driven by several
+client processes over loopback with a mix of reads and writes.
+
+    python benchmarks/loadtest.py [--requests 400] [--clients 4] [--seconds 60]
+
+It reports requests/s, p50/p99 latency and the status counts, then checks that every
+create the API acknowledged (201) is in the database. It exits non-zero on any 5xx, any
+unexpected status or any lost create. Traffic goes to 127.0.0.1 only, bounded in requests
+and in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+DATABASE = "resources_kit_load"
+TOKENS = ["north-token", "south-token"]
+#: (weight, operation): what one client request is.
+MIX = [(55, "list"), (15, "get"), (10, "create"), (10, "patch"), (10, "students")]
+EXPECTED = {"list": {200}, "get": {200}, "create": {201}, "patch": {200}, "students": {200}}
+
+
+def prepare_database() -> str:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{DATABASE}"'))
+    engine.dispose()
+    url = f"{SERVER}/{DATABASE}"
+    from sample_app import create_app, seed
+    from sample_app.models import db
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url})
+    with app.app_context():
+        seed()
+        db.session.remove()
+        db.engine.dispose()
+    return url
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_gunicorn(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SAMPLE_APP_DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
+         "--log-level", "warning", "sample_app:create_app()"],
+        env=env, cwd=ROOT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit("gunicorn did not start")
+
+
+def client(port: int, requests: int, seconds: float, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    unexpected: list[str] = []
+    created: list[int] = []
+    teachers: dict[str, list[int]] = {}
+    weights, operations = zip(*MIX, strict=True)
+    deadline = time.monotonic() + seconds
+
+    def call(method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body)
+            headers["Content-Type"] = "application/json"
+        start = time.perf_counter()
+        connection.request(method, path, body=payload, headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+        latencies.append(time.perf_counter() - start)
+        if response.will_close:
+            connection.close()
+        return response.status, json.loads(data) if data else None
+
+    for _ in range(requests):
+        if time.monotonic() > deadline:
+            break
+        token = rng.choice(TOKENS)
+        if token not in teachers:
+            status, body = call("GET", "/api/teachers?limit=100", token)
+            teachers[token] = [item["id"] for item in body["items"]]
+        operation = rng.choices(operations, weights)[0]
+        teacher = rng.choice(teachers[token])
+        if operation == "list":
+            status, _ = call("GET", f"/api/teachers?limit=20&sort=name__desc"
+                                    f"&offset={rng.randrange(3)}", token)  # fmt: skip
+        elif operation == "get":
+            status, _ = call("GET", f"/api/teachers/{teacher}", token)
+        elif operation == "create":
+            tag = uuid.uuid4().hex[:12]
+            status, body = call("POST", "/api/teachers", token, {
+                "name": f"Load {tag}", "email": f"{tag}@load.example.org",
+                "credential": "LIC-0001", "years_teaching": rng.randrange(40)})  # fmt: skip
+            if status == 201:
+                created.append(body["id"])
+                teachers[token].append(body["id"])
+        elif operation == "patch":
+            status, _ = call("PATCH", f"/api/teachers/{teacher}", token,
+                             {"years_teaching": rng.randrange(40)})  # fmt: skip
+        else:
+            status, _ = call("GET", f"/api/teachers/{teacher}/students", token)
+        key = f"{operation} {status}"
+        statuses[key] = statuses.get(key, 0) + 1
+        if status not in EXPECTED[operation]:
+            unexpected.append(key)
+    connection.close()
+    return {"latencies": latencies, "statuses": statuses, "unexpected": unexpected,
+            "created": created}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=400, help="requests per client")
+    parser.add_argument("--clients", type=int, default=4, help="client processes")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
+    parser.add_argument("--seconds", type=float, default=60, help="time limit per client")
+    args = parser.parse_args()
+
+    url = prepare_database()
+    port = free_port()
+    server = start_gunicorn(url, port, args.workers)
+    try:
+        started = time.perf_counter()
+        with multiprocessing.get_context("spawn").Pool(args.clients) as pool:
+            results = pool.starmap(
+                client,
+                [(port, args.requests, args.seconds, seed) for seed in range(args.clients)],
+            )
+        elapsed = time.perf_counter() - started
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+    latencies = sorted(x for r in results for x in r["latencies"])
+    statuses: dict[str, int] = {}
+    for r in results:
+        for key, count in r["statuses"].items():
+            statuses[key] = statuses.get(key, 0) + count
+    unexpected = [key for r in results for key in r["unexpected"]]
+    server_errors = sum(count for key, count in statuses.items() if key.split()[1][0] == "5")
+    created = [teacher for r in results for teacher in r["created"]]
+
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        found = {row[0] for row in connection.execute(text("SELECT id FROM teachers"))}
+    engine.dispose()
+    lost = [teacher for teacher in created if teacher not in found]
+
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+    print(f"load test: sample app, gunicorn {args.workers} workers, PostgreSQL, "
+          f"{args.clients} client processes")  # fmt: skip
+    print(f"  requests     {len(latencies)} in {elapsed:.1f} s = {len(latencies) / elapsed:.0f}/s")
+    print(f"  latency      p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(f"  statuses     {', '.join(f'{k}: {v}' for k, v in sorted(statuses.items()))}")
+    print(f"  5xx          {server_errors}")
+    print(f"  unexpected   {len(unexpected)}")
+    print(f"  creates      {len(created)} acknowledged, {len(lost)} missing from the database")
+    return 1 if server_errors or unexpected or lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
