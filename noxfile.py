@@ -57,8 +57,17 @@ def minimums(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff")
-    session.run("ruff", "check", "resources_kit", "tests", "sample_app", "noxfile.py")
-    session.run("ruff", "format", "--check", "resources_kit", "tests", "sample_app", "noxfile.py")
+    session.run("ruff", "check", "resources_kit", "tests", "sample_app", "benchmarks", "noxfile.py")
+    session.run(
+        "ruff",
+        "format",
+        "--check",
+        "resources_kit",
+        "tests",
+        "sample_app",
+        "benchmarks",
+        "noxfile.py",
+    )
 
 
 @nox.session
