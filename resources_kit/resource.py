@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import marshmallow as ma
@@ -14,7 +13,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, scoped_session
 from werkzeug.exceptions import HTTPException
 
-from . import signals
+from . import signals, statements
 from .errors import (
     HTTPError,
     ImproperlyConfigured,
@@ -119,6 +118,7 @@ class Resource(MethodView):
         #: Schema field names asked for with ``?fields=`` (``None``: all).
         self.sparse_fields: tuple[str, ...] | None = None
         self._parent_value: Any = _UNRESOLVED
+        self._chain: list[Resource] | None = None
 
     # -- verb binding: the one place HTTP methods meet actions ---------------------------
 
@@ -171,18 +171,14 @@ class Resource(MethodView):
         super().get_query().where(...)``); scoping is added to whatever it returns."""
         return select(self.options.model)
 
-    def _guarded_query(self) -> Select[Any]:
-        query = self.get_query()
-        for key, value in self.scope.items():
-            query = query.where(self.options.column(key) == value)
-        if self.mount.parent is not None:
-            assert self.mount.parent_key is not None  # set with parent by the router
-            query = query.where(self.options.column(self.mount.parent_key) == self._parent_ref())
-        return query
-
-    def _item_query(self) -> Select[Any]:
-        value = self.url_kwargs[self.options.url_variable]
-        return self._guarded_query().where(self.options.lookup_attr == value)
+    def _views(self) -> list[Resource]:
+        """This resource and a view of each parent up the chain, scopes resolved."""
+        if self._chain is None:
+            views: list[Resource] = [self]
+            while views[-1].mount.parent is not None:
+                views.append(views[-1]._parent_view())
+            self._chain = views
+        return self._chain
 
     def _parent_view(self) -> Resource:
         parent = self.mount.parent
@@ -192,22 +188,30 @@ class Resource(MethodView):
         view.scope = view._resolve_scope()
         return view
 
-    def _parent_ref_query(self) -> Select[Any]:
-        """The parent chain as one statement that selects the column the FK refers to."""
-        assert self.mount.parent_ref is not None
-        view = self._parent_view()
-        return view._item_query().with_only_columns(view.options.column(self.mount.parent_ref))
-
-    def _parent_ref(self) -> Any:
-        if self._parent_value is not _UNRESOLVED:
-            return self._parent_value
-        return self._parent_ref_query().scalar_subquery()
+    def _statement(
+        self,
+        what: Hashable,
+        build: Callable[[list[Resource], bool], Select[Any]],
+        *,
+        lookup: bool,
+    ) -> tuple[Select[Any], dict[str, Any]]:
+        """A guarded statement (built once per shape, see ``statements``) and its values."""
+        views = self._views()
+        resolved = self._parent_value is not _UNRESOLVED
+        statement = statements.cached(views, resolved, what, lambda: build(views, resolved))
+        values = statements.params(
+            views, lookup=lookup, parent_value=self._parent_value, resolved=resolved
+        )
+        return statement, values
 
     def _resolve_parent(self) -> None:
         """Check the whole parent chain in one statement; 404 when any level is missing."""
         if self.mount.parent is None:
             return
-        row = self.get_session().execute(self._parent_ref_query()).first()
+        statement, values = self._statement(
+            "parent", lambda views, _: statements.parent_reference(views, 1), lookup=False
+        )
+        row = self.get_session().execute(statement, values).first()
         if row is None:
             raise not_found()
         self._parent_value = row[0]
@@ -227,10 +231,15 @@ class Resource(MethodView):
 
         A write with ``If-Match`` reads it ``FOR UPDATE``: the row stays locked until the
         transaction ends, so the ETag check and the write are atomic."""
-        query = self._item_query().options(*self.query_options)
+        options = self.query_options
+        query, values = self._statement(
+            "object", lambda views, resolved: statements.item(views, 0, resolved).options(*options),
+            lookup=True,
+        )  # fmt: skip
         if self.action in _WRITE_ACTIONS and request.if_match:
             query = query.with_for_update()
-        obj = self.get_session().execute(query).unique().scalar_one_or_none()
+        result = self.get_session().execute(query, values)
+        obj = (result.unique() if self.query_options else result).scalar_one_or_none()
         if obj is None:
             raise not_found()
         return obj
@@ -246,7 +255,9 @@ class Resource(MethodView):
                     "This resource requires If-Match with the ETag of the version you read.",
                 )
             return
-        if if_match.star_tag or if_match.contains(_etag(self.get_schema("detail").dump(obj))):
+        body = cast(Response, current_app.json.response(self.get_schema("detail").dump(obj)))
+        current = _etag(body.get_data())
+        if if_match.star_tag or if_match.contains(current):
             return
         raise HTTPError(
             412, "The resource has changed since it was read: If-Match does not match its ETag."
@@ -385,7 +396,7 @@ class Resource(MethodView):
     def item_response(self, body: Any, status: int = 200) -> Response:
         response = cast(Response, current_app.json.response(body))
         response.status_code = status
-        etag = _etag(body)
+        etag = _etag(response.get_data())  # the bytes sent: no second serialization
         response.set_etag(etag)
         if (
             status == 200
@@ -430,6 +441,5 @@ def _commit(session: Session | scoped_session[Session]) -> None:
         real.expire_on_commit = expire
 
 
-def _etag(body: Any) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+def _etag(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()

@@ -1,0 +1,304 @@
+"""Side-by-side benchmark: resources_kit against the same API written by hand.
+
+    python benchmarks/bench.py                 # SQLite, full run
+    python benchmarks/bench.py --db postgresql # the local PostgreSQL
+    python benchmarks/bench.py --short         # a quick run (the test suite uses it)
+
+Both apps run in this process and are called through WSGI, interleaved round by round (the
+order alternates each round), so machine noise hits both alike. For each operation it
+reports the median time per request, the ratio resources_kit / hand-written, and the SQL
+statements per request. Before timing, it checks that both apps give the same status and
+the same JSON for every operation.
+
+It also measures keyset pagination: the first page and a page deep in a table of
+1,000,000 rows (``--big-rows``) on SQLite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, insert, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.apps import (  # noqa: E402
+    School,
+    Student,
+    Teacher,
+    db,
+    hand_written_app,
+    resources_kit_app,
+)
+
+SCHOOLS, TEACHERS_PER_SCHOOL, STUDENTS_PER_TEACHER = 2, 150, 12
+HEADERS = {"X-School": "1"}
+#: Targets from the performance contract: ratio and statements per request.
+TARGETS = {
+    "list": (1.00, 2), "get": (1.10, 1), "create": (1.10, 1), "patch": (1.10, 2),
+    "delete": (1.10, 2), "nested list": (1.00, 2), "nested get": (1.10, 1),
+}  # fmt: skip
+
+
+def database_url(kind: str) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{os.path.join(tempfile.gettempdir(), 'resources_kit_bench.sqlite3')}"
+    if kind == "postgresql":
+        server = "postgresql+psycopg://postgres@127.0.0.1:5432"
+        engine = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text("DROP DATABASE IF EXISTS resources_kit_bench WITH (FORCE)"))
+            connection.execute(text("CREATE DATABASE resources_kit_bench"))
+        engine.dispose()
+        return f"{server}/resources_kit_bench"
+    return kind
+
+
+def fill(url: str) -> None:
+    engine = create_engine(url)
+    db.metadata.drop_all(engine)
+    db.metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(insert(School), [{"id": i, "name": f"s{i}"} for i in range(1, 3)])
+        teachers = [
+            {"school_id": school, "name": f"teacher {n:04d}", "email": f"t{school}-{n}@x.org",
+             "years_teaching": n % 40}
+            for school in range(1, SCHOOLS + 1) for n in range(TEACHERS_PER_SCHOOL)
+        ]  # fmt: skip
+        connection.execute(insert(Teacher), teachers)
+        students = [
+            {"teacher_id": teacher, "name": f"student {n}", "grade_level": 1 + n % 12}
+            for teacher in range(1, SCHOOLS * TEACHERS_PER_SCHOOL + 1)
+            for n in range(STUDENTS_PER_TEACHER)
+        ]  # fmt: skip
+        connection.execute(insert(Student), students)
+    engine.dispose()
+
+
+@dataclass
+class Operation:
+    name: str
+    #: (client, round-unique number) -> response; prepares its own rows outside timing
+    prepare: Callable[[Any, int], Callable[[], Any]]
+    expect: int
+
+
+def _new_teacher_row(app: Any, n: int) -> int:
+    with app.app_context():
+        teacher = Teacher(school_id=1, name=f"gone {n}", email=f"g{n}@x.org", years_teaching=1)
+        db.session.add(teacher)
+        db.session.commit()
+        return int(teacher.id)
+
+
+def operations(app: Any) -> list[Operation]:
+    def fixed(method: str, path: str, body: Any = None) -> Callable[[Any, int], Callable[[], Any]]:
+        def prepare(client: Any, n: int) -> Callable[[], Any]:
+            kwargs = {"json": body} if body is not None else {}
+            return lambda: getattr(client, method)(path, headers=HEADERS, **kwargs)
+
+        return prepare
+
+    def create(client: Any, n: int) -> Callable[[], Any]:
+        body = {"name": f"new {n}", "email": f"n{n}@x.org", "years_teaching": 3}
+        return lambda: client.post("/api/teachers", json=body, headers=HEADERS)
+
+    def delete(client: Any, n: int) -> Callable[[], Any]:
+        teacher = _new_teacher_row(app, n)
+        return lambda: client.delete(f"/api/teachers/{teacher}", headers=HEADERS)
+
+    def patch(client: Any, n: int) -> Callable[[], Any]:
+        body = {"years_teaching": n % 50}
+        return lambda: client.patch("/api/teachers/7", json=body, headers=HEADERS)
+
+    return [
+        Operation("list", fixed("get", "/api/teachers?limit=20&offset=40"), 200),
+        Operation("get", fixed("get", "/api/teachers/7"), 200),
+        Operation("create", create, 201),
+        Operation("patch", patch, 200),
+        Operation("delete", delete, 204),
+        Operation("nested list", fixed("get", "/api/teachers/7/students?limit=20"), 200),
+        Operation("nested get", fixed("get", "/api/teachers/7/students/80"), 200),
+    ]
+
+
+@contextmanager
+def counting(engine: Any) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append(args[2])
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def check_parity(apps: dict[str, Any], counter: int) -> dict[str, dict[str, int]]:
+    """Both apps answer each operation with the same status and JSON; count statements."""
+    statements: dict[str, dict[str, int]] = {}
+    for index, op in enumerate(operations(apps["hand"])):
+        bodies = {}
+        for name, app in apps.items():
+            client = app.test_client()
+            request = op.prepare(client, counter + index * 2 + (name == "rk"))
+            with app.app_context():
+                engine = db.engine
+            with counting(engine) as seen:
+                response = request()
+            assert response.status_code == op.expect, (name, op.name, response.get_data())
+            body = response.get_json(silent=True)
+            if isinstance(body, dict):
+                body.pop("id", None)
+                body.pop("name", None)
+                body.pop("email", None)
+                body.pop("years_teaching", None)
+            bodies[name] = body
+            statements.setdefault(op.name, {})[name] = len(seen)
+        assert bodies["hand"] == bodies["rk"], (op.name, bodies)
+    return statements
+
+
+def timed_rounds(apps: dict[str, Any], rounds: int, per_round: int) -> dict[str, dict[str, float]]:
+    samples: dict[str, dict[str, list[float]]] = {}
+    counter = 1000
+    clients = {name: app.test_client() for name, app in apps.items()}
+    for round_number in range(rounds):
+        order = ["hand", "rk"] if round_number % 2 == 0 else ["rk", "hand"]
+        for op in operations(apps["hand"]):
+            for name in order:
+                requests = []
+                for _ in range(per_round):
+                    counter += 1
+                    requests.append(op.prepare(clients[name], counter))
+                started = time.perf_counter()
+                for request in requests:
+                    response = request()
+                    if response.status_code != op.expect:
+                        raise AssertionError((name, op.name, response.status_code))
+                elapsed = (time.perf_counter() - started) / per_round
+                samples.setdefault(op.name, {}).setdefault(name, []).append(elapsed)
+    return {op: {name: statistics.median(v) for name, v in by_app.items()}
+            for op, by_app in samples.items()}  # fmt: skip
+
+
+def keyset(big_rows: int, repeats: int) -> tuple[float, float]:
+    """Median time of the first cursor page and of a page at the end of ``big_rows``."""
+    from itsdangerous import URLSafeSerializer
+
+    path = os.path.join(tempfile.gettempdir(), f"resources_kit_keyset_{big_rows}.sqlite3")
+    url = f"sqlite:///{path}"
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        present = (
+            engine.dialect.has_table(connection, "bench_teachers")
+            and connection.execute(text("SELECT count(*) FROM bench_teachers")).scalar_one()
+            == big_rows
+        )
+    if not present:
+        db.metadata.drop_all(engine)
+        db.metadata.create_all(engine)
+        with engine.begin() as connection:
+            connection.execute(insert(School), [{"id": 1, "name": "s"}])
+            batch = 100_000
+            for start in range(0, big_rows, batch):
+                connection.execute(insert(Teacher), [
+                    {"school_id": 1, "name": f"t{n}", "email": f"{n}@x.org", "years_teaching": 1}
+                    for n in range(start, min(start + batch, big_rows))
+                ])  # fmt: skip
+    engine.dispose()
+    app = resources_kit_app(url)
+    client = app.test_client()
+    # A cursor positioned just before the last page, in the format the library signs.
+    deep = URLSafeSerializer("bench", salt="resources_kit.cursor.cursor-teachers").dumps(
+        {"s": "id__asc", "v": [big_rows - 50]}
+    )
+    first_times, deep_times = [], []
+    for _ in range(repeats):
+        for cursor, times in ((None, first_times), (deep, deep_times)):
+            query = "/api/cursor-teachers?limit=20" + (f"&cursor={cursor}" if cursor else "")
+            started = time.perf_counter()
+            response = client.get(query)
+            times.append(time.perf_counter() - started)
+            assert response.status_code == 200 and len(response.get_json()["items"]) == 20
+    with app.app_context():
+        db.engine.dispose()
+    return statistics.median(first_times), statistics.median(deep_times)
+
+
+def run(db_kind: str, rounds: int, per_round: int, big_rows: int) -> dict[str, Any]:
+    url = database_url(db_kind)
+    fill(url)
+    apps = {"hand": hand_written_app(url), "rk": resources_kit_app(url)}
+    statements = check_parity(apps, 1)
+    timings = timed_rounds(apps, rounds, per_round)
+    for app in apps.values():
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+    first, deep = keyset(big_rows, repeats=max(rounds, 5)) if big_rows else (0.0, 0.0)
+    return {"statements": statements, "timings": timings, "keyset": (first, deep),
+            "db": db_kind, "rounds": rounds, "per_round": per_round, "big_rows": big_rows}  # fmt: skip
+
+
+def report(result: dict[str, Any]) -> tuple[str, bool]:
+    lines = [
+        f"resources_kit vs hand-written, {result['db']}: median of {result['rounds']} rounds "
+        f"x {result['per_round']} requests",
+        "",
+        f"{'operation':<12} {'hand µs':>9} {'rk µs':>9} {'ratio':>6} {'target':>7} "
+        f"{'SQL hand':>9} {'SQL rk':>7} {'max':>4}",
+    ]
+    ok = True
+    for op, (target_ratio, target_sql) in TARGETS.items():
+        hand, rk = result["timings"][op]["hand"], result["timings"][op]["rk"]
+        ratio = rk / hand
+        sql = result["statements"][op]
+        meets = ratio <= target_ratio and sql["rk"] <= target_sql
+        ok = ok and meets
+        lines.append(
+            f"{op:<12} {hand * 1e6:>9.0f} {rk * 1e6:>9.0f} {ratio:>6.2f} {target_ratio:>7.2f} "
+            f"{sql['hand']:>9} {sql['rk']:>7} {target_sql:>4}{'' if meets else '  MISSED'}"
+        )
+    first, deep = result["keyset"]
+    if result["big_rows"]:
+        ratio = deep / first
+        ok = ok and ratio <= 1.5
+        lines += [
+            "",
+            f"keyset pagination, {result['big_rows']:,} rows (SQLite): first page "
+            f"{first * 1e6:.0f} µs, last page {deep * 1e6:.0f} µs, ratio {ratio:.2f} "
+            f"(target 1.50){'' if ratio <= 1.5 else '  MISSED'}",
+        ]
+    return "\n".join(lines), ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", default="sqlite", help="sqlite, postgresql or a URL")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--per-round", type=int, default=40)
+    parser.add_argument("--big-rows", type=int, default=1_000_000)
+    parser.add_argument("--short", action="store_true", help="a quick run: 3 x 10, 20k rows")
+    args = parser.parse_args()
+    if args.short:
+        args.rounds, args.per_round, args.big_rows = 3, 10, 20_000
+    text_report, ok = report(run(args.db, args.rounds, args.per_round, args.big_rows))
+    print(text_report)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
