@@ -151,8 +151,12 @@ class TeacherList(MethodView):
             select(Teacher).where(Teacher.school_id == school).order_by(Teacher.name, Teacher.id)
         )
         items, total = page(query, limit, offset)
-        return {"items": teachers_schema.dump(items), "total": total, "limit": limit,
-                "offset": offset}  # fmt: skip
+        return {
+            "items": teachers_schema.dump(items),
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
 
     def post(self) -> Any:
         school = school_or_403()
@@ -168,8 +172,9 @@ class TeacherList(MethodView):
         teacher = Teacher(**data, school_id=school)
         db.session.add(teacher)
         db.session.commit()
-        response = Response(json.dumps(teacher_schema.dump(teacher)), 201,
-                            mimetype="application/json")  # fmt: skip
+        response = Response(
+            json.dumps(teacher_schema.dump(teacher)), 201, mimetype="application/json"
+        )
         response.headers["Location"] = url_for("hand_teacher", teacher_id=teacher.id)
         return response
 
@@ -226,8 +231,12 @@ class StudentList(MethodView):
         limit, offset = args
         query = select(Student).where(Student.teacher_id == teacher_id).order_by(Student.id)
         items, total = page(query, limit, offset)
-        return {"items": students_schema.dump(items), "total": total, "limit": limit,
-                "offset": offset}  # fmt: skip
+        return {
+            "items": students_schema.dump(items),
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
 
 
 class StudentItem(MethodView):
@@ -238,9 +247,7 @@ class StudentItem(MethodView):
         student = db.session.scalars(
             select(Student)
             .join(Teacher, Student.teacher_id == Teacher.id)
-            .where(
-                Student.id == student_id, Teacher.id == teacher_id, Teacher.school_id == school
-            )  # fmt: skip
+            .where(Student.id == student_id, Teacher.id == teacher_id, Teacher.school_id == school)
         ).first()
         return student_schema.dump(student) if student else problem(404, "No such resource.")
 
@@ -251,18 +258,22 @@ def hand_written_app(url: str) -> Flask:
     app.add_url_rule(
         "/api/teachers/<int:teacher_id>", view_func=TeacherItem.as_view("hand_teacher")
     )
-    app.add_url_rule("/api/teachers/<int:teacher_id>/students",
-                     view_func=StudentList.as_view("hand_students"))  # fmt: skip
-    app.add_url_rule("/api/teachers/<int:teacher_id>/students/<int:student_id>",
-                     view_func=StudentItem.as_view("hand_student"))  # fmt: skip
+    app.add_url_rule(
+        "/api/teachers/<int:teacher_id>/students", view_func=StudentList.as_view("hand_students")
+    )
+    app.add_url_rule(
+        "/api/teachers/<int:teacher_id>/students/<int:student_id>",
+        view_func=StudentItem.as_view("hand_student"),
+    )
     return app
 
 
 # -- with resources_kit -------------------------------------------------------------------
 
 
-class TeacherResource(TenantScopeMixin, ListMixin, RetrieveMixin, CreateMixin, PatchMixin,
-                      DeleteMixin, Resource):  # fmt: skip
+class TeacherResource(
+    TenantScopeMixin, ListMixin, RetrieveMixin, CreateMixin, PatchMixin, DeleteMixin, Resource
+):
     name = "teachers"
     model = Teacher
     schema = TeacherSchema

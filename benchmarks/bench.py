@@ -32,7 +32,7 @@ from sqlalchemy import create_engine, event, insert, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.apps import (  # noqa: E402
+from benchmarks.apps import (
     School,
     Student,
     Teacher,
@@ -45,9 +45,14 @@ SCHOOLS, TEACHERS_PER_SCHOOL, STUDENTS_PER_TEACHER = 2, 150, 12
 HEADERS = {"X-School": "1"}
 #: Targets from the performance contract: ratio and statements per request.
 TARGETS = {
-    "list": (1.00, 2), "get": (1.10, 1), "create": (1.10, 1), "patch": (1.10, 2),
-    "delete": (1.10, 2), "nested list": (1.00, 2), "nested get": (1.10, 1),
-}  # fmt: skip
+    "list": (1.00, 2),
+    "get": (1.10, 1),
+    "create": (1.10, 1),
+    "patch": (1.10, 2),
+    "delete": (1.10, 2),
+    "nested list": (1.00, 2),
+    "nested get": (1.10, 1),
+}
 
 
 def database_url(kind: str) -> str:
@@ -61,6 +66,14 @@ def database_url(kind: str) -> str:
             connection.execute(text("CREATE DATABASE resources_kit_bench"))
         engine.dispose()
         return f"{server}/resources_kit_bench"
+    if kind == "mysql":
+        server = "mysql+pymysql://root@127.0.0.1:3306"
+        engine = create_engine(f"{server}/test")
+        with engine.connect() as connection:
+            connection.execute(text("DROP DATABASE IF EXISTS resources_kit_bench"))
+            connection.execute(text("CREATE DATABASE resources_kit_bench"))
+        engine.dispose()
+        return f"{server}/resources_kit_bench?charset=utf8mb4"
     return kind
 
 
@@ -71,16 +84,21 @@ def fill(url: str) -> None:
     with engine.begin() as connection:
         connection.execute(insert(School), [{"id": i, "name": f"s{i}"} for i in range(1, 3)])
         teachers = [
-            {"school_id": school, "name": f"teacher {n:04d}", "email": f"t{school}-{n}@x.org",
-             "years_teaching": n % 40}
-            for school in range(1, SCHOOLS + 1) for n in range(TEACHERS_PER_SCHOOL)
-        ]  # fmt: skip
+            {
+                "school_id": school,
+                "name": f"teacher {n:04d}",
+                "email": f"t{school}-{n}@x.org",
+                "years_teaching": n % 40,
+            }
+            for school in range(1, SCHOOLS + 1)
+            for n in range(TEACHERS_PER_SCHOOL)
+        ]
         connection.execute(insert(Teacher), teachers)
         students = [
             {"teacher_id": teacher, "name": f"student {n}", "grade_level": 1 + n % 12}
             for teacher in range(1, SCHOOLS * TEACHERS_PER_SCHOOL + 1)
             for n in range(STUDENTS_PER_TEACHER)
-        ]  # fmt: skip
+        ]
         connection.execute(insert(Student), students)
     engine.dispose()
 
@@ -190,8 +208,10 @@ def timed_rounds(apps: dict[str, Any], rounds: int, per_round: int) -> dict[str,
                         raise AssertionError((name, op.name, response.status_code))
                 elapsed = (time.perf_counter() - started) / per_round
                 samples.setdefault(op.name, {}).setdefault(name, []).append(elapsed)
-    return {op: {name: statistics.median(v) for name, v in by_app.items()}
-            for op, by_app in samples.items()}  # fmt: skip
+    return {
+        op: {name: statistics.median(v) for name, v in by_app.items()}
+        for op, by_app in samples.items()
+    }
 
 
 def keyset(big_rows: int, repeats: int) -> tuple[float, float]:
@@ -214,10 +234,18 @@ def keyset(big_rows: int, repeats: int) -> tuple[float, float]:
             connection.execute(insert(School), [{"id": 1, "name": "s"}])
             batch = 100_000
             for start in range(0, big_rows, batch):
-                connection.execute(insert(Teacher), [
-                    {"school_id": 1, "name": f"t{n}", "email": f"{n}@x.org", "years_teaching": 1}
-                    for n in range(start, min(start + batch, big_rows))
-                ])  # fmt: skip
+                connection.execute(
+                    insert(Teacher),
+                    [
+                        {
+                            "school_id": 1,
+                            "name": f"t{n}",
+                            "email": f"{n}@x.org",
+                            "years_teaching": 1,
+                        }
+                        for n in range(start, min(start + batch, big_rows))
+                    ],
+                )
     engine.dispose()
     app = resources_kit_app(url)
     client = app.test_client()
@@ -232,7 +260,8 @@ def keyset(big_rows: int, repeats: int) -> tuple[float, float]:
             started = time.perf_counter()
             response = client.get(query)
             times.append(time.perf_counter() - started)
-            assert response.status_code == 200 and len(response.get_json()["items"]) == 20
+            assert response.status_code == 200
+            assert len(response.get_json()["items"]) == 20
     with app.app_context():
         db.engine.dispose()
     return statistics.median(first_times), statistics.median(deep_times)
@@ -249,8 +278,15 @@ def run(db_kind: str, rounds: int, per_round: int, big_rows: int) -> dict[str, A
             db.session.remove()
             db.engine.dispose()
     first, deep = keyset(big_rows, repeats=max(rounds, 5)) if big_rows else (0.0, 0.0)
-    return {"statements": statements, "timings": timings, "keyset": (first, deep),
-            "db": db_kind, "rounds": rounds, "per_round": per_round, "big_rows": big_rows}  # fmt: skip
+    return {
+        "statements": statements,
+        "timings": timings,
+        "keyset": (first, deep),
+        "db": db_kind,
+        "rounds": rounds,
+        "per_round": per_round,
+        "big_rows": big_rows,
+    }
 
 
 def report(result: dict[str, Any]) -> tuple[str, bool]:
@@ -287,7 +323,7 @@ def report(result: dict[str, Any]) -> tuple[str, bool]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", default="sqlite", help="sqlite, postgresql or a URL")
+    parser.add_argument("--db", default="sqlite", help="sqlite, postgresql, mysql or a URL")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--per-round", type=int, default=40)
     parser.add_argument("--big-rows", type=int, default=1_000_000)

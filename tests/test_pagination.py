@@ -101,7 +101,7 @@ def test_statements_per_page_do_not_grow_with_page_size(
         counts.append(len(statements))
     assert counts[0] == counts[1]
     assert counts[0] <= 2
-    assert counts[0] == 1  # the total comes from a window count on the same SELECT
+    assert counts[0] == 1  # the total is a scalar subquery of the same SELECT
 
 
 def test_nested_list_statements_do_not_grow(

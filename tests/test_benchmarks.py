@@ -1,0 +1,45 @@
+"""The side-by-side benchmark in its short mode, so that it cannot rot: both apps must
+answer every operation alike, and resources_kit must stay within its statement budget.
+Timing ratios are reported by ``python benchmarks/bench.py``, not asserted here: a test
+run on a shared machine is too noisy for that."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import bench
+
+from .conftest import DB
+
+
+@pytest.fixture(scope="module")
+def result() -> dict[str, object]:
+    return bench.run(DB if DB in ("sqlite", "postgresql", "mysql") else "sqlite",
+                     rounds=2, per_round=3, big_rows=5_000)  # fmt: skip
+
+
+def test_statements_per_request_meet_the_targets(result: dict[str, object]) -> None:
+    statements = result["statements"]
+    assert isinstance(statements, dict)
+    for operation, (_, budget) in bench.TARGETS.items():
+        assert statements[operation]["rk"] <= budget, operation
+    assert statements["get"]["rk"] == statements["nested get"]["rk"] == 1
+    assert statements["create"]["rk"] == 1
+    assert statements["list"]["rk"] == 1  # the total is a scalar subquery of the page
+
+
+def test_every_operation_was_timed_for_both_apps(result: dict[str, object]) -> None:
+    timings = result["timings"]
+    assert isinstance(timings, dict)
+    assert set(timings) == set(bench.TARGETS)
+    for by_app in timings.values():
+        assert by_app["hand"] > 0
+        assert by_app["rk"] > 0
+    text, _ = bench.report(result)
+    assert "nested get" in text
+
+
+def test_keyset_pages_were_measured(result: dict[str, object]) -> None:
+    first, deep = result["keyset"]  # type: ignore[misc]
+    assert first > 0
+    assert deep > 0
