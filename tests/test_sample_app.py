@@ -8,9 +8,14 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import run_state_machine_as_test
 
+from resources_kit.testing import crud_contract
 from sample_app import create_app, seed
 from sample_app.models import AuditLog, Outbox, Student, Teacher, db
+from sample_app.resources import StudentResource, TeacherResource
 
 from .conftest import separate_database_url
 
@@ -123,6 +128,49 @@ def test_list_queries(sample: tuple[Flask, Any]) -> None:
     assert [t["name"] for t in found["items"]] == ["Grace Hopper"]
     by_pupil = client.get('/api/teachers?filters={"students.name":"Fay"}', headers=SOUTH).json
     assert [t["name"] for t in by_pupil["items"]] == ["Grace Hopper"]
+
+
+CONTRACT = settings(
+    max_examples=10, stateful_step_count=15, deadline=None, suppress_health_check=list(HealthCheck)
+)
+LICENCES = st.from_regex(r"LIC-\d{4}", fullmatch=True)
+
+
+def reseed() -> None:
+    db.session.rollback()
+    for model in (Outbox, AuditLog, Student, Teacher):
+        db.session.query(model).delete()
+    db.session.commit()
+    db.session.expunge_all()
+
+
+def test_contract_on_tenant_scoped_teachers(sample: tuple[Flask, Any]) -> None:
+    _, client = sample
+    contract = crud_contract(
+        client,
+        "/api/teachers",
+        resource=TeacherResource,
+        headers=NORTH,
+        other_headers=SOUTH,
+        overrides={"credential": LICENCES},
+        setup=reseed,
+    )
+    run_state_machine_as_test(contract, settings=CONTRACT)
+
+
+def test_contract_on_nested_students(sample: tuple[Flask, Any]) -> None:
+    """Students of one north teacher; the contract starts from whatever the list holds."""
+    _, client = sample
+    reseed()
+    teacher = client.post("/api/teachers", json=NEW_TEACHER, headers=NORTH).get_json()["id"]
+    contract = crud_contract(
+        client,
+        f"/api/teachers/{teacher}/students",
+        resource=StudentResource,
+        headers=NORTH,
+        other_headers=SOUTH,
+    )
+    run_state_machine_as_test(contract, settings=CONTRACT)
 
 
 def test_seed_is_idempotent(sample: tuple[Flask, Any]) -> None:

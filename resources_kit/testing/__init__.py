@@ -1,0 +1,25 @@
+"""Test helpers for your own resources: Hypothesis strategies from marshmallow schemas and
+a stateful CRUD contract. Opt-in: import it in your tests; it is not a pytest plugin.
+
+>>> from resources_kit.testing import crud_contract
+>>> contract = crud_contract(client, "/api/teachers", resource=TeacherResource)  # doctest: +SKIP
+>>> TestTeachers = contract.TestCase  # doctest: +SKIP
+"""
+
+from resources_kit.testing.contract import crud_contract
+from resources_kit.testing.strategies import (
+    UnsupportedField,
+    field_strategy,
+    invalid_payloads,
+    payloads,
+    register_field_strategy,
+)
+
+__all__ = [
+    "UnsupportedField",
+    "crud_contract",
+    "field_strategy",
+    "invalid_payloads",
+    "payloads",
+    "register_field_strategy",
+]

@@ -1,0 +1,357 @@
+"""resources_kit.testing: strategies from schemas, and the CRUD contract run against real
+resources (it passes) and against deliberately broken ones (it must fail)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import marshmallow as ma
+import pytest
+from flask import Flask, g
+from hypothesis import HealthCheck, Phase, find, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import run_state_machine_as_test
+
+from resources_kit import ModelResource
+from resources_kit.testing import (
+    UnsupportedField,
+    crud_contract,
+    field_strategy,
+    invalid_payloads,
+    payloads,
+    register_field_strategy,
+)
+from resources_kit.testing.strategies import _registry
+
+from .conftest import make_app, reset_database, running, seed
+from .models import (
+    NoteResource,
+    School,
+    ScopedTeacherResource,
+    StudentResource,
+    Teacher,
+    TeacherResource,
+    TeacherSchema,
+    db,
+)
+
+fields, validate = ma.fields, ma.validate
+
+
+class Colour(enum.Enum):
+    RED = "r"
+    BLUE = "b"
+
+
+class Inner(ma.Schema):
+    label = fields.String(required=True, validate=validate.Length(min=1, max=5))
+    weight = fields.Float(validate=validate.Range(0, 1))
+
+
+class EveryField(ma.Schema):
+    id = fields.Integer(dump_only=True)
+    name = fields.String(required=True, validate=validate.Length(min=2, max=8))
+    code = fields.String(validate=validate.Regexp(r"[A-Z]{3}-\d{2}"))
+    status = fields.String(validate=validate.OneOf(["new", "old"]))
+    exact = fields.String(validate=validate.Equal("yes"))
+    both = fields.String(
+        validate=validate.And(validate.Length(max=4), validate.OneOf(["ab", "cd"]))
+    )
+    count = fields.Integer(
+        required=True, validate=validate.Range(min=1, max=9, max_inclusive=False)
+    )
+    ratio = fields.Float(
+        allow_none=True, validate=validate.Range(min=0, max=1, min_inclusive=False)
+    )
+    price = fields.Decimal(places=2, validate=validate.Range(0, 1000))
+    active = fields.Boolean()
+    seen = fields.DateTime()
+    born = fields.Date()
+    at = fields.Time()
+    key = fields.UUID()
+    email = fields.Email()
+    site = fields.URL()
+    colour = fields.Enum(Colour)
+    colour_value = fields.Enum(Colour, by_value=True)
+    tags = fields.List(
+        fields.String(validate=validate.Length(max=3)), validate=validate.Length(max=2)
+    )
+    pair = fields.Tuple((fields.Integer(), fields.Boolean()))
+    meta = fields.Dict(keys=fields.String(), values=fields.Integer())
+    anything = fields.Raw()
+    child = fields.Nested(Inner)
+    children = fields.Nested(Inner, many=True)
+    secret = fields.String(load_only=True, data_key="pass")
+
+
+EXAMPLES = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+@EXAMPLES
+@given(body=payloads(EveryField))
+def test_every_payload_loads(body: dict[str, Any]) -> None:
+    EveryField().load(body)
+    assert "id" not in body  # dump_only is never generated
+    assert {"name", "count"} <= set(body)  # required always present
+
+
+@EXAMPLES
+@given(body=payloads(EveryField, partial=True))
+def test_every_partial_payload_loads_partially(body: dict[str, Any]) -> None:
+    EveryField().load(body, partial=True)
+
+
+def test_optional_and_load_only_fields_are_generated() -> None:
+    seen: set[str] = set()
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=payloads(EveryField))
+    def collect(body: dict[str, Any]) -> None:
+        seen.update(body)
+
+    collect()
+    assert {"pass", "child", "children", "colour", "ratio"} <= seen
+
+
+@EXAMPLES
+@given(pair=invalid_payloads(EveryField))
+def test_every_invalid_payload_is_refused_for_the_field_named(pair: tuple[str, Any]) -> None:
+    field, body = pair
+    with pytest.raises(ma.ValidationError) as info:
+        EveryField().load(body)
+    assert field in info.value.messages  # type: ignore[operator]
+
+
+@EXAMPLES
+@given(pair=invalid_payloads(TeacherSchema, partial=True))
+def test_invalid_partial_payloads(pair: tuple[str, Any]) -> None:
+    field, body = pair
+    errors = TeacherSchema().validate(body, partial=True)
+    assert field in errors
+
+
+class Money(fields.Field[Any]):
+    pass
+
+
+def test_unsupported_field_says_how_to_register() -> None:
+    class WithMoney(ma.Schema):
+        price = Money(required=True)
+
+    with pytest.raises(UnsupportedField, match=r"register_field_strategy\(Money, factory\)"):
+        payloads(WithMoney)
+    register_field_strategy(Money, lambda field: st.integers(0, 10).map(str))
+    try:
+        body = find(payloads(WithMoney), lambda body: True)
+        assert body["price"].isdigit()
+    finally:
+        del _registry[Money]
+
+
+def test_unsupported_validator_says_how_to_override() -> None:
+    class Odd(ma.Schema):
+        n = fields.Integer(required=True, validate=lambda n: n % 2 == 1)
+
+    with pytest.raises(UnsupportedField, match=r"overrides=\{'n': strategy\}"):
+        payloads(Odd)
+    odd = st.integers(0, 50).map(lambda n: 2 * n + 1)
+    body = find(payloads(Odd, overrides={"n": odd}), lambda body: True)
+    Odd().load(body)
+
+
+def test_overrides_must_name_loadable_fields() -> None:
+    with pytest.raises(UnsupportedField, match="cannot load"):
+        payloads(TeacherSchema, overrides={"id": st.just(1)})
+
+
+def test_allow_none_fields_may_be_null() -> None:
+    strategy = field_strategy(fields.Integer(allow_none=True))
+    assert find(strategy, lambda value: value is None) is None
+    assert isinstance(find(strategy, lambda value: value is not None), int)
+
+
+# -- the contract against real resources ----------------------------------------------------
+
+CONTRACT_SETTINGS = settings(
+    max_examples=15, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck)
+)
+
+
+def run_contract(machine: type[Any]) -> None:
+    run_state_machine_as_test(machine, settings=CONTRACT_SETTINGS)
+
+
+class CountingClient:
+    """A test client that counts the requests of each method, to prove the contract ran."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, method: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls[method] = self.calls.get(method, 0) + 1
+            return getattr(self.client, method)(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture
+def contract_client(client: Any) -> Iterator[CountingClient]:
+    counting = CountingClient(client)
+    yield counting
+    assert set(counting.calls) == {"get", "post", "put", "patch", "delete"}
+    assert sum(counting.calls.values()) > 200
+
+
+def test_contract_passes_on_a_resource(contract_client: Any) -> None:
+    run_contract(
+        crud_contract(
+            contract_client, "/api/teachers", resource=TeacherResource, setup=reset_database
+        )
+    )
+
+
+def test_contract_passes_on_a_nested_resource(contract_client: Any) -> None:
+    def setup() -> None:
+        reset_database()
+        seed(Teacher(id=1, name="Ada"))
+
+    # Students carry teacher_id in the schema: the body may repeat the URL's value only.
+    run_contract(
+        crud_contract(
+            contract_client,
+            "/api/teachers/1/students",
+            resource=StudentResource,
+            setup=setup,
+            overrides={"teacher_id": st.just(1)},
+        )
+    )
+
+
+def test_contract_passes_on_a_versioned_resource(contract_client: Any) -> None:
+    run_contract(
+        crud_contract(
+            contract_client,
+            "/api/notes",
+            resource=NoteResource,
+            volatile_fields=["version"],
+            setup=reset_database,
+        )
+    )
+
+
+@pytest.fixture
+def scoped_client(app: Flask, database: Any) -> Iterator[Any]:
+    from .conftest import register_scoped
+
+    with running(make_app(register_scoped)) as client:
+        yield client
+
+
+def tenants() -> None:
+    reset_database()
+    seed(School(id=1, name="One"), School(id=2, name="Two"))
+
+
+def test_contract_passes_on_a_tenant_scoped_resource(scoped_client: Any) -> None:
+    run_contract(
+        crud_contract(
+            scoped_client,
+            "/api/teachers",
+            resource=ScopedTeacherResource,
+            headers={"X-School": "1"},
+            other_headers={"X-School": "2"},
+            setup=tenants,
+        )
+    )
+
+
+# -- the contract catches real bugs -----------------------------------------------------------
+
+
+#: Finding the failure is the point here: no shrinking, no example database.
+FAILING_SETTINGS = settings(
+    CONTRACT_SETTINGS, max_examples=40, phases=[Phase.generate], database=None
+)
+
+
+def assert_contract_fails(machine: type[Any]) -> None:
+    with pytest.raises((AssertionError, BaseExceptionGroup)) as info:
+        run_state_machine_as_test(machine, settings=FAILING_SETTINGS)
+    if isinstance(info.value, BaseExceptionGroup):
+        assert info.value.subgroup(AssertionError) is not None
+
+
+def broken_app(resource: type[Any]) -> Iterator[Any]:
+    with running(make_app(lambda router: router.register(resource))) as client:
+        yield client
+
+
+class PatchOverwrites(TeacherResource):
+    """PATCH resets every field it was not sent (a classic partial-update bug)."""
+
+    name = "patch-overwrites"
+
+    def perform_update(self, obj: Any, data: dict[str, Any]) -> None:
+        for key in ("email", "years_teaching", "region"):
+            if key not in data:
+                setattr(obj, key, None)
+        super().perform_update(obj, data)
+
+
+class DeleteDoesNothing(TeacherResource):
+    name = "delete-nothing"
+
+    def perform_delete(self, obj: Any) -> None:
+        pass
+
+
+class ListIgnoresScope(ModelResource):
+    """Meant to be tenant-scoped, but someone forgot TenantScopeMixin."""
+
+    name = "unscoped"
+    model = Teacher
+    schema = TeacherSchema
+
+    def perform_create(self, data: dict[str, Any]) -> Any:
+        return super().perform_create({**data, "school_id": g.get("school_id")})
+
+
+BROKEN: list[tuple[type[Any], dict[str, Any], Callable[[], None]]] = [
+    (PatchOverwrites, {"operations": ("create", "patch", "read")}, reset_database),
+    (DeleteDoesNothing, {"operations": ("create", "delete", "read")}, reset_database),
+    (ListIgnoresScope, {"headers": {"X-School": "1"}, "other_headers": {"X-School": "2"}}, tenants),
+]
+
+
+@pytest.mark.parametrize(
+    ("resource", "options", "setup"), BROKEN, ids=[r.__name__ for r, _, _ in BROKEN]
+)
+def test_contract_fails_on_a_broken_resource(
+    app: Flask,
+    database: Any,
+    resource: type[Any],
+    options: dict[str, Any],
+    setup: Callable[[], None],
+) -> None:
+    for client in broken_app(resource):
+        assert_contract_fails(
+            crud_contract(
+                client, f"/api/{resource.name}", resource=resource, setup=setup, **options
+            )
+        )
+
+
+def test_contract_is_not_a_pytest_plugin() -> None:
+    import importlib.metadata
+
+    entry_points = importlib.metadata.entry_points(group="pytest11")
+    assert not [ep for ep in entry_points if "resources_kit" in ep.value]
+    assert db is not None
