@@ -20,7 +20,8 @@ from marshmallow import fields, validate
 from resources_kit.errors import ResourcesKitError
 
 #: A factory builds the strategy of one field's *valid JSON values*, validators included.
-FieldFactory = Callable[[fields.Field[Any]], st.SearchStrategy[Any]]
+#: (A string: marshmallow 3's Field is not subscriptable at run time.)
+FieldFactory = Callable[["fields.Field[Any]"], "st.SearchStrategy[Any]"]
 
 _registry: dict[type[fields.Field[Any]], FieldFactory] = {}
 
