@@ -72,7 +72,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typing(session: nox.Session) -> None:
-    session.install("-e", ".", "mypy")
+    session.install("-e", ".[testing]", "mypy")
     session.run("mypy")
 
 

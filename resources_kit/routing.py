@@ -8,17 +8,19 @@ blueprint, registering the blueprint on an app does. A resource registered after
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask, Response, current_app, request, send_from_directory, url_for
 from flask.blueprints import BlueprintSetupState
 from flask.sansio.app import App
 from sqlalchemy.orm import Mapper
+from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException
 
-from .errors import ImproperlyConfigured, problem_response
+from .errors import HTTPError, ImproperlyConfigured, problem_response
+from .openapi import build_document, docs_page
 from .options import ACTIONS, options_for
 from .resource import Resource
 
@@ -141,12 +143,27 @@ class Router:
     """
 
     def __init__(
-        self, app_or_blueprint: Flask | Blueprint | None = None, *, url_prefix: str = ""
+        self,
+        app_or_blueprint: Flask | Blueprint | None = None,
+        *,
+        url_prefix: str = "",
+        title: str = "API",
+        version: str = "1.0.0",
+        security_schemes: Mapping[str, Mapping[str, Any]] | None = None,
+        security: Sequence[Mapping[str, Sequence[str]]] | None = None,
+        docs: bool = True,
     ) -> None:
         if url_prefix and not url_prefix.startswith("/"):
             raise ImproperlyConfigured(f"Router url_prefix must start with '/': {url_prefix!r}.")
         self.url_prefix = url_prefix.rstrip("/")
         self.mounts: list[Mount] = []
+        #: OpenAPI ``info.title`` and ``info.version``.
+        self.title, self.version = title, version
+        #: OpenAPI security schemes (``{"bearer": {"type": "http", "scheme": "bearer"}}``) and
+        #: the requirement for every operation (``[{"bearer": []}]``).
+        self.security_schemes, self.security = security_schemes, security
+        #: Serve ``{url_prefix}/openapi.json`` and the ``{url_prefix}/docs`` page.
+        self.docs = docs
         self._apps: list[Flask] = []
         if app_or_blueprint is not None:
             self.init_app(app_or_blueprint)
@@ -238,13 +255,56 @@ class Router:
         app = app_or_blueprint
         for mount in self.mounts:
             _add_rules(app.add_url_rule, self.url_prefix, mount)
+        self._add_docs(app.add_url_rule, self.url_prefix, self.url_prefix)
         install_error_handler(app, self.url_prefix)
+        install_cli(app, self)
         self._apps.append(app)
 
     def _on_blueprint(self, state: BlueprintSetupState) -> None:
         for mount in self.mounts:
             _add_rules(state.add_url_rule, self.url_prefix, mount)
-        install_error_handler(state.app, (state.url_prefix or "").rstrip("/") + self.url_prefix)
+        full_prefix = (state.url_prefix or "").rstrip("/") + self.url_prefix
+        self._add_docs(state.add_url_rule, self.url_prefix, full_prefix)
+        install_error_handler(state.app, full_prefix)
+        install_cli(state.app, self)
+
+    # -- OpenAPI ------------------------------------------------------------------------------
+
+    def openapi(self, prefix: str | None = None) -> dict[str, Any]:
+        """The OpenAPI 3 document of the routes registered so far."""
+        return build_document(
+            self.mounts,
+            self.url_prefix if prefix is None else prefix,
+            title=self.title,
+            version=self.version,
+            security_schemes=self.security_schemes,
+            security=self.security,
+        )
+
+    def _add_docs(self, add_url_rule: Callable[..., None], prefix: str, full_prefix: str) -> None:
+        if not self.docs:
+            return
+        document: dict[str, Any] = {}
+        name = "rk_openapi" + full_prefix.replace("/", "_").replace("-", "_")
+
+        def openapi_json() -> Response:
+            if not document:  # built at the first request: every resource is registered
+                document.update(self.openapi(full_prefix))
+            return cast(Response, current_app.json.response(document))
+
+        def docs_html() -> str:
+            return docs_page(self.title, url_for(f".{name}_json"), url_for(f".{name}_docs"))
+
+        def asset(filename: str) -> Response:
+            if filename not in ("swagger-ui.css", "swagger-ui-bundle.js"):
+                raise HTTPError(404, "No such asset.")
+            return send_from_directory(str(swagger_ui_path), filename, max_age=86400)
+
+        add_url_rule(f"{prefix}/openapi.json", endpoint=f"{name}_json", view_func=openapi_json)
+        add_url_rule(
+            f"{prefix}/docs", endpoint=f"{name}_docs", view_func=docs_html, strict_slashes=False
+        )
+        add_url_rule(f"{prefix}/docs/<path:filename>", endpoint=f"{name}_asset", view_func=asset)
 
 
 def _add_rules(add_url_rule: Callable[..., None], prefix: str, mount: Mount) -> None:
@@ -280,3 +340,51 @@ def install_error_handler(app: App, prefix: str) -> None:
 
     state["handler"] = handle_http_exception
     app.register_error_handler(HTTPException, handle_http_exception)
+
+
+def install_cli(app: App, router: Router) -> None:
+    """``flask resources``: every registered resource, its rules, scope and callbacks."""
+    state = app.extensions.setdefault("resources_kit", {"prefixes": set()})
+    routers: list[Router] = state.setdefault("routers", [])
+    if router not in routers:
+        routers.append(router)
+    if "cli" in state:
+        return
+    state["cli"] = True
+
+    @app.cli.command("resources")
+    def resources_command() -> None:
+        """List the resources the routers registered."""
+        import click
+
+        from .callbacks import OPERATIONS, PHASES
+        from .tenancy import TenantScopeMixin
+
+        for each in routers:
+            for mount in each.mounts:
+                resource = mount.resource
+                click.echo(f"{resource.__name__}  ({mount.endpoint})")
+                for rule, methods in (
+                    (mount.rule, mount.collection_methods),
+                    (mount.item_rule, mount.item_methods),
+                ):
+                    if methods:
+                        click.echo(f"  {', '.join(methods):<24} {each.url_prefix}{rule}")
+                scope = [
+                    m.resource.__name__
+                    for m in mount.chain()
+                    if issubclass(m.resource, TenantScopeMixin)
+                ]
+                parents = " > ".join(m.resource.__name__ for m in mount.chain()[:-1])
+                click.echo(f"  tenant scope: {', '.join(scope) or 'none'}")
+                click.echo(f"  parent chain: {parents or 'none'}")
+                callbacks = [
+                    f"{phase}_{operation}: "
+                    + ", ".join(
+                        c.__name__ for c in getattr(resource, f"{phase}_{operation}_callbacks")
+                    )
+                    for phase in PHASES
+                    for operation in OPERATIONS
+                    if getattr(resource, f"{phase}_{operation}_callbacks", ())
+                ]
+                click.echo(f"  callbacks: {'; '.join(callbacks) or 'none'}")

@@ -32,7 +32,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     app.before_request(load_tenant)
 
-    api = Router(url_prefix="/api")
+    api = Router(
+        url_prefix="/api",
+        title="School API",
+        version="1.0.0",
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+        security=[{"bearer": []}],
+    )
     api.register(TeacherResource)
     api.register(StudentResource, parent=TeacherResource)
     api.init_app(app)

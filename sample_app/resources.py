@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import marshmallow as ma
@@ -54,7 +53,9 @@ class TeacherSchema(ma.Schema):
     school_id = ma.fields.Integer(dump_only=True)
     name = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=100))
     email = ma.fields.Email(required=True)
-    credential = ma.fields.String(required=True, load_only=True)
+    credential = ma.fields.String(
+        required=True, load_only=True, validate=ma.validate.Regexp(r"LIC-\d{4}")
+    )
     years_teaching = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0, max=80))
 
 
@@ -68,12 +69,17 @@ class StudentSchema(ma.Schema):
 # -- callbacks ----------------------------------------------------------------------------
 
 
+#: Licences the (pretend) licensing registry has revoked.
+REVOKED_LICENCES = frozenset({"LIC-0000", "LIC-9999"})
+
+
 class VerifyCredentials(Callback):
-    """pre_create: a teacher's licence must look like ``LIC-1234`` (refused with 422)."""
+    """pre_create: the schema checks a licence's format (``LIC-1234``); this asks the
+    licensing registry whether it is still valid (a revoked one is refused with 422)."""
 
     def execute(self) -> None:
-        if not re.fullmatch(r"LIC-\d{4}", self.kwargs.get("credential", "")):
-            raise ma.ValidationError({"credential": ["Not a valid licence (LIC-0000)."]})
+        if self.kwargs.get("credential") in REVOKED_LICENCES:
+            raise ma.ValidationError({"credential": ["This licence has been revoked."]})
 
 
 class AuditWrite(Callback):

@@ -1,5 +1,6 @@
 """Test helpers for your own resources: Hypothesis strategies from marshmallow schemas and
 a stateful CRUD contract. Opt-in: import it in your tests; it is not a pytest plugin.
+Install its one extra dependency with ``pip install resources_kit[testing]``.
 
 >>> from resources_kit.testing import crud_contract
 >>> contract = crud_contract(client, "/api/teachers", resource=TeacherResource)  # doctest: +SKIP
