@@ -54,20 +54,15 @@ def minimums(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+#: What ruff checks and formats.
+SOURCES = ["resources_kit", "tests", "sample_app", "benchmarks", "docs/examples", "noxfile.py"]
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff")
-    session.run("ruff", "check", "resources_kit", "tests", "sample_app", "benchmarks", "noxfile.py")
-    session.run(
-        "ruff",
-        "format",
-        "--check",
-        "resources_kit",
-        "tests",
-        "sample_app",
-        "benchmarks",
-        "noxfile.py",
-    )
+    session.run("ruff", "check", *SOURCES)
+    session.run("ruff", "format", "--check", *SOURCES)
 
 
 @nox.session

@@ -1,0 +1,25 @@
+"""The code examples of the documentation run, and do what the docs say they do."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+
+
+@pytest.mark.parametrize(
+    ("name", "entry"),
+    [("quickstart", "tour"), ("callbacks", "tour"), ("tenancy", "tour"), ("errors", "check")],
+)
+def test_example_runs(name: str, entry: str) -> None:
+    namespace = runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name=f"docs_example_{name}")
+    namespace[entry]()
+
+
+def test_every_example_is_included_in_a_page() -> None:
+    pages = "".join(path.read_text() for path in EXAMPLES.parent.glob("*.rst"))
+    for example in EXAMPLES.glob("*.py"):
+        assert f"examples/{example.name}" in pages, example.name
