@@ -206,38 +206,45 @@ def crud_contract(
             def list_all(self) -> None:
                 self._unchanged()
 
-        for operation, method in (("update", "put"), ("patch", "patch")):
-            if operation not in operations:
-                continue
+        def _settled(self, key: Any, response: Any) -> bool:
+            """Whether a write's answer needs no more checks: the row is not ours (so 404),
+            or the write conflicted (409) and nothing changed."""
+            if key not in self.rows:
+                assert response.status_code == 404, (key, response.status_code)
+                return True
+            if response.status_code == 409:
+                self._unchanged()
+                return True
+            return False
 
-            def change(
-                self: CrudContract,
-                key: Any,
-                body: dict[str, Any],
-                operation: str = operation,
-                method: str = method,
-            ) -> None:
-                response = self._call(method, self._item(key), body)
-                if key not in self.rows:
-                    assert response.status_code == 404, (key, response.status_code)
-                    return
-                if response.status_code == 409:
-                    self._unchanged()
-                    return
-                assert response.status_code == 200, (response.status_code, response.get_json())
-                shown = response.get_json()
-                self._check_sent(operation, body, shown)
-                if operation == "patch":
-                    sent = set(expected_fields(operation, body))
-                    before = comparable(self.rows[key])
-                    after = comparable(shown)
-                    for field in set(before) - sent:
-                        assert after.get(field) == before[field], (
-                            f"PATCH changed {field!r}, which was not sent"
-                        )
-                self.rows[key] = shown
+        def _change(self, operation: str, method: str, key: Any, body: dict[str, Any]) -> None:
+            response = self._call(method, self._item(key), body)
+            if self._settled(key, response):
+                return
+            assert response.status_code == 200, (response.status_code, response.get_json())
+            shown = response.get_json()
+            self._check_sent(operation, body, shown)
+            if operation == "patch":
+                sent = set(expected_fields(operation, body))
+                before = comparable(self.rows[key])
+                after = comparable(shown)
+                for field in set(before) - sent:
+                    assert after.get(field) == before[field], (
+                        f"PATCH changed {field!r}, which was not sent"
+                    )
+            self.rows[key] = shown
 
-            locals()[operation] = rule(key=items, body=bodies(operation))(change)
+        if "update" in operations:
+
+            @rule(key=items, body=bodies("update"))
+            def update(self, key: Any, body: dict[str, Any]) -> None:
+                self._change("update", "put", key, body)
+
+        if "patch" in operations:
+
+            @rule(key=items, body=bodies("patch"))
+            def patch(self, key: Any, body: dict[str, Any]) -> None:
+                self._change("patch", "patch", key, body)
 
         if "patch" in operations:
 
@@ -256,11 +263,7 @@ def crud_contract(
             @rule(key=items)
             def delete(self, key: Any) -> None:
                 response = self._call("delete", self._item(key))
-                if key not in self.rows:
-                    assert response.status_code == 404, (key, response.status_code)
-                    return
-                if response.status_code == 409:
-                    self._unchanged()
+                if self._settled(key, response):
                     return
                 assert response.status_code == 204, response.status_code
                 del self.rows[key]
