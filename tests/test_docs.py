@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,17 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 
 @pytest.mark.parametrize(
     ("name", "entry"),
-    [("quickstart", "tour"), ("callbacks", "tour"), ("tenancy", "tour"), ("errors", "check")],
+    [
+        ("quickstart", "tour"),
+        ("callbacks", "tour"),
+        ("tenancy", "tour"),
+        ("errors", "check"),
+        ("contract", "test_teachers_contract"),
+    ],
 )
-def test_example_runs(name: str, entry: str) -> None:
+def test_example_runs(name: str, entry: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # examples import each other, as scripts do
+    monkeypatch.setattr(sys, "modules", dict(sys.modules))  # and leave no module behind
     namespace = runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name=f"docs_example_{name}")
     namespace[entry]()
 
