@@ -234,6 +234,7 @@ def _links(mount: Mount) -> dict[str, Any]:
 def _operations(mount: Mount, kind: str, security: bool) -> dict[str, dict[str, Any]]:
     resource = mount.resource
     options = options_for(resource)
+    model_name = options.model.__name__
     detail = type(options.schemas["detail"])
     listed = type(options.schemas["list"])
     # Responses may be trimmed by ?fields=: their schemas require nothing.
@@ -297,7 +298,7 @@ def _operations(mount: Mount, kind: str, security: bool) -> dict[str, dict[str, 
             if nested:
                 errors.append(404)
         elif action == "create":
-            operation["summary"] = f"Create one of {resource.name}"
+            operation["summary"] = f"Create a {model_name}"
             operation["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": type(options.schemas["create"])}},
@@ -318,7 +319,7 @@ def _operations(mount: Mount, kind: str, security: bool) -> dict[str, dict[str, 
             }
             errors += writes + ([404] if nested else [])
         elif action == "retrieve":
-            operation["summary"] = f"Read one of {resource.name}"
+            operation["summary"] = f"Read a {model_name}"
             operation["parameters"] = [
                 _fields_parameter(mount, "detail"),
                 {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
@@ -335,9 +336,9 @@ def _operations(mount: Mount, kind: str, security: bool) -> dict[str, dict[str, 
         elif action in ("update", "partial_update"):
             body = type(options.schemas["update" if action == "update" else "patch"])
             operation["summary"] = (
-                f"Replace one of {resource.name}"
+                f"Replace a {model_name}"
                 if action == "update"
-                else f"Change fields of one of {resource.name}"
+                else f"Change fields of a {model_name}"
             )
             operation["parameters"] = [if_match]
             operation["requestBody"] = {
@@ -357,7 +358,7 @@ def _operations(mount: Mount, kind: str, security: bool) -> dict[str, dict[str, 
             }
             errors += [*writes, 404, 412]
         else:
-            operation["summary"] = f"Delete one of {resource.name}"
+            operation["summary"] = f"Delete a {model_name}"
             operation["parameters"] = [if_match]
             operation["responses"] = {"204": {"description": "Deleted."}}
             errors += [404, 409, 412]
