@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, insert, text
+from sqlalchemy import create_engine, event, insert, make_url, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -42,6 +42,8 @@ from benchmarks.apps import (
 )
 
 SCHOOLS, TEACHERS_PER_SCHOOL, STUDENTS_PER_TEACHER = 2, 150, 12
+#: Per process, so that two runs at once (a developer's and CI's) never share a database.
+DATABASE = f"resources_kit_bench_{os.getpid()}"
 HEADERS = {"X-School": "1"}
 #: Targets from the performance contract: ratio and statements per request.
 TARGETS = {
@@ -57,24 +59,38 @@ TARGETS = {
 
 def database_url(kind: str) -> str:
     if kind == "sqlite":
-        return f"sqlite:///{os.path.join(tempfile.gettempdir(), 'resources_kit_bench.sqlite3')}"
+        return f"sqlite:///{os.path.join(tempfile.gettempdir(), f'{DATABASE}.sqlite3')}"
     if kind == "postgresql":
         server = "postgresql+psycopg://postgres@127.0.0.1:5432"
         engine = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
         with engine.connect() as connection:
-            connection.execute(text("DROP DATABASE IF EXISTS resources_kit_bench WITH (FORCE)"))
-            connection.execute(text("CREATE DATABASE resources_kit_bench"))
+            connection.execute(text(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+            connection.execute(text(f"CREATE DATABASE {DATABASE}"))
         engine.dispose()
-        return f"{server}/resources_kit_bench"
+        return f"{server}/{DATABASE}"
     if kind == "mysql":
         server = "mysql+pymysql://root@127.0.0.1:3306"
         engine = create_engine(f"{server}/test")
         with engine.connect() as connection:
-            connection.execute(text("DROP DATABASE IF EXISTS resources_kit_bench"))
-            connection.execute(text("CREATE DATABASE resources_kit_bench"))
+            connection.execute(text(f"DROP DATABASE IF EXISTS {DATABASE}"))
+            connection.execute(text(f"CREATE DATABASE {DATABASE}"))
         engine.dispose()
-        return f"{server}/resources_kit_bench?charset=utf8mb4"
+        return f"{server}/{DATABASE}?charset=utf8mb4"
     return kind
+
+
+def drop_database(url: str) -> None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and os.path.exists(parsed.database):
+            os.remove(parsed.database)
+        return
+    admin = parsed.set(database="postgres" if parsed.get_backend_name() == "postgresql" else "test")
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        force = " WITH (FORCE)" if parsed.get_backend_name() == "postgresql" else ""
+        connection.execute(text(f"DROP DATABASE IF EXISTS {parsed.database}{force}"))
+    engine.dispose()
 
 
 def fill(url: str) -> None:
@@ -218,7 +234,7 @@ def keyset(big_rows: int, repeats: int) -> tuple[float, float]:
     """Median time of the first cursor page and of a page at the end of ``big_rows``."""
     from itsdangerous import URLSafeSerializer
 
-    path = os.path.join(tempfile.gettempdir(), f"resources_kit_keyset_{big_rows}.sqlite3")
+    path = os.path.join(tempfile.gettempdir(), f"{DATABASE}_keyset_{big_rows}.sqlite3")
     url = f"sqlite:///{path}"
     engine = create_engine(url)
     with engine.connect() as connection:
@@ -264,6 +280,7 @@ def keyset(big_rows: int, repeats: int) -> tuple[float, float]:
             assert len(response.get_json()["items"]) == 20
     with app.app_context():
         db.engine.dispose()
+    os.remove(path)
     return statistics.median(first_times), statistics.median(deep_times)
 
 
@@ -277,6 +294,7 @@ def run(db_kind: str, rounds: int, per_round: int, big_rows: int) -> dict[str, A
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
+    drop_database(url)
     first, deep = keyset(big_rows, repeats=max(rounds, 5)) if big_rows else (0.0, 0.0)
     return {
         "statements": statements,

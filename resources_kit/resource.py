@@ -181,8 +181,7 @@ class Resource(MethodView):
         return self._chain
 
     def _parent_view(self) -> Resource:
-        parent = self.mount.parent
-        assert parent is not None
+        parent = cast("Mount", self.mount.parent)  # called only for mounts with a parent
         view = parent.resource(parent, "item")
         view.url_kwargs = self.url_kwargs
         view.scope = view._resolve_scope()

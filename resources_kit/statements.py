@@ -15,7 +15,7 @@ itself, level 1 its parent, and so on.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Integer, Select, bindparam, func, select
 
@@ -95,11 +95,8 @@ def item(views: list[Resource], level: int, resolved: bool) -> Select[Any]:
 
 def parent_reference(views: list[Resource], level: int) -> Select[Any]:
     """The item at ``level``, selecting the column the child's foreign key refers to."""
-    child = views[level - 1].mount
-    assert child.parent_ref is not None  # a mount with a parent has both
-    return item(views, level, False).with_only_columns(
-        views[level].options.column(child.parent_ref)
-    )
+    reference = cast(str, views[level - 1].mount.parent_ref)  # set with every parent
+    return item(views, level, False).with_only_columns(views[level].options.column(reference))
 
 
 def count(counted: Select[Any]) -> Select[Any]:

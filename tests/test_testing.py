@@ -349,6 +349,13 @@ def test_contract_fails_on_a_broken_resource(
         )
 
 
+def test_contract_needs_a_schema_or_a_resource(client: Any) -> None:
+    from resources_kit import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match="pass resource=YourResource"):
+        crud_contract(client, "/api/teachers")
+
+
 def test_contract_is_not_a_pytest_plugin() -> None:
     import importlib.metadata
 

@@ -10,6 +10,7 @@ import marshmallow as ma
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, multiple, rule
 
+from resources_kit.errors import ImproperlyConfigured
 from resources_kit.options import options_for
 from resources_kit.testing.strategies import invalid_payloads, payloads
 
@@ -70,7 +71,11 @@ def crud_contract(
     else:
         checks = {}
     response_schema = _schema(schema)
-    assert response_schema is not None
+    if response_schema is None:
+        raise ImproperlyConfigured(
+            "crud_contract() needs the resource's schema: pass resource=YourResource "
+            "(its schemas are used) or schema=YourSchema."
+        )
     schemas = {
         "create": _schema(create_schema) or response_schema,
         "update": _schema(update_schema) or response_schema,
