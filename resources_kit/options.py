@@ -92,17 +92,6 @@ class ResourceOptions:
                 f"{self.resource.__name__}: {self.model.__name__} has no column attribute {key!r}."
             ) from None
 
-    def order_by(self, keys: Sequence[SortKey]) -> list[Any]:
-        """ORDER BY clauses for ``keys``, with the primary key as the final tie-breaker."""
-        clauses: list[Any] = []
-        named = set()
-        for key in keys:
-            attr = self.column(key.key)
-            named.add(key.key)
-            clauses.append(attr.desc() if key.descending else attr.asc())
-        clauses.extend(pk.asc() for pk in self.primary_key if pk.key not in named)
-        return clauses
-
 
 def _require(cls: type[Resource], attribute: str, fix: str) -> Any:
     value = getattr(cls, attribute, None)
