@@ -276,9 +276,14 @@ def test_contract_passes_on_a_tenant_scoped_resource(scoped_client: Any) -> None
 # -- the contract catches real bugs -----------------------------------------------------------
 
 
-#: Finding the failure is the point here: no shrinking, no example database.
+#: Finding the failure is the point here: no shrinking, no example database, and the same
+#: examples on every run (a random search that only sometimes finds the bug is flaky).
 FAILING_SETTINGS = settings(
-    CONTRACT_SETTINGS, max_examples=40, phases=[Phase.generate], database=None
+    CONTRACT_SETTINGS,
+    max_examples=100,
+    phases=[Phase.generate],
+    database=None,
+    derandomize=True,
 )
 
 
