@@ -2,10 +2,11 @@
 page of the docs shows ``EXAMPLES``; the test suite checks each against the real API."""
 
 import marshmallow as ma
-from flask import Flask, g, request
+from flask import Flask, abort, g, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from werkzeug.datastructures import WWWAuthenticate
 
 from resources_kit import ModelResource, Router, TenantScopeMixin
 
@@ -36,6 +37,27 @@ class TeacherResource(TenantScopeMixin, ModelResource):
 
     def get_base_query_kwargs(self):
         return {"school_id": g.get("school_id")}
+
+
+def require_token(view):
+    """A view decorator of your own: its abort(401) is a problem too."""
+
+    def wrapped(*args, **kwargs):
+        if request.headers.get("Authorization") != "Bearer secret":
+            abort(401, www_authenticate=WWWAuthenticate("bearer"))
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+class ReportResource(TeacherResource):
+    """Behind a token (401 without it); its creates fail unexpectedly (500)."""
+
+    name = "reports"
+    decorators = [require_token]
+
+    def perform_create(self, data):
+        raise RuntimeError("the report service is down: SELECT * FROM secrets")
 
 
 def problem(status, title, detail, errors=None):
@@ -101,6 +123,31 @@ EXAMPLES = {
             {"email": ["Not a valid email address."], "id": ["Unknown field."]},
         ),
     ),
+    401: (
+        ("get", "/api/reports", {}),
+        problem(
+            401,
+            "Unauthorized",
+            "The server could not verify that you are authorized "
+            "to access the URL requested. You either supplied the wrong credentials (e.g. "
+            "a bad password), or your browser doesn't understand how to supply the "
+            "credentials required.",
+        ),
+    ),
+    500: (
+        (
+            "post",
+            "/api/reports",
+            {"json": {"email": "b@example.org"}, "headers": {"Authorization": "Bearer secret"}},
+        ),
+        problem(
+            500,
+            "Internal Server Error",
+            "The server encountered an internal error and "
+            "was unable to complete your request. Either the server is overloaded or "
+            "there is an error in the application.",
+        ),
+    ),
     428: (
         ("delete", "/api/teachers/1", {}),
         problem(
@@ -115,14 +162,19 @@ EXAMPLES = {
 
 def check() -> None:
     app = Flask(__name__)
-    app.config.update(SQLALCHEMY_DATABASE_URI="sqlite://", MAX_CONTENT_LENGTH=1024)
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI="sqlite://", MAX_CONTENT_LENGTH=1024, PROPAGATE_EXCEPTIONS=False
+    )
+    app.logger.disabled = True  # the 500 example logs its traceback; not needed here
     db.init_app(app)
 
     @app.before_request
     def school():
         g.school_id = 1 if request.headers.get("X-School") == "1" else None
 
-    Router(app, url_prefix="/api").register(TeacherResource)
+    api = Router(app, url_prefix="/api")
+    api.register(TeacherResource)
+    api.register(ReportResource)
     with app.app_context():
         db.create_all()
         client = app.test_client()
