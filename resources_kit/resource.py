@@ -254,8 +254,7 @@ class Resource(MethodView):
                     "This resource requires If-Match with the ETag of the version you read.",
                 )
             return
-        body = cast(Response, current_app.json.response(self.get_schema("detail").dump(obj)))
-        current = _etag(body.get_data())
+        _, current = _json_with_etag(self.get_schema("detail").dump(obj))
         if if_match.star_tag or if_match.contains(current):
             return
         raise HTTPError(
@@ -393,9 +392,8 @@ class Resource(MethodView):
     # -- responses ------------------------------------------------------------------------
 
     def item_response(self, body: Any, status: int = 200) -> Response:
-        response = cast(Response, current_app.json.response(body))
+        response, etag = _json_with_etag(body)
         response.status_code = status
-        etag = _etag(response.get_data())  # the bytes sent: no second serialization
         response.set_etag(etag)
         if (
             status == 200
@@ -440,5 +438,8 @@ def _commit(session: Session | scoped_session[Session]) -> None:
         real.expire_on_commit = expire
 
 
-def _etag(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+def _json_with_etag(body: Any) -> tuple[Response, str]:
+    """The JSON response for ``body`` and the ETag of exactly the bytes it sends, so a
+    write's If-Match check and a read's ETag agree by construction."""
+    response = cast(Response, current_app.json.response(body))
+    return response, hashlib.blake2b(response.get_data(), digest_size=16).hexdigest()
