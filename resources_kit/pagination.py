@@ -33,7 +33,6 @@ from .querying import (
     parse_sort,
     search_clause,
     sort_plan,
-    sparse_field_names,
 )
 
 if TYPE_CHECKING:
@@ -184,8 +183,7 @@ def list_response(view: Resource) -> Response:
     check_query_args(CURSOR_ARGS if cursor_mode else OFFSET_ARGS)
     args = parser.parse(list_args_schema(type(view)), request)
     limit: int = args["limit"]
-    if "fields" in args:
-        view.sparse_fields = sparse_field_names(args["fields"], options.schemas["list"])
+    view._read_sparse_fields("list")
     clauses = parse_filters(args["filters"], options.filter_paths) if "filters" in args else []
     if "search" in args:
         clauses.append(search_clause(args["search"], options.search_paths))
