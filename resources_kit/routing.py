@@ -322,10 +322,18 @@ def _add_rules(add_url_rule: Callable[..., None], prefix: str, mount: Mount) -> 
             )
 
 
+def _app_state(app: App) -> dict[str, Any]:
+    """What the routers of one app share: API prefixes, routers, what is installed."""
+    state: dict[str, Any] = app.extensions.setdefault(
+        "resources_kit", {"prefixes": set(), "routers": []}
+    )
+    return state
+
+
 def install_error_handler(app: App, prefix: str) -> None:
     """Make every HTTP error under ``prefix`` (Flask's own 404, 405 and 500 included)
     problem+json. Errors elsewhere go to the handler the app had before, or Flask's own."""
-    state = app.extensions.setdefault("resources_kit", {"prefixes": set()})
+    state = _app_state(app)
     prefixes: set[str] = state["prefixes"]
     prefixes.add(prefix)
     if "handler" in state:
@@ -344,8 +352,8 @@ def install_error_handler(app: App, prefix: str) -> None:
 
 def install_cli(app: App, router: Router) -> None:
     """``flask resources``: every registered resource, its rules, scope and callbacks."""
-    state = app.extensions.setdefault("resources_kit", {"prefixes": set()})
-    routers: list[Router] = state.setdefault("routers", [])
+    state = _app_state(app)
+    routers: list[Router] = state["routers"]
     if router not in routers:
         routers.append(router)
     if "cli" in state:
