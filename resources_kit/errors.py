@@ -56,6 +56,11 @@ def bad_request(detail: str, *, errors: ErrorMessages | None = None) -> HTTPErro
     return HTTPError(400, detail, errors=errors)
 
 
+def bad_parameter(name: str, message: str) -> HTTPError:
+    """A 400 naming one query parameter and what is wrong with it."""
+    return bad_request(f"Bad query parameters: {name}.", errors={name: [message]})
+
+
 def unprocessable(errors: ErrorMessages, detail: str | None = None) -> HTTPError:
     return HTTPError(
         422, detail or "The request body failed validation; see 'errors'.", errors=errors

@@ -23,7 +23,7 @@ from webargs import fields, validate
 from webargs.flaskparser import FlaskParser
 
 from . import statements
-from .errors import ImproperlyConfigured, bad_request
+from .errors import ImproperlyConfigured, bad_parameter, bad_request
 from .parsing import check_query_args
 from .querying import (
     FieldPath,
@@ -154,7 +154,7 @@ def encode_cursor(view: Resource, plan: list[tuple[FieldPath, bool]], obj: Any) 
 
 def decode_cursor(view: Resource, plan: list[tuple[FieldPath, bool]], raw: str) -> list[Any]:
     def refuse(message: str) -> NoReturn:
-        raise bad_request("Bad query parameters: cursor.", errors={"cursor": [message]})
+        raise bad_parameter("cursor", message)
 
     try:
         data = _serializer(view).loads(raw)

@@ -22,7 +22,7 @@ from sqlalchemy import Select, and_, false, or_, true
 from sqlalchemy.orm import Mapper, RelationshipProperty
 from sqlalchemy.orm.attributes import InstrumentedAttribute
 
-from .errors import HTTPError, ImproperlyConfigured, bad_request
+from .errors import ImproperlyConfigured, bad_parameter, bad_request
 
 if TYPE_CHECKING:
     from .options import SortKey
@@ -208,18 +208,11 @@ def parse_filters(raw: str, paths: Mapping[str, FieldPath]) -> list[Any]:
         spec = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or "too deep"
-        raise bad_request(
-            "Bad query parameters: filters.", errors={"filters": [f"Not valid JSON: {message}."]}
-        ) from None
+        raise bad_parameter("filters", f"Not valid JSON: {message}.") from None
     if not isinstance(spec, dict):
-        raise bad_request(
-            "Bad query parameters: filters.", errors={"filters": ["Must be a JSON object."]}
-        )
+        raise bad_parameter("filters", "Must be a JSON object.")
     if len(spec) > MAX_FILTERS:
-        raise bad_request(
-            "Bad query parameters: filters.",
-            errors={"filters": [f"At most {MAX_FILTERS} filters."]},
-        )
+        raise bad_parameter("filters", f"At most {MAX_FILTERS} filters.")
     clauses, errors = [], {}
     allowed = ", ".join(sorted(paths))
     for key, value in spec.items():
@@ -256,21 +249,15 @@ def parse_sort(raw: str, paths: Mapping[str, FieldPath]) -> list[SortKey]:
     try:
         keys = split(raw)
     except ValueError as exc:
-        raise bad_request(
-            "Bad query parameters: sort.",
-            errors={"sort": [f"Malformed term {exc.args[0]!r}: write 'field' or 'field__desc'."]},
+        raise bad_parameter(
+            "sort", f"Malformed term {exc.args[0]!r}: write 'field' or 'field__desc'."
         ) from None
     unknown = [key.key for key in keys if key.key not in paths]
     if unknown:
         allowed = ", ".join(sorted(paths))
-        raise bad_request(
-            "Bad query parameters: sort.",
-            errors={"sort": [f"Not sortable: {', '.join(unknown)}. Allowed: {allowed}."]},
-        )
+        raise bad_parameter("sort", f"Not sortable: {', '.join(unknown)}. Allowed: {allowed}.")
     if len({key.key for key in keys}) != len(keys):
-        raise bad_request(
-            "Bad query parameters: sort.", errors={"sort": ["A field is named twice."]}
-        )
+        raise bad_parameter("sort", "A field is named twice.")
     return keys
 
 
@@ -282,14 +269,9 @@ def search_clause(term: str, paths: Mapping[str, FieldPath]) -> Any:
             errors={"search": ["Search is not enabled here."]},
         )
     if len(term) > MAX_SEARCH_LENGTH:
-        raise bad_request(
-            "Bad query parameters: search.",
-            errors={"search": [f"At most {MAX_SEARCH_LENGTH} characters."]},
-        )
+        raise bad_parameter("search", f"At most {MAX_SEARCH_LENGTH} characters.")
     if "\x00" in term:
-        raise bad_request(
-            "Bad query parameters: search.", errors={"search": ["Must not contain NUL characters."]}
-        )
+        raise bad_parameter("search", "Must not contain NUL characters.")
     return or_(*(path.where(path.attr.icontains(term, autoescape=True)) for path in paths.values()))
 
 
@@ -354,9 +336,5 @@ def sparse_field_names(raw: str, schema: ma.Schema) -> tuple[str, ...]:
     unknown = [name for name in requested if name not in by_key]
     if not requested or unknown:
         message = f"Unknown: {', '.join(unknown)}." if unknown else "Name at least one field."
-        raise HTTPError(
-            400,
-            "Bad query parameters: fields.",
-            errors={"fields": [f"{message} Allowed: {', '.join(sorted(by_key))}."]},
-        )
+        raise bad_parameter("fields", f"{message} Allowed: {', '.join(sorted(by_key))}.")
     return tuple(dict.fromkeys(by_key[name] for name in requested))
