@@ -226,8 +226,8 @@ def list_response(view: Resource) -> Response:
         return statements.guarded(views, 0, resolved).where(*clauses)
 
     def page(views: list[Resource], resolved: bool) -> Select[Any]:
-        sorted_page = apply_sort(counted(views, resolved).options(*loader_options), plan)
-        return statements.page(sorted_page, counted(views, resolved))
+        filtered = counted(views, resolved)  # immutable: one build serves rows and count
+        return statements.page(apply_sort(filtered.options(*loader_options), plan), filtered)
 
     query, values = view._statement(None if clauses else ("page", spec), page, lookup=False)
     values.update(rk_limit=limit, rk_offset=offset)
