@@ -12,15 +12,13 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, multiple, rule
 
 from resources_kit.errors import ImproperlyConfigured
 from resources_kit.options import options_for
-from resources_kit.testing.strategies import invalid_payloads, payloads
+from resources_kit.testing.strategies import invalid_payloads, payloads, schema_instance
 
 ALL_OPERATIONS = ("create", "read", "list", "update", "patch", "delete")
 
 
 def _schema(schema: ma.Schema | type[ma.Schema] | None) -> ma.Schema | None:
-    if schema is None or isinstance(schema, ma.Schema):
-        return schema
-    return schema()
+    return None if schema is None else schema_instance(schema)
 
 
 def crud_contract(

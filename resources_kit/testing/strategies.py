@@ -279,7 +279,8 @@ def _loadable(schema: ma.Schema) -> list[tuple[str, fields.Field[Any]]]:
     return [(field.data_key or name, field) for name, field in schema.load_fields.items()]
 
 
-def _schema(schema: ma.Schema | type[ma.Schema]) -> ma.Schema:
+def schema_instance(schema: ma.Schema | type[ma.Schema]) -> ma.Schema:
+    """A schema instance, from an instance or a class."""
     return schema() if isinstance(schema, type) else schema
 
 
@@ -296,7 +297,7 @@ def payloads(
     the strategy of a field by its name in the body. Bodies a schema-level validator
     refuses are filtered out.
     """
-    instance = _schema(schema)
+    instance = schema_instance(schema)
     overrides = dict(overrides or {})
     required: dict[str, st.SearchStrategy[Any]] = {}
     optional: dict[str, st.SearchStrategy[Any]] = {}
@@ -364,7 +365,7 @@ def invalid_payloads(
     """``(field, body)`` pairs the schema must refuse, ``field`` being the key it breaks:
     a value of the wrong type, ``null`` where it is not allowed, a value outside a
     ``Length``/``Range``/``OneOf``, a missing required field, or an unknown field."""
-    instance = _schema(schema)
+    instance = schema_instance(schema)
     valid = payloads(instance, partial=partial)
     breakers: list[st.SearchStrategy[tuple[str, Any]]] = []
     for key, field in _loadable(instance):
