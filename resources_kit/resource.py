@@ -232,9 +232,10 @@ class Resource(MethodView):
         transaction ends, so the ETag check and the write are atomic."""
         options = self.query_options
         query, values = self._statement(
-            "object", lambda views, resolved: statements.item(views, 0, resolved).options(*options),
+            "object",
+            lambda views, resolved: statements.item(views, 0, resolved).options(*options),
             lookup=True,
-        )  # fmt: skip
+        )
         if self.action in _WRITE_ACTIONS and request.if_match:
             query = query.with_for_update()
         result = self.get_session().execute(query, values)
