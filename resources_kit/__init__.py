@@ -1,8 +1,9 @@
 """Correct, fast, multi-tenant JSON REST APIs over SQLAlchemy models for Flask."""
 
 from . import signals
+from .actions import action
 from .callbacks import Callback, CallbackMixin
-from .errors import ImproperlyConfigured, ResourcesKitError
+from .errors import HTTPError, ImproperlyConfigured, ResourcesKitError
 from .mixins import (
     CreateMixin,
     DeleteMixin,
@@ -12,6 +13,9 @@ from .mixins import (
     RetrieveMixin,
     UpdateMixin,
 )
+from .pagination import CursorPagination, OffsetPagination, Page, Pagination
+from .permissions import IsAuthenticated, Permission, ReadOnly
+from .querying import Filtering, Sorting
 from .resource import Resource
 from .routing import Router
 from .tenancy import TenantScopeMixin
@@ -22,16 +26,27 @@ __all__ = [
     "Callback",
     "CallbackMixin",
     "CreateMixin",
+    "CursorPagination",
     "DeleteMixin",
+    "Filtering",
+    "HTTPError",
     "ImproperlyConfigured",
+    "IsAuthenticated",
     "ListMixin",
     "ModelResource",
+    "OffsetPagination",
+    "Page",
+    "Pagination",
     "PatchMixin",
+    "Permission",
+    "ReadOnly",
     "Resource",
     "ResourcesKitError",
     "RetrieveMixin",
     "Router",
+    "Sorting",
     "TenantScopeMixin",
     "UpdateMixin",
+    "action",
     "signals",
 ]

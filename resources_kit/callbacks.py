@@ -9,8 +9,11 @@ The order of a write (see the lifecycle table in the docs):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from flask import current_app
 
 from .errors import ImproperlyConfigured
 
@@ -23,6 +26,8 @@ else:
 
 OPERATIONS = ("create", "update", "patch", "delete")
 PHASES = ("pre", "post", "after_commit")
+#: Callback list attributes: the four operations' and those of writing ``@action`` methods.
+CALLBACK_ATTRIBUTE = re.compile(r"(pre|post|after_commit)_\w+_callbacks")
 
 
 class Callback:
@@ -73,9 +78,8 @@ class CallbackMixin(_Base):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for phase in PHASES:
-            for operation in OPERATIONS:
-                attribute = f"{phase}_{operation}_callbacks"
+        for attribute in dir(cls):
+            if CALLBACK_ATTRIBUTE.fullmatch(attribute):
                 value = getattr(cls, attribute)
                 if isinstance(value, str | type) or not all(
                     isinstance(item, type) and issubclass(item, Callback) for item in value
@@ -86,7 +90,7 @@ class CallbackMixin(_Base):
                     )
 
     def run_callbacks(self, phase: str, operation: str, obj: Any, kwargs: dict[str, Any]) -> None:
-        for callback in getattr(self, f"{phase}_{operation}_callbacks"):
+        for callback in getattr(self, f"{phase}_{operation}_callbacks", ()):
             instance = callback(resource=obj, kwargs=kwargs, operation=operation, view=self)
             if phase != "after_commit":
                 instance.execute()
@@ -96,8 +100,6 @@ class CallbackMixin(_Base):
             except Exception:
                 # The commit stands; leave the session clean for whatever runs next.
                 self.get_session().rollback()
-                from flask import current_app
-
                 current_app.logger.exception(
                     "After-commit callback %s failed for %s (%s)",
                     callback.__name__,

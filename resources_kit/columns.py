@@ -9,10 +9,21 @@ here are the strictest common rule, applied the same everywhere. A refused value
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, Numeric, SmallInteger, String
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    Enum,
+    Float,
+    Integer,
+    Numeric,
+    SmallInteger,
+    String,
+)
 from sqlalchemy.sql.schema import Column
 
 #: A check returns an error message, or ``None`` when the value is fine.
@@ -69,3 +80,51 @@ def column_check(column: Column[Any]) -> Check | None:
 
         return check_numeric
     return None
+
+
+def url_converter(column: Column[Any]) -> Callable[[str], Any] | None:
+    """Turn a URL segment into a value of a lookup column, or raise ``ValueError`` (the item
+    is then missing): a Date column takes ISO dates, in their one canonical spelling; an
+    Enum column only its values."""
+    type_ = column.type
+    if isinstance(type_, Date) and not isinstance(type_, DateTime):
+
+        def to_date(text: str) -> date:
+            value = date.fromisoformat(text)
+            if value.isoformat() != text:
+                raise ValueError(text)
+            return value
+
+        return to_date
+    if isinstance(type_, Enum):
+        allowed = frozenset(type_.enums)
+
+        def to_enum(text: str) -> str:
+            if text not in allowed:
+                raise ValueError(text)
+            return text
+
+        return to_enum
+    return None
+
+
+def column_normalizer(column: Column[Any]) -> Callable[[Any], Any] | None:
+    """What the database would make of a value, applied before writing it: a number for a
+    ``Numeric`` column with a scale is rounded to that scale, half away from zero, as
+    PostgreSQL and MariaDB round it (SQLite would store it unrounded and read it back
+    rounded)."""
+    type_ = column.type
+    if not isinstance(type_, Numeric) or type_.scale is None or isinstance(type_, Float):
+        return None
+    quantum = Decimal(1).scaleb(-type_.scale)
+
+    def normalize(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+            return value
+        try:
+            rounded = Decimal(str(value)).quantize(quantum, rounding=ROUND_HALF_UP)
+        except InvalidOperation:
+            return value  # NaN, or too many digits: the check refuses it
+        return rounded if isinstance(value, Decimal) or type_.asdecimal else float(rounded)
+
+    return normalize

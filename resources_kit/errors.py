@@ -7,8 +7,11 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, cast
 
-from flask import Response, current_app
+from flask import Response, current_app, request
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
 
 PROBLEM_MIMETYPE = "application/problem+json"
 
@@ -41,7 +44,7 @@ class HTTPError(ResourcesKitError, HTTPException):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.code = code
-        self.detail = detail if detail is not None else HTTPStatus(code).description
+        self.detail = detail if detail is not None else status_texts(code)[1]
         #: Messages per field (``{"name": ["Missing data for required field."]}``).
         self.errors = errors
         self.extra_headers: dict[str, str] = dict(headers or {})
@@ -49,7 +52,17 @@ class HTTPError(ResourcesKitError, HTTPException):
 
     @property
     def name(self) -> str:
-        return HTTPStatus(self.code or 500).phrase
+        return status_texts(self.code or 500)[0]
+
+
+def status_texts(code: int) -> tuple[str, str]:
+    """The title and description of a status, also for codes Python's ``HTTPStatus``
+    does not know (420, 499, 509...)."""
+    try:
+        status = HTTPStatus(code)
+    except ValueError:
+        return HTTP_STATUS_CODES.get(code, "Error"), "The request could not be completed."
+    return status.phrase, status.description
 
 
 def bad_request(detail: str, *, errors: ErrorMessages | None = None) -> HTTPError:
@@ -73,13 +86,13 @@ def not_found() -> HTTPError:
 
 def problem_body(exc: HTTPException) -> dict[str, Any]:
     code = exc.code or 500
-    status = HTTPStatus(code)
+    title, description = status_texts(code)
     body: dict[str, Any] = {
         "type": "about:blank",
-        "title": status.phrase,
+        "title": title,
         "status": code,
         # A Werkzeug description is a fixed sentence; ours never carries SQL or a trace.
-        "detail": exc.description or status.description,
+        "detail": exc.description or description,
     }
     errors = getattr(exc, "errors", None)
     if errors:
@@ -135,6 +148,11 @@ _CONCURRENT = "The row was changed by a concurrent request; read it again and re
 #: Deadlock, serialization failure, lock wait timeout.
 _CONCURRENCY_SQLSTATES = {"40001", "40P01", "55P03"}
 _CONCURRENCY_ERRNOS = {1205, 1213}
+#: MariaDB/MySQL errors that PyMySQL may report as OperationalError: a CHECK constraint
+#: (4025 on MariaDB), and values the column refuses (bad date or time, bad JSON, out of
+#: range, too long, not a number).
+_MYSQL_CHECK_ERRNOS = {4025, 3819}
+_MYSQL_VALUE_ERRNOS = {1292, 1366, 1264, 1265, 1406, 3140, 4038}
 
 
 def _is_concurrency_failure(exc: Any) -> bool:
@@ -166,17 +184,20 @@ def from_database_error(exc: BaseException) -> HTTPError | None:
 
     The response names the kind of conflict only: never SQL, parameters or table names.
     """
-    from flask import request
-    from sqlalchemy.exc import DataError, IntegrityError, OperationalError
-    from sqlalchemy.orm.exc import StaleDataError
-
     if isinstance(exc, StaleDataError):
         # A version column's compare-and-set found the row changed by another request.
+        if request.method == "DELETE":
+            return not_found()  # deleted by a concurrent request
         if request.if_match:
             return HTTPError(412, "The resource has changed since it was read.")
         return HTTPError(409, _CONCURRENT)
     if isinstance(exc, OperationalError) and _is_concurrency_failure(exc):
         return HTTPError(409, _CONCURRENT)
+    errno = _mysql_errno(exc)
+    if isinstance(exc, DBAPIError) and errno in _MYSQL_CHECK_ERRNOS:
+        return HTTPError(409, _CONFLICTS["check"])
+    if isinstance(exc, DBAPIError) and errno in _MYSQL_VALUE_ERRNOS:
+        return HTTPError(422, _REFUSED_VALUE)
     if isinstance(exc, IntegrityError):
         kind = conflict_kind(exc)
         return HTTPError(
@@ -184,8 +205,13 @@ def from_database_error(exc: BaseException) -> HTTPError | None:
             _CONFLICTS.get(kind or "", "The change conflicts with the current state of the data."),
         )
     if isinstance(exc, DataError):
-        return HTTPError(
-            422,
-            "A value was refused by the database (too long, out of range or malformed).",
-        )
+        return HTTPError(422, _REFUSED_VALUE)
     return None
+
+
+_REFUSED_VALUE = "A value was refused by the database (too long, out of range or malformed)."
+
+
+def _mysql_errno(exc: BaseException) -> int | None:
+    args: tuple[Any, ...] = getattr(getattr(exc, "orig", None), "args", ())
+    return args[0] if args and isinstance(args[0], int) else None

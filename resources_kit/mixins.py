@@ -1,15 +1,23 @@
-"""Action mixins: each adds one operation. They define actions, never HTTP verbs;
-``Resource.dispatch_request`` binds verbs to them."""
+"""Action mixins: each adds one operation as a short chain of public steps. They define
+actions, never HTTP verbs; ``Resource.dispatch_request`` binds verbs to them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from flask import Response
+import marshmallow as ma
+from flask import Response, current_app
+from sqlalchemy import Select
 
 from .callbacks import CallbackMixin
-from .pagination import list_response
-from .parsing import check_query_args
+from .errors import ImproperlyConfigured
+from .nesting import cached
+from .options import options_for
+from .pagination import PAGINATIONS, Page, Pagination
+from .parsing import check_query_args, parse_query
+from .querying import Filtering, Sorting, sort_spec, sparse_fields_field
 from .resource import ITEM_QUERY_ARGS, Resource
 
 if TYPE_CHECKING:
@@ -17,50 +25,207 @@ if TYPE_CHECKING:
 else:
     _Base = object
 
+#: The list steps a resource may override; overriding any turns on the second guard.
+LIST_HOOKS = ("get_list_query", "filter_list_query", "sort_list_query")
+
+
+@dataclass(frozen=True)
+class ListConfig:
+    """A resource class's list pieces, made once at registration."""
+
+    filtering: Filtering
+    sorting: Sorting
+    pagination: Pagination
+    #: Every query parameter of the list: strictness, parsing and OpenAPI all read it.
+    schema: ma.Schema
+    #: Parameter -> why it is refused here (a feature the resource has not enabled).
+    disabled: Mapping[str, str]
+    #: The query steps are the library's own: statements are kept per shape, and the
+    #: query needs no second guard.
+    default_chain: bool
+
+
+_list_configs: dict[type[Any], ListConfig] = {}
+
 
 class ListMixin(_Base):
-    """``GET`` on the collection: a page of items (see *List queries* in the docs)."""
+    """``GET`` on the collection: a page of items (see *List queries* in the docs).
+
+    ``list()`` = :meth:`parse_list_args` -> :meth:`check_parent` -> :meth:`get_list_query`
+    -> :meth:`filter_list_query` -> :meth:`sort_list_query` -> :meth:`paginate_list_query`
+    -> :meth:`list_response`. Override any step; when one of the query steps is
+    overridden, the scope and the parent chain are applied again to what it returns.
+    """
+
+    #: ``OffsetPagination`` (``?limit=&offset=``, with a total), ``CursorPagination``
+    #: (keyset pages, no count), a subclass of ``Pagination``, or ``"offset"``/``"cursor"``.
+    pagination: ClassVar[str | type[Pagination]] = "offset"
+    #: Reads ``?filters=`` and ``?search=``; replace with a ``Filtering`` subclass.
+    filtering: ClassVar[type[Filtering]] = Filtering
+    #: Reads ``?sort=``; replace with a ``Sorting`` subclass.
+    sorting: ClassVar[type[Sorting]] = Sorting
+    #: The resource's own query parameters (name -> marshmallow field), parsed with the
+    #: built-in ones and passed to every list step in ``args``.
+    list_args: ClassVar[Mapping[str, ma.fields.Field[Any]]] = {}
+
+    @classmethod
+    def check_configuration(cls) -> None:
+        super().check_configuration()
+        cls.get_list_config()
+
+    @classmethod
+    def get_list_config(cls) -> ListConfig:
+        config = _list_configs.get(cls)
+        if config is None:
+            config = _list_configs[cls] = _compile_list(cls)
+        return config
 
     def list(self) -> Response:
-        return list_response(self)
+        args = self.parse_list_args()
+        self.check_parent()
+        query = self.get_list_query(args)
+        query = self.filter_list_query(query, args)
+        query = self.sort_list_query(query, args)
+        if not self.get_list_config().default_chain:
+            query = self.guard_query(query)
+        return self.list_response(self.paginate_list_query(query, args))
+
+    def parse_list_args(self) -> dict[str, Any]:
+        """The query string parsed with the list's arguments schema (400 naming every bad
+        or unknown parameter); also reads ``?fields=``."""
+        config = self.get_list_config()
+        args = parse_query(config.schema, config.disabled)
+        self.sparse_fields = args.get("fields")
+        return args
+
+    def get_list_query(self, args: Mapping[str, Any]) -> Select[Any]:
+        """:meth:`get_scoped_query` with the resource's loader options."""
+        resolved = "rk_0_parent" in self.guard_values
+        options = self.query_options
+        return cached(
+            self.levels, resolved, "list", lambda: self.get_scoped_query().options(*options)
+        )
+
+    def filter_list_query(self, query: Select[Any], args: Mapping[str, Any]) -> Select[Any]:
+        return self.get_list_config().filtering.filter(query, args)
+
+    def sort_list_query(self, query: Select[Any], args: Mapping[str, Any]) -> Select[Any]:
+        sorting = self.get_list_config().sorting
+        plan = sorting.get_plan(args)
+        return self.mount.statements.derive(
+            query, ("sort", sort_spec(plan)), lambda: sorting.sort(query, plan)
+        )
+
+    def paginate_list_query(self, query: Select[Any], args: Mapping[str, Any]) -> Page:
+        config = self.get_list_config()
+        return config.pagination.paginate(self, query, args, config.sorting.get_plan(args))
+
+    def list_response(self, page: Page) -> Response:
+        response = cast(
+            Response, current_app.json.response({"items": self.serialize(page.items), **page.meta})
+        )
+        if page.links:
+            response.headers["Link"] = ", ".join(
+                f'<{url}>; rel="{rel}"' for rel, url in page.links.items()
+            )
+        return response
+
+
+def _compile_list(cls: type[Any]) -> ListConfig:
+    options = options_for(cls)
+    pagination = cls.pagination
+    if isinstance(pagination, str):
+        if pagination not in PAGINATIONS:
+            raise ImproperlyConfigured(
+                f'{cls.__name__}.pagination must be "offset", "cursor" or a Pagination '
+                f"subclass, not {pagination!r}."
+            )
+        pagination = PAGINATIONS[pagination]
+    for attribute, value, base in (
+        ("pagination", pagination, Pagination),
+        ("filtering", cls.filtering, Filtering),
+        ("sorting", cls.sorting, Sorting),
+    ):
+        if not (isinstance(value, type) and issubclass(value, base)):
+            raise ImproperlyConfigured(
+                f"{cls.__name__}.{attribute} must be a {base.__name__} subclass, not {value!r}."
+            )
+    filtering, sorting = cls.filtering(options), cls.sorting(options, cls.sort_fields)
+    pages = pagination(cls)
+    declared: dict[str, ma.fields.Field[Any]] = {}
+    for source, fields in (
+        ("pagination", pages.get_args()),
+        ("filtering", filtering.get_args()),
+        ("sorting", sorting.get_args()),
+        ("fields", {"fields": sparse_fields_field(options.schemas["list"])}),
+        ("list_args", dict(cls.list_args)),
+    ):
+        for name, field in fields.items():
+            if name in declared or not isinstance(field, ma.fields.Field):
+                raise ImproperlyConfigured(
+                    f"{cls.__name__}: list argument {name!r} from {source} must be a "
+                    "marshmallow field with a name no other list argument uses."
+                )
+            declared[name] = field
+    disabled = {
+        name: why
+        for name, why in {**filtering.disabled, **sorting.disabled}.items()
+        if name not in declared
+    }
+    return ListConfig(
+        filtering=filtering,
+        sorting=sorting,
+        pagination=pages,
+        schema=ma.Schema.from_dict(declared, name=f"{cls.__name__}ListArgs")(),
+        disabled=disabled,
+        default_chain=type(filtering) is Filtering
+        and type(sorting) is Sorting
+        and all(getattr(cls, hook) is getattr(ListMixin, hook) for hook in LIST_HOOKS),
+    )
 
 
 class RetrieveMixin(_Base):
-    """``GET`` on an item."""
+    """``GET`` on an item: :meth:`get_object`, :meth:`check_object`, :meth:`serialize`."""
 
     def retrieve(self) -> Response:
         check_query_args(ITEM_QUERY_ARGS)
-        self._read_sparse_fields("detail")
-        return self.item_response(self.serialize(self.get_object()))
+        self.read_sparse_fields("detail")
+        obj = self.get_object()
+        self.check_object(obj)
+        return self.item_response(self.serialize(obj))
 
 
 class CreateMixin(_Base):
     """``POST`` on the collection: 201 with a ``Location`` header."""
 
     def create(self) -> Response:
-        self._resolve_parent()
-        server_values = self._server_values()
-        data = self._load_body("create", server_values)
-        obj, body = self._write("create", data, lambda: self.perform_create(data), server_values)
-        response = self.item_response(body, 201)
-        location = self.location(obj)
-        if location is not None:
-            response.headers["Location"] = location
-        return response
+        server_values = self.get_server_values()
+        data = self.get_request_data("create", server_values)
+        return self.save("create", data, server_values)
 
 
 class UpdateMixin(_Base):
     """``PUT`` on an item: the full body is validated; the fields it holds are written."""
 
     def update(self) -> Response:
-        return self._change("update")
+        obj = self.get_object()
+        self.check_object(obj)
+        self.check_preconditions(obj)
+        server_values = self.get_server_values(obj)
+        return self.save(
+            "update", self.get_request_data("update", server_values), server_values, obj
+        )
 
 
 class PatchMixin(_Base):
     """``PATCH`` on an item: loaded ``partial=True``; only the fields sent are touched."""
 
     def partial_update(self) -> Response:
-        return self._change("patch")
+        obj = self.get_object()
+        self.check_object(obj)
+        self.check_preconditions(obj)
+        server_values = self.get_server_values(obj)
+        return self.save("patch", self.get_request_data("patch", server_values), server_values, obj)
 
 
 class DeleteMixin(_Base):
@@ -69,15 +234,10 @@ class DeleteMixin(_Base):
     def destroy(self) -> Response:
         check_query_args(())
         obj = self.get_object()
+        self.check_object(obj)
         self.check_preconditions(obj)
-        server_values = self._server_values(obj)
-
-        def apply() -> Any:
-            self.perform_delete(obj)
-            return obj  # callbacks and signals see the deleted row
-
-        self._write("delete", server_values, apply, server_values)
-        return Response(status=204)
+        server_values = self.get_server_values(obj)
+        return self.save("delete", dict(server_values), server_values, obj)
 
 
 class ModelResource(

@@ -5,24 +5,23 @@ assets come from the ``swagger-ui-bundle`` package (no CDN: it works offline).""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import marshmallow as ma
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow.common import resolve_schema_cls
 
+from .actions import ACTIONS, ExtraAction
 from .callbacks import CallbackMixin
-from .options import ACTIONS, options_for
-from .pagination import MAX_OFFSET
-from .querying import MAX_IN_VALUES, MAX_SEARCH_LENGTH, OPERATORS, TEXT_OPERATORS
+from .nesting import Mount
+from .options import options_for
+from .querying import list_pattern
+from .resource import permission_rule
 from .tenancy import TenantScopeMixin
-
-if TYPE_CHECKING:
-    from .routing import Mount
 
 PROBLEM = {
     "type": "object",
@@ -44,7 +43,7 @@ PROBLEM = {
 ERRORS = {
     400: "Malformed JSON, a body that is not an object, or a bad query parameter.",
     401: "Missing or invalid credentials.",
-    403: "No tenant scope for this request, or refused by a callback.",
+    403: "Not allowed (the action or this item), no tenant scope, or refused by a callback.",
     404: "Missing, out of scope, or not under the parent in the URL.",
     409: "A unique, foreign-key or not-null conflict, or a concurrent change.",
     412: "If-Match does not match the current ETag.",
@@ -117,85 +116,17 @@ def _path(prefix: str, rule: str) -> tuple[str, list[dict[str, Any]]]:
     return prefix + "/".join(parts), parameters
 
 
-def _list_parameters(mount: Mount) -> list[dict[str, Any]]:
-    resource = mount.resource
-    options = options_for(resource)
-    parameters: list[dict[str, Any]] = [
-        {
-            "name": "limit",
-            "in": "query",
-            "schema": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": resource.max_page_size,
-                "default": resource.page_size,
-            },
-        },
-    ]
-    if options.pagination == "cursor":
-        parameters.append(
-            {
-                "name": "cursor",
-                "in": "query",
-                "schema": {"type": "string"},
-                "description": "The `next` of the previous page.",
-            }
-        )
-    else:
-        parameters.append(
-            {
-                "name": "offset",
-                "in": "query",
-                "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
-            }
-        )
-    if options.filter_paths:
-        fields = ", ".join(
-            f"`{key}`" + (" (text)" if path.is_text else "")
-            for key, path in options.filter_paths.items()
-        )
-        parameters.append(
-            {
-                "name": "filters",
-                "in": "query",
-                "description": (
-                    'A JSON object, e.g. `{"name": "Ada", "years__gte": 3}`. Keys: a field, or '
-                    f"`field__operator`. Fields: {fields}. Operators: {', '.join(OPERATORS)} "
-                    f"({', '.join(TEXT_OPERATORS)} on text fields only; in and not_in take a list "
-                    f"of at most {MAX_IN_VALUES})."
-                ),
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
-        )
-    sortable = list(resource.sort_fields)
-    if sortable:
-        terms = [term for key in sortable for term in (key, f"{key}__asc", f"{key}__desc")]
-        parameters.append(
-            {
-                "name": "sort",
-                "in": "query",
-                "schema": {"type": "string", "pattern": _list_pattern(terms)},
-                "description": "Comma-separated; each `field` or `field__desc`. "
-                f"Fields: {', '.join(sortable)}.",
-            }
-        )
-    if options.search_paths:
-        parameters.append(
-            {
-                "name": "search",
-                "in": "query",
-                "schema": {"type": "string", "maxLength": MAX_SEARCH_LENGTH},
-                "description": f"Case-insensitive substring of: {', '.join(options.search_paths)}.",
-            }
-        )
-    parameters.append(_fields_parameter(mount, "list"))
+def _list_parameters(mount: Mount, converter: Any) -> list[dict[str, Any]]:
+    """The list's arguments schema as OpenAPI query parameters: the same schema parses
+    and validates them."""
+    schema = mount.resource.get_list_config().schema
+    parameters: list[dict[str, Any]] = converter.schema2parameters(schema, location="query")
+    for parameter in parameters:
+        field = schema.fields.get(parameter["name"])
+        if field is not None and field.metadata.get("json_object"):
+            parameter.pop("schema", None)
+            parameter["content"] = {"application/json": {"schema": {"type": "object"}}}
     return parameters
-
-
-def _list_pattern(names: Sequence[str]) -> str:
-    """A regular expression for a comma-separated list of ``names``."""
-    one = "(" + "|".join(re.escape(name) for name in names) + ")"
-    return f"^{one}(,{one})*$"
 
 
 def _fields_parameter(mount: Mount, operation: str) -> dict[str, Any]:
@@ -204,7 +135,7 @@ def _fields_parameter(mount: Mount, operation: str) -> dict[str, Any]:
     return {
         "name": "fields",
         "in": "query",
-        "schema": {"type": "string", "pattern": _list_pattern(names)},
+        "schema": {"type": "string", "pattern": list_pattern(names)},
         "description": f"Comma-separated fields to return, of: {', '.join(names)}.",
     }
 
@@ -231,143 +162,175 @@ def _links(mount: Mount) -> dict[str, Any]:
     }
 
 
-def _operations(mount: Mount, kind: str, security: bool) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class Doc:
+    """How one action appears in the document."""
+
+    summary: str
+    #: Success status and what it returns: "page", "item", "items" or "empty".
+    status: int
+    returns: str
+    #: Error statuses besides the common ones; 404 is added for nested mounts anyway.
+    errors: tuple[int, ...] = ()
+    #: Schema operation of the request body, if any.
+    body: str | None = None
+    if_match: bool = False
+
+
+WRITE_ERRORS = (409, 413, 415, 422)
+#: The per-action table the CRUD operations are built from.
+DOCS: Mapping[str, Doc] = {
+    "list": Doc("List {name}", 200, "page"),
+    "create": Doc("Create a {model}", 201, "item", WRITE_ERRORS, body="create"),
+    "retrieve": Doc("Read a {model}", 200, "item", (404,)),
+    "update": Doc(
+        "Replace a {model}", 200, "item", (*WRITE_ERRORS, 404, 412), "update", if_match=True
+    ),
+    "partial_update": Doc(
+        "Change fields of a {model}", 200, "item", (*WRITE_ERRORS, 404, 412), "patch", True
+    ),
+    "destroy": Doc("Delete a {model}", 204, "empty", (404, 409, 412), if_match=True),
+}
+
+
+def _responses(mount: Mount, action: str, doc: Doc) -> dict[str, Any]:
+    options = options_for(mount.resource)
+    detail = type(options.schemas["detail"])
+    # Responses may be trimmed by ?fields=: their schemas require nothing.
+    item = {"application/json": {"schema": detail(partial=True)}}
+    etag = {"ETag": {"description": "The version of the item.", "schema": {"type": "string"}}}
+    if doc.returns == "empty":
+        return {str(doc.status): {"description": "Done; no body."}}
+    if doc.returns == "json":
+        return {
+            str(doc.status): {"description": "Done.", "content": {"application/json": {}}},
+            "204": {"description": "Done; no body."},
+        }
+    if doc.returns == "page":
+        pagination = mount.resource.get_list_config().pagination
+        listed = type(options.schemas["list"])
+        envelope = {"items": {"type": "array", "items": listed(partial=True)}}
+        envelope |= {key: dict(value) for key, value in pagination.envelope.items()}
+        link = {"description": "RFC 8288 next and prev pages.", "schema": {"type": "string"}}
+        page = {"type": "object", "properties": envelope, "required": list(envelope)}
+        return {
+            "200": {
+                "description": "A page of items.",
+                "headers": {"Link": link},
+                "content": {"application/json": {"schema": page}},
+            }
+        }
+    response: dict[str, Any] = {"description": "The item.", "headers": etag, "content": item}
+    if action == "create":
+        location = {"description": "The new item's URL.", "schema": {"type": "string"}}
+        response["headers"] = {**etag, "Location": location}
+        response["links"] = _links(mount)
+    responses = {str(doc.status): response}
+    if action == "retrieve":
+        responses["304"] = {"description": "Not modified (If-None-Match)."}
+    return responses
+
+
+def _parameters(mount: Mount, action: str, doc: Doc, converter: Any) -> list[dict[str, Any]]:
+    if action == "list":
+        return _list_parameters(mount, converter)
+    if action == "retrieve":
+        return [
+            _fields_parameter(mount, "detail"),
+            {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
+        ]
+    if doc.if_match:
+        return [
+            {
+                "name": "If-Match",
+                "in": "header",
+                "schema": {"type": "string"},
+                "required": bool(mount.resource.require_if_match),
+                "description": "The ETag of the version you read; 412 when it changed.",
+            }
+        ]
+    return []
+
+
+def _operation(
+    mount: Mount, action: str, doc: Doc, converter: Any, security: Any
+) -> dict[str, Any]:
     resource = mount.resource
     options = options_for(resource)
-    model_name = options.model.__name__
-    detail = type(options.schemas["detail"])
-    listed = type(options.schemas["list"])
-    # Responses may be trimmed by ?fields=: their schemas require nothing.
-    detail_ref = {"schema": detail(partial=True)}
-    etag = {"ETag": {"description": "The version of the item.", "schema": {"type": "string"}}}
-    if_match = {
-        "name": "If-Match",
-        "in": "header",
-        "schema": {"type": "string"},
-        "required": bool(resource.require_if_match),
-        "description": "The ETag of the version you read; 412 when it changed.",
+    operation: dict[str, Any] = {
+        "operationId": f"{mount.endpoint}_{action}",
+        "summary": doc.summary.format(name=resource.name, model=options.model.__name__),
+        "tags": [mount.endpoint.replace("_", " / ")],
+        "parameters": _parameters(mount, action, doc, converter),
+        "responses": _responses(mount, action, doc),
     }
-    common = [400, 500]
-    if security:
-        common.append(401)
-    if _chain_tenant_scoped(mount) or issubclass(resource, CallbackMixin):
-        common.append(403)
-    nested = mount.parent is not None
-    writes = [409, 413, 415, 422]
-    operations: dict[str, dict[str, Any]] = {}
-    for (rule_kind, method), action in ACTIONS.items():
-        if rule_kind != kind or method not in (
-            mount.collection_methods if kind == "collection" else mount.item_methods
-        ):
-            continue
-        errors = list(common)
-        operation: dict[str, Any] = {
-            "operationId": f"{mount.endpoint}_{action}",
-            "tags": [mount.endpoint.replace("_", " / ")],
-            "parameters": [],
+    if doc.body is not None:
+        body = type(options.schemas[doc.body])
+        schema = body(partial=True) if doc.body == "patch" else body
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
         }
-        if action == "list":
-            operation["summary"] = f"List {resource.name}"
-            operation["parameters"] = _list_parameters(mount)
-            envelope: dict[str, Any] = {"items": {"type": "array", "items": listed(partial=True)}}
-            if options.pagination == "cursor":
-                envelope["next"] = {"type": "string", "nullable": True}
-            else:
-                envelope |= {key: {"type": "integer"} for key in ("total", "limit", "offset")}
-            required = list(envelope)
-            operation["responses"] = {
-                "200": {
-                    "description": "A page of items.",
-                    "headers": {
-                        "Link": {
-                            "description": "RFC 8288 next and prev pages.",
-                            "schema": {"type": "string"},
-                        }
-                    },
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": envelope,
-                                "required": required,
-                            }
-                        }
-                    },
-                }
-            }
-            if nested:
-                errors.append(404)
-        elif action == "create":
-            operation["summary"] = f"Create a {model_name}"
-            operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": type(options.schemas["create"])}},
-            }
-            operation["responses"] = {
-                "201": {
-                    "description": "Created.",
-                    "content": {"application/json": detail_ref},
-                    "headers": {
-                        **etag,
-                        "Location": {
-                            "description": "The new item's URL.",
-                            "schema": {"type": "string"},
-                        },
-                    },
-                    "links": _links(mount),
-                }
-            }
-            errors += writes + ([404] if nested else [])
-        elif action == "retrieve":
-            operation["summary"] = f"Read a {model_name}"
-            operation["parameters"] = [
-                _fields_parameter(mount, "detail"),
-                {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
-            ]
-            operation["responses"] = {
-                "200": {
-                    "description": "The item.",
-                    "headers": etag,
-                    "content": {"application/json": detail_ref},
-                },
-                "304": {"description": "Not modified (If-None-Match)."},
-            }
-            errors.append(404)
-        elif action in ("update", "partial_update"):
-            body = type(options.schemas["update" if action == "update" else "patch"])
-            operation["summary"] = (
-                f"Replace a {model_name}"
-                if action == "update"
-                else f"Change fields of a {model_name}"
+    errors = {400, 500, *doc.errors}
+    rule = permission_rule(resource)
+    if rule is not None:
+        errors.add(403)
+    authenticated = rule is not None and rule.needs_authentication()
+    if security or authenticated:
+        errors.add(401)
+    if authenticated and isinstance(security, list):
+        operation["security"] = [dict(item) for item in security]
+    if _chain_tenant_scoped(mount) or issubclass(resource, CallbackMixin):
+        errors.add(403)
+    if mount.parent is not None:
+        errors.add(404)
+    if resource.require_if_match and doc.if_match:
+        errors.add(428)
+    for status in sorted(errors):
+        operation["responses"][str(status)] = _problem(status)
+    return operation
+
+
+def _extra_doc(extra: ExtraAction) -> Doc:
+    errors: tuple[int, ...] = (404,) if extra.detail else ()
+    if extra.writes:
+        errors += (409, 412) if extra.detail else (409,)
+    if extra.schema is not None:
+        errors += (413, 415, 422)
+    return Doc(
+        extra.summary or f"{extra.name.replace('_', ' ').capitalize()} ({{name}})",
+        200,
+        "json",
+        errors,
+        body=extra.name if extra.schema is not None else None,
+    )
+
+
+def _paths(mount: Mount, converter: Any, security: Any) -> list[tuple[str, dict[str, Any]]]:
+    """(rule, operations by method) for every route of the mount."""
+    paths: list[tuple[str, dict[str, Any]]] = []
+    for kind, rule, methods in (
+        ("collection", mount.rule, mount.collection_methods),
+        ("item", mount.item_rule, mount.item_methods),
+    ):
+        operations = {
+            method.lower(): _operation(
+                mount, ACTIONS[(kind, method)], DOCS[ACTIONS[(kind, method)]], converter, security
             )
-            operation["parameters"] = [if_match]
-            operation["requestBody"] = {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": body(partial=True) if action == "partial_update" else body
-                    }
-                },
-            }
-            operation["responses"] = {
-                "200": {
-                    "description": "The changed item.",
-                    "headers": etag,
-                    "content": {"application/json": detail_ref},
-                }
-            }
-            errors += [*writes, 404, 412]
-        else:
-            operation["summary"] = f"Delete a {model_name}"
-            operation["parameters"] = [if_match]
-            operation["responses"] = {"204": {"description": "Deleted."}}
-            errors += [404, 409, 412]
-        if resource.require_if_match and action in ("update", "partial_update", "destroy"):
-            errors.append(428)
-        for status in sorted(set(errors)):
-            operation["responses"][str(status)] = _problem(status)
-        operations[method.lower()] = operation
-    return operations
+            for method in methods
+        }
+        if operations:
+            paths.append((rule, operations))
+    for extra in mount.extra_actions:
+        doc = _extra_doc(extra)
+        operations = {}
+        for method in extra.methods:
+            operation = _operation(mount, extra.name, doc, converter, security)
+            if len(extra.methods) > 1:
+                operation["operationId"] += f"_{method.lower()}"
+            operations[method.lower()] = operation
+        paths.append((mount.action_rule(extra), operations))
+    return paths
 
 
 def build_document(
@@ -380,20 +343,13 @@ def build_document(
     security: Sequence[Mapping[str, Sequence[str]]] | None = None,
 ) -> dict[str, Any]:
     """The OpenAPI 3.0 document of ``mounts`` served under ``prefix``."""
-    spec = APISpec(
-        title=title,
-        version=version,
-        openapi_version="3.0.3",
-        plugins=[MarshmallowPlugin(schema_name_resolver=_Names())],
-    )
+    plugin = MarshmallowPlugin(schema_name_resolver=_Names())
+    spec = APISpec(title=title, version=version, openapi_version="3.0.3", plugins=[plugin])
     spec.components.schema("Problem", PROBLEM)
     for name, scheme in (security_schemes or {}).items():
         spec.components.security_scheme(name, dict(scheme))
     for mount in mounts:
-        for kind, rule in (("collection", mount.rule), ("item", mount.item_rule)):
-            operations = _operations(mount, kind, security=bool(security))
-            if not operations:
-                continue
+        for rule, operations in _paths(mount, plugin.converter, list(security or [])):
             path, parameters = _path(prefix, rule)
             spec.path(path=path, operations=operations, parameters=parameters)
     document = spec.to_dict()

@@ -4,34 +4,26 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 import marshmallow as ma
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.attributes import InstrumentedAttribute
 
-from .columns import Check, column_check
+from .actions import extra_actions
+from .columns import Check, column_check, column_normalizer, url_converter
 from .errors import ImproperlyConfigured
-from .querying import FieldPath, compile_paths
-
-if TYPE_CHECKING:
-    from .resource import Resource
+from .querying import FieldPath, SortKey, compile_paths, split_sort
 
 #: Operations whose schema ``Resource.get_schema`` returns.
 SCHEMA_OPERATIONS = ("list", "detail", "create", "update", "patch")
 
-#: (kind of URL, HTTP method) -> the action method a mixin provides.
-ACTIONS: Mapping[tuple[str, str], str] = {
-    ("collection", "GET"): "list",
-    ("collection", "POST"): "create",
-    ("item", "GET"): "retrieve",
-    ("item", "PUT"): "update",
-    ("item", "PATCH"): "partial_update",
-    ("item", "DELETE"): "destroy",
-}
+#: How many ``?fields=`` subsets of one schema are kept, least recently used dropped first.
+SPARSE_SCHEMAS_KEPT = 64
 
 
 def snake_case(name: str) -> str:
@@ -39,40 +31,26 @@ def snake_case(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class SortKey:
-    key: str
-    descending: bool
-
-
-def parse_sort(value: str | Sequence[str]) -> list[SortKey]:
-    """Parse ``"years_teaching__desc,name"`` (or a list of such terms)."""
-    terms = value.split(",") if isinstance(value, str) else list(value)
-    keys = []
-    for term in terms:
-        term = term.strip()
-        name, _, direction = term.partition("__")
-        if not name or direction not in ("", "asc", "desc"):
-            raise ValueError(term)
-        keys.append(SortKey(name, direction == "desc"))
-    return keys
-
-
-@dataclass(frozen=True)
 class ResourceOptions:
     """What a resource class's attributes compile to."""
 
-    resource: type[Resource]
+    #: The resource class (a ``Resource`` subclass).
+    resource: type[Any]
     model: type[Any]
     mapper: Mapper[Any]
     lookup_key: str
     lookup_attr: InstrumentedAttribute[Any]
     lookup_check: Check | None
+    #: URL segment -> lookup value (``ValueError``: no such item), for non-int lookups.
+    lookup_convert: Callable[[str], Any] | None
     converter: str
     url_variable: str
     primary_key: tuple[InstrumentedAttribute[Any], ...]
     default_sort: tuple[SortKey, ...]
     #: attribute key -> check of the values its column would refuse
     column_checks: Mapping[str, Check]
+    #: attribute key -> what the column would store for a value (decimals rounded)
+    column_normalizers: Mapping[str, Callable[[Any], Any]]
     #: attribute key -> column attribute, for every column-backed attribute of the model
     columns: Mapping[str, InstrumentedAttribute[Any]]
     schemas: Mapping[str, ma.Schema] = field(repr=False)
@@ -81,8 +59,30 @@ class ResourceOptions:
     sort_paths: Mapping[str, FieldPath] = field(default_factory=dict)
     search_paths: Mapping[str, FieldPath] = field(default_factory=dict)
     primary_key_paths: tuple[FieldPath, ...] = ()
-    #: ``"offset"`` or ``"cursor"``
-    pagination: str = "offset"
+    #: Column attributes whose stored form may differ from what Python holds (rounded
+    #: decimals, single-precision floats, date-times a backend truncates or strips of
+    #: their zone): read back after a write that sets them.
+    stored_form_keys: frozenset[str] = frozenset()
+    #: relationship -> the column attributes holding its key, to reload a relationship a
+    #: write re-pointed.
+    relationship_keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: (operation, field names) -> the schema trimmed to them, for ``?fields=``
+    sparse_schemas: OrderedDict[tuple[str, tuple[str, ...]], ma.Schema] = field(
+        default_factory=OrderedDict, repr=False
+    )
+
+    def sparse_schema(self, operation: str, names: tuple[str, ...]) -> ma.Schema:
+        """The ``operation`` schema trimmed to ``names``, built once and kept while used."""
+        key = (operation, names)
+        schema = self.sparse_schemas.get(key)
+        if schema is None:
+            schema = type(self.schemas[operation])(only=names)
+            self.sparse_schemas[key] = schema
+            if len(self.sparse_schemas) > SPARSE_SCHEMAS_KEPT:
+                self.sparse_schemas.popitem(last=False)
+        else:
+            self.sparse_schemas.move_to_end(key)
+        return schema
 
     def column(self, key: str) -> InstrumentedAttribute[Any]:
         try:
@@ -93,14 +93,14 @@ class ResourceOptions:
             ) from None
 
 
-def _require(cls: type[Resource], attribute: str, fix: str) -> Any:
+def _require(cls: type[Any], attribute: str, fix: str) -> Any:
     value = getattr(cls, attribute, None)
     if value is None or value == "":
         raise ImproperlyConfigured(f"{cls.__name__} has no `{attribute}`; {fix}.")
     return value
 
 
-def _schema_class(cls: type[Resource], attribute: str, value: Any) -> type[ma.Schema]:
+def _schema_class(cls: type[Any], attribute: str, value: Any) -> type[ma.Schema]:
     if not (isinstance(value, type) and issubclass(value, ma.Schema)):
         raise ImproperlyConfigured(
             f"{cls.__name__}.{attribute} must be a marshmallow Schema class, not {value!r}."
@@ -120,10 +120,10 @@ def _converter(column: sa.ColumnElement[Any]) -> str:
     return "string"
 
 
-_compiled: dict[type[Resource], ResourceOptions] = {}
+_compiled: dict[type[Any], ResourceOptions] = {}
 
 
-def options_for(cls: type[Resource]) -> ResourceOptions:
+def options_for(cls: type[Any]) -> ResourceOptions:
     """Check ``cls``'s configuration and compile it, once per class."""
     try:
         return _compiled[cls]
@@ -132,7 +132,7 @@ def options_for(cls: type[Resource]) -> ResourceOptions:
         return options
 
 
-def _compile(cls: type[Resource]) -> ResourceOptions:
+def _compile(cls: type[Any]) -> ResourceOptions:
     name = _require(cls, "name", 'set it to the URL segment, e.g. name = "teachers"')
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
         raise ImproperlyConfigured(
@@ -146,6 +146,86 @@ def _compile(cls: type[Resource]) -> ResourceOptions:
         raise ImproperlyConfigured(
             f"{cls.__name__}.model must be a mapped SQLAlchemy class, not {model!r}."
         ) from None
+    schema_classes = _schema_classes(cls)
+    columns, checks, normalizers = _columns(mapper, model)
+    primary_key = tuple(
+        getattr(model, mapper.get_property_by_column(c).key) for c in mapper.primary_key
+    )
+    lookup_key = _lookup_key(cls, model, primary_key, columns)
+    lookup_column = mapper.column_attrs[lookup_key].columns[0]
+    _check_page_sizes(cls)
+    default_sort = _default_sort(cls, model, columns)
+    list_schema = schema_classes["list"]()
+    sort_paths = compile_paths(cls, mapper, list_schema, "sort_fields")
+    defaults = [key.key for key in default_sort if key.key not in sort_paths]
+    sort_paths |= compile_paths(cls, mapper, list_schema, "default_sort", defaults)
+    pk_keys = [pk.key for pk in primary_key]
+    return ResourceOptions(
+        resource=cls,
+        model=model,
+        mapper=mapper,
+        lookup_key=lookup_key,
+        lookup_attr=columns[lookup_key],
+        lookup_check=checks.get(lookup_key),
+        lookup_convert=url_converter(cast(sa.Column[Any], lookup_column)),
+        converter=_converter(lookup_column),
+        url_variable=cls.url_variable or f"{snake_case(model.__name__)}_id",
+        primary_key=primary_key,
+        default_sort=default_sort,
+        column_checks=checks,
+        column_normalizers=normalizers,
+        columns=columns,
+        schemas={op: schema_class() for op, schema_class in schema_classes.items()},
+        filter_paths=compile_paths(cls, mapper, list_schema, "filter_fields"),
+        sort_paths=sort_paths,
+        search_paths=compile_paths(cls, mapper, list_schema, "search_fields"),
+        primary_key_paths=tuple(compile_paths(cls, mapper, list_schema, "pk", pk_keys).values()),
+        **_read_back_keys(mapper),
+    )
+
+
+def _read_back_keys(mapper: Mapper[Any]) -> dict[str, Any]:
+    return {
+        "stored_form_keys": frozenset(
+            prop.key
+            for prop in mapper.column_attrs
+            if isinstance(prop.columns[0].type, _STORED_DIFFERENTLY)
+            and not isinstance(prop.columns[0].type, sa.Integer)
+        ),
+        "relationship_keys": {
+            rel.key: frozenset(mapper.get_property_by_column(c).key for c in rel.local_columns)
+            for rel in mapper.relationships
+            if all(c in mapper.columns.values() for c in rel.local_columns)
+        },
+    }
+
+
+#: Column types whose values a backend may store in another form than Python sent.
+_STORED_DIFFERENTLY = (sa.Numeric, sa.DateTime, sa.Time, sa.Interval)
+
+
+def _columns(
+    mapper: Mapper[Any], model: type[Any]
+) -> tuple[
+    dict[str, InstrumentedAttribute[Any]], dict[str, Check], dict[str, Callable[[Any], Any]]
+]:
+    """Every column attribute, with the check and the normalizer of its column."""
+    columns: dict[str, InstrumentedAttribute[Any]] = {}
+    checks: dict[str, Check] = {}
+    normalizers: dict[str, Callable[[Any], Any]] = {}
+    for prop in mapper.column_attrs:
+        columns[prop.key] = getattr(model, prop.key)
+        if len(prop.columns) == 1 and isinstance(prop.columns[0], sa.Column):
+            check = column_check(prop.columns[0])
+            if check is not None:
+                checks[prop.key] = check
+            normalizer = column_normalizer(prop.columns[0])
+            if normalizer is not None:
+                normalizers[prop.key] = normalizer
+    return columns, checks, normalizers
+
+
+def _schema_classes(cls: type[Any]) -> dict[str, type[ma.Schema]]:
     schema = _schema_class(
         cls, "schema", _require(cls, "schema", "set it to a marshmallow Schema class")
     )
@@ -158,20 +238,19 @@ def _compile(cls: type[Resource]) -> ResourceOptions:
     schema_classes["patch"] = getattr(cls, "patch_schema", None) or schema_classes["update"]
     for operation, value in schema_classes.items():
         _schema_class(cls, f"{operation}_schema" if value is not schema else "schema", value)
+    for extra in extra_actions(cls):
+        if extra.schema is not None:
+            schema_classes[extra.name] = _schema_class(cls, f"{extra.name} schema", extra.schema)
+    return schema_classes
 
-    columns: dict[str, InstrumentedAttribute[Any]] = {}
-    checks: dict[str, Check] = {}
-    for prop in mapper.column_attrs:
-        columns[prop.key] = getattr(model, prop.key)
-        if len(prop.columns) == 1 and isinstance(prop.columns[0], sa.Column):
-            check = column_check(prop.columns[0])
-            if check is not None:
-                checks[prop.key] = check
 
-    primary_key = tuple(
-        getattr(model, mapper.get_property_by_column(c).key) for c in mapper.primary_key
-    )
-    lookup_key = cls.lookup_field or primary_key[0].key
+def _lookup_key(
+    cls: type[Any],
+    model: type[Any],
+    primary_key: tuple[InstrumentedAttribute[Any], ...],
+    columns: Mapping[str, Any],
+) -> str:
+    lookup_key: str = cls.lookup_field or primary_key[0].key
     if len(primary_key) != 1 and cls.lookup_field is None:
         raise ImproperlyConfigured(
             f"{cls.__name__}: {model.__name__} has a composite primary key; "
@@ -182,8 +261,10 @@ def _compile(cls: type[Resource]) -> ResourceOptions:
             f"{cls.__name__}.lookup_field {lookup_key!r} is not a column attribute of "
             f"{model.__name__}."
         )
-    lookup_column = mapper.column_attrs[lookup_key].columns[0]
+    return lookup_key
 
+
+def _check_page_sizes(cls: type[Any]) -> None:
     page_size, max_page_size = cls.page_size, cls.max_page_size
     if not (isinstance(page_size, int) and isinstance(max_page_size, int)) or not (
         1 <= page_size <= max_page_size
@@ -192,8 +273,13 @@ def _compile(cls: type[Resource]) -> ResourceOptions:
             f"{cls.__name__}: need 1 <= page_size <= max_page_size, got {page_size!r} and "
             f"{max_page_size!r}."
         )
+
+
+def _default_sort(
+    cls: type[Any], model: type[Any], columns: Mapping[str, Any]
+) -> tuple[SortKey, ...]:
     try:
-        default_sort = tuple(parse_sort(cls.default_sort)) if cls.default_sort else ()
+        default_sort = tuple(split_sort(cls.default_sort)) if cls.default_sort else ()
     except ValueError as exc:
         raise ImproperlyConfigured(
             f"{cls.__name__}.default_sort has a malformed term {exc.args[0]!r}; "
@@ -205,42 +291,4 @@ def _compile(cls: type[Resource]) -> ResourceOptions:
                 f"{cls.__name__}.default_sort names {key.key!r}, which is not a column of "
                 f"{model.__name__}."
             )
-
-    pagination = cls.pagination
-    if pagination not in ("offset", "cursor"):
-        raise ImproperlyConfigured(
-            f'{cls.__name__}.pagination must be "offset" or "cursor", not {pagination!r}.'
-        )
-    list_schema = schema_classes["list"]()
-    sort_paths = compile_paths(cls, mapper, list_schema, "sort_fields")
-    defaults = [key.key for key in default_sort if key.key not in sort_paths]
-    sort_paths |= compile_paths(cls, mapper, list_schema, "default_sort", defaults)
-    if pagination == "cursor":
-        related = [key for key, path in sort_paths.items() if path.relationship is not None]
-        if related:
-            raise ImproperlyConfigured(
-                f"{cls.__name__}: cursor pagination sorts by the resource's own columns; "
-                f"remove {', '.join(related)} from sort_fields."
-            )
-    pk_keys = [pk.key for pk in primary_key]
-
-    return ResourceOptions(
-        resource=cls,
-        model=model,
-        mapper=mapper,
-        lookup_key=lookup_key,
-        lookup_attr=columns[lookup_key],
-        lookup_check=checks.get(lookup_key),
-        converter=_converter(lookup_column),
-        url_variable=cls.url_variable or f"{snake_case(model.__name__)}_id",
-        primary_key=primary_key,
-        default_sort=default_sort,
-        column_checks=checks,
-        columns=columns,
-        schemas={op: schema_class() for op, schema_class in schema_classes.items()},
-        filter_paths=compile_paths(cls, mapper, list_schema, "filter_fields"),
-        sort_paths=sort_paths,
-        search_paths=compile_paths(cls, mapper, list_schema, "search_fields"),
-        primary_key_paths=tuple(compile_paths(cls, mapper, list_schema, "pk", pk_keys).values()),
-        pagination=pagination,
-    )
+    return default_sort

@@ -1,249 +1,232 @@
-"""List pages: offset pages with a total, or keyset (cursor) pages without one.
+"""Pagination classes: offset pages with a total, or keyset (cursor) pages without one.
+
+A resource picks one with ``pagination = OffsetPagination`` (or the shorthand ``"offset"``
+/ ``"cursor"``), or a subclass of :class:`Pagination` of its own.
 
 An offset page is one statement: the total comes from an uncorrelated ``(SELECT count(*)
 ...)`` column of the same SELECT (only a page past the end, with no row to carry it, costs
 a second).
 A cursor page is one statement too: ``WHERE <after the last row> ORDER BY ... LIMIT n+1``,
 with no OFFSET and no COUNT, so a page deep in a big table costs what the first does.
-Cursors are signed with the app's ``SECRET_KEY``: any worker accepts them, and a forged or
-altered one is a 400.
+Cursors are encrypted and authenticated with a key derived from the app's ``SECRET_KEY``
+(Fernet): any worker on any host accepts them, a client cannot read the sort values they
+carry, and a forged or altered one is a 400.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlencode
 
 import marshmallow as ma
-from flask import Response, current_app, request
-from itsdangerous import BadData, URLSafeSerializer
+from cryptography.fernet import Fernet, InvalidToken
+from flask import current_app, request
 from sqlalchemy import Select
-from webargs import fields, validate
-from webargs.flaskparser import FlaskParser
 
-from . import statements
-from .errors import ImproperlyConfigured, bad_parameter, bad_request
-from .parsing import check_query_args
-from .querying import (
-    FieldPath,
-    after_position,
-    apply_sort,
-    parse_filters,
-    parse_sort,
-    search_clause,
-    sort_plan,
-)
+from . import nesting
+from .errors import ImproperlyConfigured, bad_parameter
+from .querying import SortPlan, after_position, sort_spec
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, scoped_session
-
     from .resource import Resource
 
-COMMON_ARGS = ("limit", "filters", "sort", "search", "fields")
-OFFSET_ARGS = (*COMMON_ARGS, "offset")
-CURSOR_ARGS = (*COMMON_ARGS, "cursor")
 MAX_OFFSET = 2**31 - 1
 
 
-class QueryParser(FlaskParser):
-    """webargs parser whose errors are 400 problems naming each parameter."""
+@dataclass
+class Page:
+    """One page of a list: its items, the envelope fields besides ``items``, and the
+    RFC 8288 links (``rel`` -> URL) of the ``Link`` header."""
 
-    DEFAULT_VALIDATION_STATUS = 400
-
-    def handle_error(self, error: ma.ValidationError, *args: Any, **kwargs: Any) -> NoReturn:
-        messages: Any = error.messages
-        if isinstance(messages, dict):
-            messages = messages.get("query", messages)
-        if not isinstance(messages, dict):
-            messages = {"query": messages}
-        raise bad_request(f"Bad query parameters: {', '.join(sorted(messages))}.", errors=messages)
+    items: list[Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
 
 
-parser = QueryParser(location="query", unknown=ma.EXCLUDE)
+class Pagination:
+    """How a list is cut into pages. Subclass it and set ``pagination = MyPagination``:
 
-_args_schemas: dict[type[Resource], ma.Schema] = {}
+    - ``get_args()``: the query parameters it reads, as marshmallow fields (parsed,
+      validated and documented with the list's other parameters);
+    - ``paginate(view, query, args, plan)``: run the query for one page and return a
+      :class:`Page`; ``query`` is already scoped, filtered and sorted by ``plan``;
+    - ``envelope``: OpenAPI properties of the body besides ``items``.
 
+    An instance is made once per resource class, at registration.
+    """
 
-def list_args_schema(resource: type[Resource]) -> ma.Schema:
-    if resource in _args_schemas:
-        return _args_schemas[resource]
-    declared: dict[str, Any] = {
-        "limit": fields.Integer(
-            load_default=resource.page_size,
-            validate=validate.Range(min=1, max=resource.max_page_size),
-        ),
-        "filters": fields.String(),
-        "sort": fields.String(),
-        "search": fields.String(),
-        "fields": fields.String(),
-    }
-    if resource.pagination == "cursor":
-        declared["cursor"] = fields.String()
-    else:
-        declared["offset"] = fields.Integer(
-            load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET)
-        )
-    schema: ma.Schema = ma.Schema.from_dict(declared, name=f"{resource.__name__}ListArgs")()
-    _args_schemas[resource] = schema
-    return schema
+    #: OpenAPI schemas of the envelope fields besides ``items``.
+    envelope: Mapping[str, Mapping[str, Any]] = {}
 
+    def __init__(self, resource: type[Resource]) -> None:
+        self.resource = resource
 
-# -- offset pages ---------------------------------------------------------------------------
+    def get_args(self) -> dict[str, ma.fields.Field[Any]]:
+        return {
+            "limit": ma.fields.Integer(
+                load_default=self.resource.page_size,
+                validate=ma.validate.Range(min=1, max=self.resource.max_page_size),
+            )
+        }
 
-
-def offset_page(
-    session: Session | scoped_session[Session],
-    page: Select[Any],
-    values: dict[str, Any],
-    count: Callable[[], Select[Any]],
-    *,
-    unique: bool = False,
-) -> tuple[list[Any], int]:
-    """A page and its total in one statement (see ``statements.page``). ``unique`` is
-    needed only with joined eager loading. Only a page past the end, which has no row to
-    carry the total, runs ``count()`` as a second statement."""
-    result = session.execute(page, values)
-    rows = (result.unique() if unique else result).all()
-    if rows:
-        return [row[0] for row in rows], rows[0][-1]
-    if values["rk_offset"] == 0:
-        return [], 0
-    return [], session.execute(count(), values).scalar_one()
+    def paginate(
+        self, view: Resource, query: Select[Any], args: Mapping[str, Any], plan: SortPlan
+    ) -> Page:
+        raise NotImplementedError(f"{type(self).__name__} must override paginate().")
 
 
-def _page_url(base: str, **changes: Any) -> str:
-    return f"{base}?{urlencode({**request.args.to_dict(), **changes})}"
+def page_url(**changes: Any) -> str:
+    """This request's URL with some query parameters changed."""
+    return f"{request.base_url}?{urlencode({**request.args.to_dict(), **changes})}"
 
 
-def link_header(limit: int, offset: int, total: int) -> str | None:
-    """RFC 8288 ``Link`` with ``next`` and ``prev`` where they exist."""
-    links = []
-    base = request.base_url
-    if offset + limit < total:
-        links.append(f'<{_page_url(base, limit=limit, offset=offset + limit)}>; rel="next"')
-    if offset > 0:
-        previous = max(offset - limit, 0)
-        links.append(f'<{_page_url(base, limit=limit, offset=previous)}>; rel="prev"')
-    return ", ".join(links) or None
+def fetch(view: Resource, statement: Select[Any], values: Mapping[str, Any]) -> list[Any]:
+    result = view.get_session().execute(statement, values)
+    return list((result.unique() if view.query_options else result).all())
 
 
-# -- cursor pages ---------------------------------------------------------------------------
+class OffsetPagination(Pagination):
+    """``?limit=&offset=``; the body has ``total``, ``limit`` and ``offset``."""
+
+    envelope = {key: {"type": "integer"} for key in ("total", "limit", "offset")}
+
+    def get_args(self) -> dict[str, ma.fields.Field[Any]]:
+        return {
+            **super().get_args(),
+            "offset": ma.fields.Integer(
+                load_default=0, validate=ma.validate.Range(min=0, max=MAX_OFFSET)
+            ),
+        }
+
+    def paginate(
+        self, view: Resource, query: Select[Any], args: Mapping[str, Any], plan: SortPlan
+    ) -> Page:
+        limit: int = args["limit"]
+        offset: int = args["offset"]
+        statements = view.mount.statements
+        statement = statements.derive(query, "offset", lambda: nesting.page(query))
+        rows = fetch(view, statement, {"rk_limit": limit, "rk_offset": offset})
+        if rows:
+            items, total = [row[0] for row in rows], rows[0][-1]
+        elif offset == 0:
+            items, total = [], 0
+        else:  # past the end: no row carries the total
+            counted = statements.derive(query, "count", lambda: nesting.count(query))
+            items, total = [], view.get_session().execute(counted).scalar_one()
+        links = {}
+        if offset + limit < total:
+            links["next"] = page_url(limit=limit, offset=offset + limit)
+        if offset > 0:
+            links["prev"] = page_url(limit=limit, offset=max(offset - limit, 0))
+        return Page(items, {"total": total, "limit": limit, "offset": offset}, links)
 
 
-def _serializer(view: Resource) -> URLSafeSerializer:
-    secret = current_app.secret_key
+class CursorPagination(Pagination):
+    """``?cursor=&limit=``; the body has ``next``, an opaque cursor or ``null``, and no
+    count. The sort may use the resource's own columns only."""
+
+    envelope = {"next": {"type": "string", "nullable": True}}
+
+    def __init__(self, resource: type[Resource]) -> None:
+        super().__init__(resource)
+        related = [key for key in resource.sort_fields if "." in key]
+        if related:
+            raise ImproperlyConfigured(
+                f"{resource.__name__}: cursor pagination sorts by the resource's own columns; "
+                f"remove {', '.join(related)} from sort_fields."
+            )
+
+    def get_args(self) -> dict[str, ma.fields.Field[Any]]:
+        cursor = ma.fields.String(metadata={"description": "The `next` of the previous page."})
+        return {**super().get_args(), "cursor": cursor}
+
+    def paginate(
+        self, view: Resource, query: Select[Any], args: Mapping[str, Any], plan: SortPlan
+    ) -> Page:
+        limit: int = args["limit"]
+        statement = view.mount.statements.derive(query, "cursor", lambda: nesting.limited(query))
+        if args.get("cursor"):
+            position = self.decode(view, plan, args["cursor"])
+            statement = statement.where(after_position(plan, position))  # before ORDER BY
+        rows = [row[0] for row in fetch(view, statement, {"rk_limit": limit + 1})]
+        items = rows[:limit]
+        if len(rows) <= limit:
+            return Page(items, {"next": None})
+        cursor = self.encode(view, plan, items[-1])
+        return Page(items, {"next": cursor}, {"next": page_url(cursor=cursor)})
+
+    def encode(self, view: Resource, plan: SortPlan, obj: Any) -> str:
+        values = [
+            _jsonable(path.field.serialize("value", {"value": getattr(obj, path.attr.key)}))
+            for path, _ in plan
+        ]
+        return seal(secret_key(view), view.mount.endpoint, {"s": sort_spec(plan), "v": values})
+
+    def decode(self, view: Resource, plan: SortPlan, raw: str) -> list[Any]:
+        def refuse(message: str) -> NoReturn:
+            raise bad_parameter("cursor", message)
+
+        data = unseal(secret_key(view), view.mount.endpoint, raw)
+        if data is None:
+            refuse("Not a cursor this resource gave out.")
+        if not isinstance(data, dict) or data.get("s") != sort_spec(plan):
+            refuse("The cursor belongs to another sort order; start again without a cursor.")
+        values = data.get("v")
+        if not isinstance(values, list) or len(values) != len(plan):
+            refuse("Not a cursor this resource gave out.")
+        try:
+            return [
+                None if value is None else path.field.deserialize(value)
+                for (path, _), value in zip(plan, values, strict=True)
+            ]
+        except ma.ValidationError:
+            refuse("Not a cursor this resource gave out.")
+
+
+def secret_key(view: Resource) -> str | bytes:
+    secret: str | bytes | None = current_app.secret_key
     if not secret:
         raise ImproperlyConfigured(
-            f"{type(view).__name__} uses cursor pagination, which signs cursors with the "
+            f"{type(view).__name__} uses cursor pagination, which encrypts cursors with the "
             "app's SECRET_KEY; set app.config['SECRET_KEY']."
         )
-    return URLSafeSerializer(secret, salt=f"resources_kit.cursor.{view.mount.endpoint}")
+    return secret
 
 
-def _sort_spec(plan: list[tuple[FieldPath, bool]]) -> str:
-    return ",".join(f"{path.key}__{'desc' if desc else 'asc'}" for path, desc in plan)
+def _fernet(secret: str | bytes, endpoint: str) -> Fernet:
+    raw = secret.encode() if isinstance(secret, str) else secret
+    digest = hashlib.sha256(b"resources_kit.cursor." + endpoint.encode() + b"\0" + raw).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
 
 
-def encode_cursor(view: Resource, plan: list[tuple[FieldPath, bool]], obj: Any) -> str:
-    values = [
-        path.field.serialize("value", {"value": getattr(obj, path.attr.key)}) for path, _ in plan
-    ]
-    return str(_serializer(view).dumps({"s": _sort_spec(plan), "v": values}))
+def seal(secret: str | bytes, endpoint: str, payload: Any) -> str:
+    """An opaque cursor: ``payload`` as JSON, encrypted and authenticated (Fernet) with a
+    key derived from the app's secret and the mount, so a client can neither read the
+    sort values it holds nor forge one, and every host with the secret accepts it."""
+    text = json.dumps(payload, separators=(",", ":")).encode()
+    return _fernet(secret, endpoint).encrypt(text).decode("ascii")
 
 
-def decode_cursor(view: Resource, plan: list[tuple[FieldPath, bool]], raw: str) -> list[Any]:
-    def refuse(message: str) -> NoReturn:
-        raise bad_parameter("cursor", message)
-
+def unseal(secret: str | bytes, endpoint: str, raw: str) -> Any:
+    """The payload of a cursor ``seal`` made, or ``None`` for anything else."""
     try:
-        data = _serializer(view).loads(raw)
-    except BadData:
-        refuse("Not a cursor this resource gave out.")
-    if not isinstance(data, dict) or data.get("s") != _sort_spec(plan):
-        refuse("The cursor belongs to another sort order; start again without a cursor.")
-    values = data.get("v")
-    if not isinstance(values, list) or len(values) != len(plan):
-        refuse("Not a cursor this resource gave out.")
-    try:
-        return [
-            None if value is None else path.field.deserialize(value)
-            for (path, _), value in zip(plan, values, strict=True)
-        ]
-    except ma.ValidationError:
-        refuse("Not a cursor this resource gave out.")
+        return json.loads(_fernet(secret, endpoint).decrypt(raw.encode("utf-8")))
+    except (InvalidToken, ValueError):
+        return None
 
 
-# -- the list action --------------------------------------------------------------------------
+def _jsonable(value: Any) -> Any:
+    return str(value) if isinstance(value, Decimal) else value
 
 
-def list_response(view: Resource) -> Response:
-    options = view.options
-    cursor_mode = options.pagination == "cursor"
-    check_query_args(CURSOR_ARGS if cursor_mode else OFFSET_ARGS)
-    args = parser.parse(list_args_schema(type(view)), request)
-    limit: int = args["limit"]
-    view._read_sparse_fields("list")
-    clauses = parse_filters(args["filters"], options.filter_paths) if "filters" in args else []
-    if "search" in args:
-        clauses.append(search_clause(args["search"], options.search_paths))
-    sort_paths = {key: options.sort_paths[key] for key in type(view).sort_fields}
-    keys = parse_sort(args["sort"], sort_paths) if "sort" in args else options.default_sort
-    plan = sort_plan(keys, options.sort_paths, options.primary_key_paths)
-    position = decode_cursor(view, plan, args["cursor"]) if args.get("cursor") else None
-
-    view._resolve_parent()
-    loader_options = view.query_options
-    spec = _sort_spec(plan)
-
-    def base(views: list[Resource], resolved: bool) -> Select[Any]:
-        guarded = statements.guarded(views, 0, resolved).options(*loader_options)
-        return apply_sort(guarded, plan)
-
-    session = view.get_session()
-    if cursor_mode:
-        query, values = view._statement(
-            ("cursor", spec), lambda v, r: statements.cursor_page(base(v, r)), lookup=False
-        )
-        if clauses:
-            query = query.where(*clauses)  # WHERE is placed before ORDER BY and LIMIT
-        if position is not None:
-            query = query.where(after_position(plan, position))
-        values["rk_limit"] = limit + 1
-        result = session.execute(query, values)
-        rows = list((result.unique() if loader_options else result).scalars())
-        items = rows[:limit]
-        next_cursor = encode_cursor(view, plan, items[-1]) if len(rows) > limit else None
-        response = _json({"items": view.serialize(items), "next": next_cursor})
-        if next_cursor is not None:
-            url = _page_url(request.base_url, cursor=next_cursor)
-            response.headers["Link"] = f'<{url}>; rel="next"'
-        return response
-
-    offset: int = args["offset"]
-
-    def counted(views: list[Resource], resolved: bool) -> Select[Any]:
-        return statements.guarded(views, 0, resolved).where(*clauses)
-
-    def page(views: list[Resource], resolved: bool) -> Select[Any]:
-        filtered = counted(views, resolved)  # immutable: one build serves rows and count
-        return statements.page(apply_sort(filtered.options(*loader_options), plan), filtered)
-
-    query, values = view._statement(None if clauses else ("page", spec), page, lookup=False)
-    values.update(rk_limit=limit, rk_offset=offset)
-
-    def count() -> Select[Any]:
-        return statements.count(counted(view._views(), view.mount.parent is not None))
-
-    items, total = offset_page(session, query, values, count, unique=bool(loader_options))
-    response = _json(
-        {"items": view.serialize(items), "total": total, "limit": limit, "offset": offset}
-    )
-    link = link_header(limit, offset, total)
-    if link is not None:
-        response.headers["Link"] = link
-    return response
-
-
-def _json(body: Any) -> Response:
-    return cast(Response, current_app.json.response(body))
+#: The ``pagination = "..."`` shorthands.
+PAGINATIONS: Mapping[str, type[Pagination]] = {
+    "offset": OffsetPagination,
+    "cursor": CursorPagination,
+}

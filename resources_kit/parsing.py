@@ -3,16 +3,59 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+import math
+import re
+from collections.abc import Collection, Mapping
 from typing import Any, NoReturn
 
+import marshmallow as ma
 from flask import request
+from webargs.flaskparser import FlaskParser
 
 from .errors import HTTPError, bad_request
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]} is too large")
+    return value
+
+
+def _check_unicode(value: Any) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a lone UTF-16 surrogate (\\uD800-\\uDFFF) is not text") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_unicode(key)
+            _check_unicode(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_unicode(item)
+
+
+def load_json(text: str) -> Any:
+    """Strict JSON: no ``NaN``/``Infinity``, no number too large for a float or with more
+    digits than Python converts (4,300), no lone surrogate escapes; ``ValueError`` says
+    what is wrong."""
+    try:
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite)
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):  # Python's own limit, 4,300 digits
+            raise ValueError("a number has too many digits") from None
+        raise
+    if _SURROGATE_ESCAPE.search(text):  # rare: walk the data only then
+        _check_unicode(data)
+    return data
 
 
 def json_body() -> dict[str, Any]:
@@ -24,7 +67,7 @@ def json_body() -> dict[str, Any]:
         )
     raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        data = load_json(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise bad_request("The request body is not valid UTF-8.") from None
     except json.JSONDecodeError as exc:
@@ -52,15 +95,42 @@ def _json_kind(value: Any) -> str:
     return "an array"
 
 
-def check_query_args(allowed: Collection[str]) -> None:
-    """Refuse any query parameter not in ``allowed``, and any given more than once."""
+def check_query_args(allowed: Collection[str], disabled: Mapping[str, str] | None = None) -> None:
+    """Refuse any query parameter not in ``allowed`` (``disabled`` says why for some), and
+    any given more than once."""
     errors: dict[str, list[str]] = {}
     for key in request.args:
         if key not in allowed:
-            errors[key] = ["Unknown query parameter."]
+            errors[key] = [(disabled or {}).get(key, "Unknown query parameter.")]
         elif len(request.args.getlist(key)) > 1:
             errors[key] = ["Given more than once."]
     if errors:
         names = ", ".join(sorted(errors))
         hint = f" Allowed: {', '.join(sorted(allowed))}." if allowed else ""
         raise bad_request(f"Bad query parameters: {names}.{hint}", errors=errors)
+
+
+class QueryParser(FlaskParser):
+    """webargs parser whose errors are 400 problems naming each parameter."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+    def handle_error(self, error: ma.ValidationError, *args: Any, **kwargs: Any) -> NoReturn:
+        messages: Any = error.messages
+        if isinstance(messages, dict):
+            messages = messages.get("query", messages)
+        if not isinstance(messages, dict):
+            messages = {"query": messages}
+        raise bad_request(f"Bad query parameters: {', '.join(sorted(messages))}.", errors=messages)
+
+
+#: Parses query strings against a schema; unknown names are refused by check_query_args.
+query_parser = QueryParser(location="query", unknown=ma.EXCLUDE)
+
+
+def parse_query(schema: ma.Schema, disabled: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The query string loaded with ``schema``: strict (every name one of its fields, each
+    given once) and typed; a 400 names every bad parameter."""
+    check_query_args([field.data_key or name for name, field in schema.fields.items()], disabled)
+    args: dict[str, Any] = query_parser.parse(schema, request)
+    return args

@@ -1,8 +1,10 @@
-"""List queries: allow-listed filters, sort, search and sparse fields.
+"""The list query language: allow-listed filters, sort, search and sparse fields.
 
 The allow-lists are compiled once per resource class (bad names raise
-``ImproperlyConfigured`` at registration); each request is parsed against them, and
-anything unknown or malformed is a 400 naming the parameter.
+``ImproperlyConfigured`` at registration). ``Filtering`` and ``Sorting`` are the pluggable
+pieces of the list action: each declares its query parameters as marshmallow fields (so one
+schema parses, validates and documents them) and applies the parsed values to the query.
+Anything unknown or malformed is a 400 naming the parameter.
 
 NULL sorts as if larger than any value, on every database: last ascending, first
 descending.
@@ -12,20 +14,23 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar, Protocol
 
 import marshmallow as ma
 import sqlalchemy as sa
 from sqlalchemy import Select, and_, false, or_, true
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapper, RelationshipProperty
 from sqlalchemy.orm.attributes import InstrumentedAttribute
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
-from .errors import ImproperlyConfigured, bad_parameter, bad_request
-
-if TYPE_CHECKING:
-    from .options import SortKey
+from .columns import Check, column_check
+from .errors import ImproperlyConfigured
+from .parsing import load_json
 
 #: Operators of ``?filters=``: the part after ``__`` in a key.
 OPERATORS = (
@@ -47,6 +52,36 @@ MAX_IN_VALUES = 500
 MAX_SEARCH_LENGTH = 200
 
 
+class ListOptions(Protocol):
+    """The compiled allow-lists the list pieces read (``ResourceOptions`` has them)."""
+
+    filter_paths: Mapping[str, FieldPath]
+    search_paths: Mapping[str, FieldPath]
+    sort_paths: Mapping[str, FieldPath]
+    primary_key_paths: tuple[FieldPath, ...]
+    default_sort: tuple[SortKey, ...]
+
+
+@dataclass(frozen=True)
+class SortKey:
+    key: str
+    descending: bool
+
+
+def split_sort(value: str | Sequence[str]) -> list[SortKey]:
+    """Parse ``"years_teaching__desc,name"`` (or a list of such terms); ``ValueError``
+    names a malformed term."""
+    terms = value.split(",") if isinstance(value, str) else list(value)
+    keys = []
+    for term in terms:
+        term = term.strip()
+        name, _, direction = term.partition("__")
+        if not name or direction not in ("", "asc", "desc"):
+            raise ValueError(term)
+        keys.append(SortKey(name, direction == "desc"))
+    return keys
+
+
 @dataclass(frozen=True)
 class FieldPath:
     """A column a list query may use: ``"name"``, or ``"teacher.name"`` one relationship away."""
@@ -59,6 +94,20 @@ class FieldPath:
     field: ma.fields.Field[Any]
     is_text: bool
     nullable: bool
+    #: A float column: keyset values are compared in the column's stored precision, or a
+    #: single-precision row would sort after itself.
+    is_float: bool = False
+    #: An Enum column: sorted and compared as text on every backend (MariaDB would sort
+    #: by declaration order but compare as text, PostgreSQL does both by declaration).
+    is_enum: bool = False
+
+    @property
+    def sort_key(self) -> Any:
+        """What ORDER BY and keyset conditions use for this column."""
+        return sa.cast(self.attr, sa.String) if self.is_enum else self.attr
+
+    #: Refuses values the column could never hold (integers out of its range).
+    check: Check | None = None
 
     def where(self, clause: Any) -> Any:
         """Wrap a condition on the column so it applies through the relationship."""
@@ -69,6 +118,8 @@ class FieldPath:
 
 
 def _type_field(column: sa.ColumnElement[Any]) -> ma.fields.Field[Any]:
+    if isinstance(column.type, sa.Enum):  # only its values: anything else the database refuses
+        return ma.fields.String(validate=ma.validate.OneOf(column.type.enums))
     try:
         python_type = column.type.python_type
     except NotImplementedError:
@@ -85,6 +136,8 @@ def _typed_field(
 ) -> ma.fields.Field[Any]:
     """The schema's own field for ``key`` with its validators dropped (a filter value is
     compared, not stored), or a field built from the column's type."""
+    if isinstance(column.type, sa.Enum):
+        return _type_field(column)
     for name, field in schema.fields.items():
         if (field.attribute or name) == key and not isinstance(field, ma.fields.Nested):
             typed = copy.copy(field)
@@ -128,6 +181,7 @@ def compile_paths(
                 f"{target.class_.__name__}."
             )
         column = prop.columns[0]
+        _check_applicable(resource, attribute, key, column)
         if relationship is not None and attribute == "sort_fields" and relationship.uselist:
             raise ImproperlyConfigured(
                 f"{resource.__name__}.sort_fields names {key!r}: a to-many relationship has "
@@ -143,10 +197,31 @@ def compile_paths(
             attr=getattr(target.class_, column_key),
             relationship=relationship,
             field=field,
-            is_text=isinstance(column.type, sa.String),
+            is_text=isinstance(column.type, sa.String) and not isinstance(column.type, sa.Enum),
             nullable=bool(getattr(column, "nullable", True)) and not column.primary_key,
+            check=_integer_check(column),
+            is_float=isinstance(column.type, sa.Float),
+            is_enum=isinstance(column.type, sa.Enum),
         )
     return paths
+
+
+def _check_applicable(resource: type[Any], attribute: str, key: str, column: Any) -> None:
+    """Refuse, at registration, a column the operation cannot apply to on every backend."""
+    text = isinstance(column.type, sa.String) and not isinstance(column.type, sa.Enum)
+    if attribute == "search_fields" and not text:
+        problem = "search looks for text, and this column holds none"
+    elif attribute != "search_fields" and isinstance(column.type, sa.JSON | sa.LargeBinary):
+        problem = "a JSON or binary column cannot be compared or sorted on every database"
+    else:
+        return
+    raise ImproperlyConfigured(f"{resource.__name__}.{attribute} names {key!r}: {problem}.")
+
+
+def _integer_check(column: Any) -> Check | None:
+    if isinstance(column, sa.Column) and isinstance(column.type, sa.Integer):
+        return column_check(column)
+    return None
 
 
 # -- per request ------------------------------------------------------------------------------
@@ -155,7 +230,12 @@ def compile_paths(
 def _convert(path: FieldPath, value: Any) -> Any:
     if isinstance(value, dict | list):
         raise ma.ValidationError("Must be a single value, not an object or a list.")
-    return path.field.deserialize(value)
+    _no_nul(value)
+    converted = path.field.deserialize(value)
+    message = path.check(converted) if path.check is not None else None
+    if message:
+        raise ma.ValidationError(message)
+    return converted
 
 
 def _condition(path: FieldPath, operator: str, value: Any) -> Any:
@@ -176,6 +256,7 @@ def _condition(path: FieldPath, operator: str, value: Any) -> Any:
             raise ma.ValidationError(f"'{operator}' applies to text fields only.")
         if not isinstance(value, str):
             raise ma.ValidationError(f"'{operator}' takes a string.")
+        _no_nul(value)
         if operator == "contains":
             return attr.contains(value, autoescape=True)
         if operator == "icontains":
@@ -198,21 +279,17 @@ def _condition(path: FieldPath, operator: str, value: Any) -> Any:
 
 
 def parse_filters(raw: str, paths: Mapping[str, FieldPath]) -> list[Any]:
-    """``?filters={"name": "Eve", "years__gte": 3}`` to WHERE clauses."""
-    if not paths:
-        raise bad_request(
-            "This resource does not accept filters.",
-            errors={"filters": ["Filtering is not enabled here."]},
-        )
+    """``{"name": "Eve", "years__gte": 3}`` (JSON text) to WHERE clauses; a
+    ``ValidationError`` names each bad key."""
     try:
-        spec = json.loads(raw, parse_constant=_no_constant)
+        spec = load_json(raw)
     except (ValueError, RecursionError) as exc:
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or "too deep"
-        raise bad_parameter("filters", f"Not valid JSON: {message}.") from None
+        raise ma.ValidationError(f"Not valid JSON: {message}.") from None
     if not isinstance(spec, dict):
-        raise bad_parameter("filters", "Must be a JSON object.")
+        raise ma.ValidationError("Must be a JSON object.")
     if len(spec) > MAX_FILTERS:
-        raise bad_parameter("filters", f"At most {MAX_FILTERS} filters.")
+        raise ma.ValidationError(f"At most {MAX_FILTERS} filters.")
     clauses, errors = [], {}
     allowed = ", ".join(sorted(paths))
     for key, value in spec.items():
@@ -231,58 +308,76 @@ def parse_filters(raw: str, paths: Mapping[str, FieldPath]) -> list[Any]:
             messages = exc.messages
             errors[key] = messages if isinstance(messages, list) else [str(messages)]
     if errors:
-        raise bad_request("Bad query parameters: filters.", errors={"filters": errors})
+        raise ma.ValidationError(errors)
     return clauses
 
 
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def parse_sort(raw: str, paths: Mapping[str, FieldPath]) -> list[SortKey]:
-    from .options import parse_sort as split
-
-    if not paths:
-        raise bad_request(
-            "This resource does not accept sort.", errors={"sort": ["Sorting is not enabled here."]}
-        )
+    """``"years__desc,name"`` to sort keys, each in ``paths``; ``ValidationError`` otherwise."""
     try:
-        keys = split(raw)
+        keys = split_sort(raw)
     except ValueError as exc:
-        raise bad_parameter(
-            "sort", f"Malformed term {exc.args[0]!r}: write 'field' or 'field__desc'."
+        raise ma.ValidationError(
+            f"Malformed term {exc.args[0]!r}: write 'field' or 'field__desc'."
         ) from None
     unknown = [key.key for key in keys if key.key not in paths]
     if unknown:
         allowed = ", ".join(sorted(paths))
-        raise bad_parameter("sort", f"Not sortable: {', '.join(unknown)}. Allowed: {allowed}.")
+        raise ma.ValidationError(f"Not sortable: {', '.join(unknown)}. Allowed: {allowed}.")
     if len({key.key for key in keys}) != len(keys):
-        raise bad_parameter("sort", "A field is named twice.")
+        raise ma.ValidationError("A field is named twice.")
     return keys
 
 
 def search_clause(term: str, paths: Mapping[str, FieldPath]) -> Any:
     """Case-insensitive substring over every search field; LIKE wildcards match literally."""
-    if not paths:
-        raise bad_request(
-            "This resource does not accept search.",
-            errors={"search": ["Search is not enabled here."]},
-        )
-    if len(term) > MAX_SEARCH_LENGTH:
-        raise bad_parameter("search", f"At most {MAX_SEARCH_LENGTH} characters.")
-    if "\x00" in term:
-        raise bad_parameter("search", "Must not contain NUL characters.")
     return or_(*(path.where(path.attr.icontains(term, autoescape=True)) for path in paths.values()))
+
+
+class StoredAs(FunctionElement[Any]):
+    """A value converted to the precision the database stores a float column in: ``REAL``
+    is single precision on PostgreSQL but double on MariaDB, where ``FLOAT`` is single."""
+
+    inherit_cache = True
+    name = "stored_as"
+    _traverse_internals = [
+        *FunctionElement._traverse_internals,
+        ("type", InternalTraversal.dp_type),
+    ]
+
+    def __init__(self, value: Any, type_: Any) -> None:
+        super().__init__(sa.literal(value, type_))
+        self.type = type_
+
+
+@compiles(StoredAs)
+def _stored_as(element: StoredAs, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))  # SQLite: every float is double
+
+
+@compiles(StoredAs, "postgresql")
+def _stored_as_postgresql(element: StoredAs, compiler: Any, **kw: Any) -> str:
+    ddl = compiler.dialect.type_compiler_instance.process(element.type)
+    return f"CAST({compiler.process(element.clauses, **kw)} AS {ddl})"
+
+
+@compiles(StoredAs, "mysql")
+@compiles(StoredAs, "mariadb")
+def _stored_as_mysql(element: StoredAs, compiler: Any, **kw: Any) -> str:
+    ddl = compiler.dialect.type_compiler_instance.process(element.type)
+    digits = re.findall(r"\d+", ddl)
+    single = ddl.startswith("FLOAT") and (not digits or int(digits[0]) <= 24)
+    return f"CAST({compiler.process(element.clauses, **kw)} AS {'FLOAT' if single else 'DOUBLE'})"
 
 
 def order_terms(path: FieldPath, descending: bool) -> list[Any]:
     """ORDER BY terms with NULL after every value ascending, before every value descending."""
-    attr = path.attr
+    attr, key = path.attr, path.sort_key
     terms: list[Any] = []
     if path.nullable:
         is_null = attr.is_(None)
         terms.append(is_null.desc() if descending else is_null.asc())
-    terms.append(attr.desc() if descending else attr.asc())
+    terms.append(key.desc() if descending else key.asc())
     return terms
 
 
@@ -314,27 +409,178 @@ def after_position(plan: Sequence[tuple[FieldPath, bool]], values: Sequence[Any]
     alternatives = []
     equal_so_far: list[Any] = []
     for (path, descending), value in zip(plan, values, strict=True):
-        attr, nullable = path.attr, path.nullable
+        attr, key, nullable = path.attr, path.sort_key, path.nullable
+        if value is not None and path.is_float:
+            value = StoredAs(value, attr.type)
         after: Any
         if value is None:
             after = attr.is_not(None) if descending else false()
             same = attr.is_(None)
         else:
-            after = attr < value if descending else attr > value
+            after = key < value if descending else key > value
             if nullable and not descending:
                 after = or_(after, attr.is_(None))
-            same = attr == value
+            same = key == value
         alternatives.append(and_(*equal_so_far, after) if equal_so_far else after)
         equal_so_far.append(same)
     return or_(*alternatives) if alternatives else true()
 
 
 def sparse_field_names(raw: str, schema: ma.Schema) -> tuple[str, ...]:
-    """``?fields=id,name`` to schema field names (``data_key`` aware); 400 on unknown."""
+    """``?fields=id,name`` to schema field names (``data_key`` aware); a
+    ``ValidationError`` names the unknown ones."""
     by_key = {field.data_key or name: name for name, field in schema.dump_fields.items()}
     requested = [name.strip() for name in raw.split(",") if name.strip()]
     unknown = [name for name in requested if name not in by_key]
     if not requested or unknown:
         message = f"Unknown: {', '.join(unknown)}." if unknown else "Name at least one field."
-        raise bad_parameter("fields", f"{message} Allowed: {', '.join(sorted(by_key))}.")
+        raise ma.ValidationError(f"{message} Allowed: {', '.join(sorted(by_key))}.")
     return tuple(dict.fromkeys(by_key[name] for name in requested))
+
+
+# -- the pluggable list pieces ----------------------------------------------------------------
+
+
+class _Parsed(ma.fields.String):
+    """A query parameter given as text and parsed by ``parse(text)``; ``metadata`` feeds
+    the OpenAPI parameter."""
+
+    def __init__(self, parse: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.parse = parse
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        return self.parse(text)
+
+
+def sparse_fields_field(schema: ma.Schema) -> ma.fields.Field[Any]:
+    """``?fields=``: a comma-separated list of the schema's fields."""
+    names = sorted(field.data_key or name for name, field in schema.dump_fields.items())
+    return _Parsed(
+        lambda raw: sparse_field_names(raw, schema),
+        metadata={
+            "description": f"Comma-separated fields to return, of: {', '.join(names)}.",
+            "pattern": list_pattern(names),
+        },
+    )
+
+
+def list_pattern(names: Sequence[str]) -> str:
+    """A regular expression for a comma-separated list of ``names``."""
+    one = "(" + "|".join(re.escape(name) for name in names) + ")"
+    return f"^{one}(,{one})*$"
+
+
+class Filtering:
+    """``?filters=`` and ``?search=`` over ``filter_fields`` and ``search_fields``.
+
+    Replace it per resource (``filtering = MyFiltering``): ``get_args()`` declares the
+    query parameters it reads, ``filter(query, args)`` narrows the list query with their
+    parsed values. A parameter of a feature the resource has not enabled is refused with a
+    400 saying so.
+    """
+
+    #: Parameter -> message when the resource has no allow-list for it.
+    disabled: ClassVar[Mapping[str, str]] = {
+        "filters": "Filtering is not enabled here.",
+        "search": "Search is not enabled here.",
+    }
+
+    def __init__(self, options: ListOptions) -> None:
+        self.filter_paths = options.filter_paths
+        self.search_paths = options.search_paths
+
+    def get_args(self) -> dict[str, ma.fields.Field[Any]]:
+        args: dict[str, ma.fields.Field[Any]] = {}
+        if self.filter_paths:
+            args["filters"] = _Parsed(
+                lambda raw: parse_filters(raw, self.filter_paths),
+                metadata={"description": self.describe_filters(), "json_object": True},
+            )
+        if self.search_paths:
+            args["search"] = ma.fields.String(
+                validate=[
+                    ma.validate.Length(max=MAX_SEARCH_LENGTH),
+                    _no_nul,
+                ],
+                metadata={
+                    "description": f"Case-insensitive substring of: {', '.join(self.search_paths)}."
+                },
+            )
+        return args
+
+    def describe_filters(self) -> str:
+        fields = ", ".join(
+            f"`{key}`" + (" (text)" if path.is_text else "")
+            for key, path in self.filter_paths.items()
+        )
+        return (
+            'A JSON object, e.g. `{"name": "Ada", "years__gte": 3}`. Keys: a field, or '
+            f"`field__operator`. Fields: {fields}. Operators: {', '.join(OPERATORS)} "
+            f"({', '.join(TEXT_OPERATORS)} on text fields only; in and not_in take a list "
+            f"of at most {MAX_IN_VALUES})."
+        )
+
+    def filter(self, query: Select[Any], args: Mapping[str, Any]) -> Select[Any]:
+        clauses = list(args.get("filters", ()))
+        if "search" in args:
+            clauses.append(search_clause(args["search"], self.search_paths))
+        return query.where(*clauses) if clauses else query
+
+
+def _no_nul(value: Any) -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise ma.ValidationError("Must not contain NUL characters.")
+
+
+#: A full ordering: (column, descending) pairs ending with the primary key.
+SortPlan = list[tuple[FieldPath, bool]]
+
+
+class Sorting:
+    """``?sort=`` over ``sort_fields``, then ``default_sort``, then the primary key.
+
+    Replace it per resource (``sorting = MySorting``). ``args["sort"]`` holds the parsed
+    plan, a list of ``(FieldPath, descending)`` ending with the primary key; cursor
+    pagination reads it to build and check cursors.
+    """
+
+    disabled: ClassVar[Mapping[str, str]] = {"sort": "Sorting is not enabled here."}
+
+    def __init__(self, options: ListOptions, sort_fields: Sequence[str]) -> None:
+        self.paths = {key: options.sort_paths[key] for key in sort_fields}
+        self.all_paths = options.sort_paths
+        self.primary_key = options.primary_key_paths
+        self.default = self.plan(options.default_sort)
+
+    def plan(self, keys: Sequence[SortKey]) -> SortPlan:
+        return sort_plan(keys, self.all_paths, self.primary_key)
+
+    def get_args(self) -> dict[str, ma.fields.Field[Any]]:
+        if not self.paths:
+            return {}
+        terms = [term for key in self.paths for term in (key, f"{key}__asc", f"{key}__desc")]
+        return {
+            "sort": _Parsed(
+                lambda raw: self.plan(parse_sort(raw, self.paths)),
+                load_default=lambda: self.default,
+                metadata={
+                    "description": "Comma-separated; each `field` or `field__desc`. "
+                    f"Fields: {', '.join(self.paths)}.",
+                    "pattern": list_pattern(terms),
+                },
+            )
+        }
+
+    def get_plan(self, args: Mapping[str, Any]) -> SortPlan:
+        plan: SortPlan = args.get("sort", self.default)
+        return plan
+
+    def sort(self, query: Select[Any], plan: SortPlan) -> Select[Any]:
+        return apply_sort(query, plan)
+
+
+def sort_spec(plan: SortPlan) -> str:
+    """``"name__asc,id__asc"``: names a plan (cursors and kept statements use it)."""
+    return ",".join(f"{path.key}__{'desc' if desc else 'asc'}" for path, desc in plan)

@@ -1,19 +1,32 @@
-"""``Resource``: configuration, the one query path, verb binding and the write lifecycle."""
+"""``Resource``: configuration, the guarded query path, verb binding and the write steps.
+
+Every action is a short chain of public methods. Two kinds:
+
+- *hooks* a subclass overrides: ``get_query``, ``get_object``, ``get_schema``,
+  ``get_request_data``, ``perform_create`` / ``perform_update`` / ``perform_delete``,
+  ``serialize``, ``get_write_response``, ``check_preconditions``;
+- *guards* it may call but never override (``ImproperlyConfigured`` at class creation):
+  ``dispatch_request``, ``get_scoped_query``, ``guard_query``, ``check_parent``,
+  ``check_object``,
+  ``get_server_values`` and ``save``. They hold the tenant scope, the parent chain and the
+  transaction, so that no override can widen what a request reaches or half-write it.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, cast
 
 import marshmallow as ma
 from flask import Response, current_app, request, url_for
 from flask.views import MethodView
-from sqlalchemy import Select, select
+from sqlalchemy import Select, inspect, select
 from sqlalchemy.orm import Session, scoped_session
 from werkzeug.exceptions import HTTPException
 
-from . import signals, statements
+from . import signals
+from .actions import ACTIONS, VERB_METHODS, ExtraAction
 from .errors import (
     HTTPError,
     ImproperlyConfigured,
@@ -22,22 +35,41 @@ from .errors import (
     problem_response,
     unprocessable,
 )
-from .options import ACTIONS, ResourceOptions, options_for
+from .nesting import (
+    Mount,
+    bind_values,
+    cached,
+    guard_values,
+    guarded,
+    lookup_clause,
+    parent_clauses,
+    parent_reference,
+    scope_clauses,
+    unbind_values,
+)
+from .options import ResourceOptions, options_for
 from .parsing import check_query_args, json_body
+from .permissions import READ_ACTIONS, Permission, combine
 from .querying import sparse_field_names
 
-if TYPE_CHECKING:
-    from .routing import Mount
+#: Methods that hold a guard; a subclass defining one is refused at class creation.
+GUARDS = (
+    "dispatch_request",
+    "current_user",
+    "visibility_clauses",
+    "check_object_permissions",
+    "get_scoped_query",
+    "guard_query",
+    "check_parent",
+    "check_object",
+    "get_server_values",
+    "save",
+)
 
-_UNRESOLVED: Any = object()
-_WRITE_ACTIONS = ("update", "partial_update", "destroy")
+_UNSET: Any = object()
 
-#: Query parameters a single-item read accepts (list queries add their own).
+#: Query parameters a single-item read accepts (list queries declare their own).
 ITEM_QUERY_ARGS: tuple[str, ...] = ("fields",)
-
-#: Trimmed schemas for ``?fields=``, per (resource, operation, field names); bounded.
-_sparse_schemas: dict[tuple[type[Any], str, tuple[str, ...]], ma.Schema] = {}
-_SPARSE_CACHE_SIZE = 512
 
 
 class Resource(MethodView):
@@ -53,8 +85,8 @@ class Resource(MethodView):
         api = Router(app, url_prefix="/api")
         api.register(TeacherResource)
 
-    Every read and write goes through :meth:`get_query`; the tenant scope and the parent
-    chain of a nested URL are added to whatever it returns, so an override cannot drop them.
+    Every read and write goes through :meth:`get_scoped_query`: :meth:`get_query` (narrow
+    it there) plus the tenant scope plus the whole parent chain of the URL.
     """
 
     #: URL segment and endpoint prefix (``"teachers"``). Required.
@@ -91,9 +123,6 @@ class Resource(MethodView):
     page_size: ClassVar[int] = 20
     #: Largest ``limit`` a client may ask for; more is a 400.
     max_page_size: ClassVar[int] = 100
-    #: ``"offset"`` (``?limit=&offset=``, with a total) or ``"cursor"`` (keyset pages,
-    #: ``?cursor=&limit=``, no count: as fast deep in a big table as on the first page).
-    pagination: ClassVar[str] = "offset"
     #: Refuse PUT, PATCH and DELETE without ``If-Match`` (428), so that no client can
     #: overwrite a change it has not seen.
     require_if_match: ClassVar[bool] = False
@@ -102,41 +131,174 @@ class Resource(MethodView):
     query_options: ClassVar[Sequence[Any]] = ()
     #: View decorators, applied by Flask's ``MethodView.as_view``.
     decorators: ClassVar[list[Callable[..., Any]]] = []
+    #: Who may do what: ``Permission`` classes or instances, all of which must allow (see
+    #: Permissions in the docs). Empty: anyone the app lets through.
+    permissions: ClassVar[Sequence[Any]] = ()
+    #: The ``WWW-Authenticate`` challenge of a 401.
+    www_authenticate: ClassVar[str] = "Bearer"
+    #: Foreign-key column -> the resource whose rows it may name (``"self"``: this one).
+    #: A write naming a row that resource would not show the caller (another tenant's,
+    #: or missing) is a 422, so a body cannot point at rows it cannot see.
+    references: ClassVar[Mapping[str, type[Resource] | str]] = {}
 
-    def __init__(self, mount: Mount, kind: str) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for verb, instead in VERB_METHODS.items():
+            if any(verb in vars(klass) for klass in cls.__mro__):
+                raise ImproperlyConfigured(
+                    f"{cls.__name__} defines {verb}(); resources bind HTTP verbs in one place. "
+                    f"Override the action {instead} instead."
+                )
+        for guard in GUARDS:
+            if getattr(cls, guard) is not getattr(Resource, guard):
+                raise ImproperlyConfigured(
+                    f"{cls.__name__} overrides {guard}(), which guards the scope, the parent "
+                    "chain or the transaction; override a hook instead (see Extending in the "
+                    "docs): get_query() to narrow, get_object(), perform_*()."
+                )
+
+    @classmethod
+    def check_configuration(cls) -> None:
+        """Check and compile the class's configuration; the router calls it at
+        registration, and a mistake raises ``ImproperlyConfigured`` naming the fix."""
+        options_for(cls)
+        reference_targets(cls)
+        permission_rule(cls)
+
+    def __init__(self, mount: Mount, kind: str, extra: ExtraAction | None = None) -> None:
         #: Where this resource is mounted (its parent chain).
         self.mount = mount
-        #: ``"collection"`` or ``"item"``: which of the mount's two URLs was requested.
+        #: ``"collection"`` or ``"item"``: which of the mount's URLs was requested.
         self.kind = kind
+        #: The extra action this view serves (``@action``), if any.
+        self.extra = extra
         self.options: ResourceOptions = options_for(type(self))
         #: The URL variables of the request (every level of the nesting).
         self.url_kwargs: dict[str, Any] = {}
         #: The column values every query of this request is filtered by.
         self.scope: dict[str, Any] = {}
+        #: This resource and a view of each parent up the chain (level 0 is this one).
+        self.levels: list[Resource] = [self]
+        #: The values the guarded statements of this request are bound to.
+        self.guard_values: dict[str, Any] = {}
         #: The action being served: ``"list"``, ``"retrieve"``, ``"create"``, ...
         self.action: str | None = None
         #: Schema field names asked for with ``?fields=`` (``None``: all).
         self.sparse_fields: tuple[str, ...] | None = None
-        self._parent_value: Any = _UNRESOLVED
-        self._chain: list[Resource] | None = None
+        self._user: Any = _UNSET
+        self._visibility: list[Any] | None = None
 
     # -- verb binding: the one place HTTP methods meet actions ---------------------------
 
     def dispatch_request(self, **url_kwargs: Any) -> Response:
+        """Resolve the scope of every level (403 before any query when it is missing),
+        then run the action with the request's guard values bound."""
+        try:
+            handler = self._handler()
+            self.url_kwargs = url_kwargs
+            self._check_url()
+            self._check_action_permission()  # before the scope: no caller is a 401
+            self.scope = self._resolve_scope()
+            while self.levels[-1].mount.parent is not None:
+                self.levels.append(self.levels[-1]._parent_view())
+            self.guard_values = guard_values(self.levels, url_kwargs)
+            token = bind_values(self.guard_values)
+            try:
+                return handler()
+            finally:
+                unbind_values(token)
+        except HTTPException as exc:
+            return problem_response(exc)
+
+    def _handler(self) -> Callable[[], Response]:
+        if self.extra is not None:
+            self.action = self.extra.name
+            extra = self.extra
+            return lambda: self._run_extra(extra)
         method = "GET" if request.method == "HEAD" else request.method
         self.action = ACTIONS.get((self.kind, method))
         handler = getattr(self, self.action, None) if self.action else None
-        try:
-            if handler is None:
-                # The router registers only supported methods; this is a direct as_view() use.
-                raise HTTPError(405, f"{request.method} is not supported here.")
-            self.url_kwargs = url_kwargs
-            self._check_url()
-            self.scope = self._resolve_scope()  # before any query: fail closed
-            response: Response = handler()
-            return response
-        except HTTPException as exc:
-            return problem_response(exc)
+        if handler is None:
+            # The router registers only supported methods; this is a direct as_view() use.
+            raise HTTPError(405, f"{request.method} is not supported here.")
+        return cast(Callable[[], Response], handler)
+
+    def _parent_view(self) -> Resource:
+        parent = self.mount.parent
+        if parent is None:  # pragma: no cover - called only for nested mounts
+            raise ImproperlyConfigured("Not nested.")
+        view = cast(Resource, parent.resource(parent, "item"))
+        view.url_kwargs = self.url_kwargs
+        view.action = "retrieve"  # a child is reachable only through a parent one may read
+        view._user = self._user
+        view._check_action_permission()
+        view.scope = view._resolve_scope()
+        return view
+
+    def _check_url(self) -> None:
+        """One URL per item: an integer written another way (``0001``, non-ASCII digits),
+        a value no row could have (past the column's range, not one of an Enum's values,
+        not a canonical date) is simply missing."""
+        rule = request.url_rule
+        positions = int_positions(rule.rule) if rule is not None else ()
+        if positions:
+            given = request.path.rstrip("/").split("/")
+            for position, name in positions:
+                if position < len(given) and given[position] != str(self.url_kwargs.get(name)):
+                    raise not_found()
+        mount: Mount | None = self.mount
+        while mount is not None:
+            options = options_for(mount.resource)
+            value = self.url_kwargs.get(options.url_variable)
+            if value is not None and options.lookup_convert is not None:
+                try:
+                    value = self.url_kwargs[options.url_variable] = options.lookup_convert(value)
+                except ValueError:
+                    raise not_found() from None
+            if value is not None and options.lookup_check and options.lookup_check(value):
+                raise not_found()
+            mount = mount.parent
+
+    # -- the caller and permissions ---------------------------------------------------------
+
+    def get_current_user(self) -> Any:
+        """The caller, from the app (Flask-Login's ``current_user``, Flask-JWT-Extended's
+        identity...), or ``None`` when the request carries no valid credentials. Called
+        at most once per request, only when a permission asks."""
+        return None
+
+    def current_user(self) -> Any:
+        if self._user is _UNSET:
+            self._user = self.get_current_user()
+        return self._user
+
+    def _refusal(self, rule: Permission, obj: Any = None) -> HTTPError:
+        if self.current_user() is None:
+            return HTTPError(
+                401,
+                "This needs credentials.",
+                headers={"WWW-Authenticate": self.www_authenticate},
+            )
+        return HTTPError(403, rule.refusal(self, obj))
+
+    def _check_action_permission(self) -> None:
+        rule = permission_rule(type(self))
+        if rule is not None and not rule.has_permission(self):
+            raise self._refusal(rule)
+
+    def visibility_clauses(self) -> list[Any]:
+        """The conditions of this resource's permissions on the rows the caller may see."""
+        if self._visibility is None:
+            rule = permission_rule(type(self))
+            clause = rule.visible(self) if rule is not None else None
+            self._visibility = [] if clause is None else [clause]
+        return self._visibility
+
+    def check_object_permissions(self, obj: Any) -> None:
+        """403 (401 without a caller) unless the permissions allow this change of ``obj``."""
+        rule = permission_rule(type(self))
+        if rule is not None and not rule.has_object_permission(self, obj):
+            raise self._refusal(rule, obj)
 
     # -- scope and the query path ---------------------------------------------------------
 
@@ -167,82 +329,95 @@ class Resource(MethodView):
         return session
 
     def get_query(self) -> Select[Any]:
-        """The base query of every read and write. Override to narrow it (``return
-        super().get_query().where(...)``); scoping is added to whatever it returns."""
+        """The unscoped base of every read and write: narrow it here (``return
+        super().get_query().where(...)``). Build on :meth:`get_scoped_query`, never on
+        this, when you execute a query yourself."""
         return select(self.options.model)
 
-    def _views(self) -> list[Resource]:
-        """This resource and a view of each parent up the chain, scopes resolved."""
-        if self._chain is None:
-            views: list[Resource] = [self]
-            while views[-1].mount.parent is not None:
-                views.append(views[-1]._parent_view())
-            self._chain = views
-        return self._chain
+    def get_scoped_query(self) -> Select[Any]:
+        """:meth:`get_query` plus the tenant scope plus the whole parent chain of the URL.
 
-    def _parent_view(self) -> Resource:
-        parent = cast("Mount", self.mount.parent)  # called only for mounts with a parent
-        view = parent.resource(parent, "item")
-        view.url_kwargs = self.url_kwargs
-        view.scope = view._resolve_scope()
-        return view
+        The guard values are bound parameters read when the statement runs, so it can be
+        executed as it is anywhere in the request (``session.execute(query.where(...))``),
+        and it is built once per shape when no level overrides ``get_query()``."""
+        resolved = "rk_0_parent" in self.guard_values
+        return cached(self.levels, resolved, "scoped", lambda: guarded(self.levels, 0, resolved))
 
-    def _statement(
-        self,
-        what: Hashable,
-        build: Callable[[list[Resource], bool], Select[Any]],
-        *,
-        lookup: bool,
-    ) -> tuple[Select[Any], dict[str, Any]]:
-        """A guarded statement (built once per shape, see ``statements``) and its values."""
-        views = self._views()
-        resolved = self._parent_value is not _UNRESOLVED
-        statement = statements.cached(views, resolved, what, lambda: build(views, resolved))
-        values = statements.params(
-            views, lookup=lookup, parent_value=self._parent_value, resolved=resolved
+    def guard_query(self, query: Select[Any]) -> Select[Any]:
+        """``query`` with this resource's scope and parent chain applied (again): for a
+        query an overridden step returned, which may not have been built on
+        :meth:`get_scoped_query`."""
+        resolved = "rk_0_parent" in self.guard_values
+        return query.where(
+            *scope_clauses(self, 0),
+            *self.visibility_clauses(),
+            *parent_clauses(self.levels, 0, resolved),
         )
-        return statement, values
 
-    def _resolve_parent(self) -> None:
-        """Check the whole parent chain in one statement; 404 when any level is missing."""
-        if self.mount.parent is None:
+    def check_parent(self) -> None:
+        """404 unless every level of the parent chain in the URL exists under its own
+        scope (one statement). Later queries then compare with the parent's key directly."""
+        if self.mount.parent is None or "rk_0_parent" in self.guard_values:
             return
-        statement, values = self._statement(
-            "parent", lambda views, _: statements.parent_reference(views, 1), lookup=False
-        )
-        row = self.get_session().execute(statement, values).first()
+        statement = cached(self.levels, False, "parent", lambda: parent_reference(self.levels, 1))
+        row = self.get_session().execute(statement).first()
         if row is None:
             raise not_found()
-        self._parent_value = row[0]
-
-    def _check_url(self) -> None:
-        """A URL value no row could have (an id past the column's range) is simply missing."""
-        mount: Mount | None = self.mount
-        while mount is not None:
-            options = options_for(mount.resource)
-            value = self.url_kwargs.get(options.url_variable)
-            if value is not None and options.lookup_check and options.lookup_check(value):
-                raise not_found()
-            mount = mount.parent
+        self.guard_values["rk_0_parent"] = row[0]
 
     def get_object(self) -> Any:
-        """The item the URL names, under the scope and the parent chain; 404 when none.
+        """The item the URL names, from :meth:`get_scoped_query`; 404 when none.
 
-        A write with ``If-Match`` reads it ``FOR UPDATE``: the row stays locked until the
-        transaction ends, so the ETag check and the write are atomic."""
+        A write with ``If-Match``, and every delete, reads it ``FOR UPDATE``: the row stays
+        locked until the transaction ends, so the ETag check and the write are atomic, and
+        of concurrent deletes of one row only the first succeeds (the others find no row)."""
+        resolved = "rk_0_parent" in self.guard_values
         options = self.query_options
-        query, values = self._statement(
-            "object",
-            lambda views, resolved: statements.item(views, 0, resolved).options(*options),
-            lookup=True,
-        )
-        if self.action in _WRITE_ACTIONS and request.if_match:
-            query = query.with_for_update()
-        result = self.get_session().execute(query, values)
-        obj = (result.unique() if self.query_options else result).scalar_one_or_none()
+
+        def build() -> Select[Any]:
+            return self.get_scoped_query().where(lookup_clause(self, 0)).options(*options)
+
+        query = cached(self.levels, resolved, "object", build)
+        locking = request.method != "GET" and (request.if_match or request.method == "DELETE")
+        if locking and self.action != "retrieve":
+            # Lock the resource's own rows only: PostgreSQL refuses FOR UPDATE on the
+            # nullable side of an outer join that joined eager loading adds.
+            query = query.with_for_update(of=self.options.model)
+        result = self.get_session().execute(query)
+        obj = (result.unique() if options else result).scalar_one_or_none()
         if obj is None:
             raise not_found()
         return obj
+
+    def check_object(self, obj: Any) -> None:
+        """404 unless ``obj`` is a row of this resource's model inside the request's scope
+        and, after an overridden :meth:`get_object`, under the parent in the URL and visible
+        to the caller; for an action that changes it, 403 unless the permissions allow.
+        The default :meth:`get_object` found it under all of these in SQL already."""
+        if type(self).get_object is not Resource.get_object:
+            self._check_found_object(obj)
+        if self.action not in READ_ACTIONS and (self.extra is None or self.extra.writes):
+            self.check_object_permissions(obj)
+
+    def _check_found_object(self, obj: Any) -> None:
+        if not isinstance(obj, self.options.model):
+            raise not_found()
+        for key, value in self.scope.items():
+            if getattr(obj, key) != value:
+                raise not_found()
+        parent_key = self.mount.parent_key
+        if parent_key is not None:
+            self.check_parent()
+            if getattr(obj, parent_key) != self.guard_values["rk_0_parent"]:
+                raise not_found()
+        if self.visibility_clauses() and not self._is_visible(obj):
+            raise not_found()
+
+    def _is_visible(self, obj: Any) -> bool:
+        key = self.options.primary_key
+        query = select(*key).where(*(column == getattr(obj, column.key) for column in key))
+        query = query.where(*self.visibility_clauses())
+        return self.get_session().execute(query).first() is not None
 
     def check_preconditions(self, obj: Any) -> None:
         """``If-Match`` on PUT, PATCH and DELETE: 412 unless it names the current ETag
@@ -255,7 +430,7 @@ class Resource(MethodView):
                     "This resource requires If-Match with the ETag of the version you read.",
                 )
             return
-        _, current = _json_with_etag(self.get_schema("detail").dump(obj))
+        _, current = json_with_etag(self.get_schema("detail").dump(obj))
         if if_match.star_tag or if_match.contains(current):
             return
         raise HTTPError(
@@ -265,23 +440,24 @@ class Resource(MethodView):
     # -- schemas and serialization --------------------------------------------------------
 
     def get_schema(self, operation: str) -> ma.Schema:
-        """The schema instance for ``"list"``, ``"detail"``, ``"create"``, ``"update"`` or
-        ``"patch"``. Under ``?fields=``, the list and detail schemas are trimmed to them."""
-        schema = self.options.schemas[operation]
+        """The schema instance for ``"list"``, ``"detail"``, ``"create"``, ``"update"``,
+        ``"patch"`` or an extra action's name. Under ``?fields=``, the list and detail
+        schemas are trimmed to them."""
         if self.sparse_fields is None or operation not in ("list", "detail"):
-            return schema
-        key = (type(self), operation, self.sparse_fields)
-        trimmed = _sparse_schemas.get(key)
-        if trimmed is None:
-            trimmed = type(schema)(only=self.sparse_fields)
-            if len(_sparse_schemas) < _SPARSE_CACHE_SIZE:
-                _sparse_schemas[key] = trimmed
-        return trimmed
+            return self.options.schemas[operation]
+        return self.options.sparse_schema(operation, self.sparse_fields)
 
-    def _read_sparse_fields(self, operation: str) -> None:
+    def read_sparse_fields(self, operation: str) -> None:
+        """Read ``?fields=`` for the ``operation`` schema; 400 naming unknown fields."""
         raw = request.args.get("fields")
-        if raw is not None:
+        if raw is None:
+            return
+        try:
             self.sparse_fields = sparse_field_names(raw, self.options.schemas[operation])
+        except ma.ValidationError as exc:
+            raise HTTPError(
+                400, "Bad query parameters: fields.", errors={"fields": exc.messages}
+            ) from None
 
     def serialize(self, obj_or_objs: Any) -> Any:
         if isinstance(obj_or_objs, list | tuple):
@@ -290,31 +466,23 @@ class Resource(MethodView):
 
     # -- writes ---------------------------------------------------------------------------
 
-    def perform_create(self, data: dict[str, Any]) -> Any:
-        obj = self.options.model(**data)
-        self.get_session().add(obj)
-        return obj
-
-    def perform_update(self, obj: Any, data: dict[str, Any]) -> None:
-        for key, value in data.items():
-            setattr(obj, key, value)
-
-    def perform_delete(self, obj: Any) -> None:
-        self.get_session().delete(obj)
-
-    def run_callbacks(self, phase: str, operation: str, obj: Any, kwargs: dict[str, Any]) -> None:
-        """Run the ``<phase>_<operation>_callbacks``; ``CallbackMixin`` provides them."""
-
-    def _server_values(self, obj: Any = None) -> dict[str, Any]:
-        """Columns the server sets: the scope and, when nested, the parent's key."""
+    def get_server_values(self, obj: Any = None) -> dict[str, Any]:
+        """Columns the server sets: the scope and, when nested, the parent's key (checked
+        first, so a create under a missing parent is a 404 before the body is read)."""
         values = dict(self.scope)
         key = self.mount.parent_key
         if key is not None:
-            values[key] = getattr(obj, key) if obj is not None else self._parent_value
+            if obj is None:
+                self.check_parent()
+                values[key] = self.guard_values["rk_0_parent"]
+            else:
+                values[key] = getattr(obj, key)
         return values
 
-    def _load_body(self, operation: str, server_values: Mapping[str, Any]) -> dict[str, Any]:
-        """Steps 1 and 2 of a write: validate the body, then apply the server's values."""
+    def get_request_data(self, operation: str, server_values: Mapping[str, Any]) -> dict[str, Any]:
+        """Steps 1 and 2 of a write: the JSON body loaded with the operation's schema
+        (``partial`` for a patch), checked against the columns, then the server's values
+        (a body may repeat one, never change it: 422)."""
         check_query_args(())
         body = json_body()
         try:
@@ -322,8 +490,11 @@ class Resource(MethodView):
                 self.get_schema(operation).load(body, partial=operation == "patch")
             )
         except ma.ValidationError as exc:
-            raise unprocessable(_messages(exc)) from None
+            raise unprocessable(validation_messages(exc)) from None
         errors: dict[str, list[str]] = {}
+        for key, normalize in self.options.column_normalizers.items():
+            if key in data:
+                data[key] = normalize(data[key])
         for key, value in data.items():
             check = self.options.column_checks.get(key)
             message = check(value) if check else None
@@ -335,23 +506,127 @@ class Resource(MethodView):
             raise unprocessable(errors)
         return {**data, **server_values}
 
-    def _write(
+    def perform_create(self, data: dict[str, Any]) -> Any:
+        """Build the new object and add it to the session. Returning ``None`` is fine when
+        exactly one new object of the model was added."""
+        obj = self.options.model(**data)
+        self.get_session().add(obj)
+        return obj
+
+    def perform_update(self, obj: Any, data: dict[str, Any]) -> Any:
+        """Change ``obj`` in place. Return nothing (or ``obj``): any other value is refused
+        as a configuration error and the transaction rolled back."""
+        for key, value in data.items():
+            setattr(obj, key, value)
+
+    def perform_delete(self, obj: Any) -> None:
+        self.get_session().delete(obj)
+
+    def run_callbacks(self, phase: str, operation: str, obj: Any, kwargs: dict[str, Any]) -> None:
+        """Run the ``<phase>_<operation>_callbacks``; ``CallbackMixin`` provides them."""
+
+    def get_write_response(self, operation: str, obj: Any) -> Response:
+        """The success response of a write, built before the commit: 201 with the item and
+        ``Location`` for a create, 204 for a delete, 200 with the item otherwise."""
+        if operation == "delete":
+            return Response(status=204)
+        response = self.item_response(self.serialize(obj), 201 if operation == "create" else 200)
+        if operation == "create":
+            location = self.location(obj)
+            if location is not None:
+                response.headers["Location"] = location
+        return response
+
+    def save(
         self,
         operation: str,
         data: dict[str, Any],
-        apply: Callable[[], Any],
         server_values: Mapping[str, Any],
-    ) -> tuple[Any, Any]:
-        """Steps 3 to 7: one transaction, committed once, rolled back on any error."""
+        obj: Any = None,
+    ) -> Response:
+        """Steps 3 to 7 of a create, update, patch or delete: ``perform_*``, callbacks,
+        flush, the response, one commit, then signals and after-commit callbacks."""
+
+        def perform() -> Any:
+            if operation == "create":
+                return self._created(self.perform_create(data))
+            if operation == "delete":
+                self.perform_delete(obj)
+                return obj  # callbacks and signals see the deleted row
+            return self._updated(obj, self.perform_update(obj, data))
+
+        perform.item = obj  # type: ignore[attr-defined]
+        return self._transaction(
+            operation, perform, data, server_values, lambda o: self.get_write_response(operation, o)
+        )
+
+    def _created(self, result: Any) -> Any:
+        """The object ``perform_create`` made: what it returned, or the one new object of
+        the model it added (pending, or flushed by the override); never a row that was in
+        the session before it ran, which stamping would move."""
+        session = self.get_session()
+        model = self.options.model
+        if result is None:
+            added = [new for new in session.new if isinstance(new, model)]
+            added += [
+                obj
+                for obj in list(session.identity_map.values())
+                if isinstance(obj, model) and _added_here(obj)
+            ]
+            if len(added) != 1:
+                raise ImproperlyConfigured(
+                    f"{type(self).__name__}.perform_create() returned None and added "
+                    f"{len(added)} new {model.__name__} objects; return the one it created."
+                )
+            return added[0]
+        state = inspect(result, raiseerr=False)
+        existing = state is not None and state.persistent and not _added_here(result)
+        if not isinstance(result, model) or state is None or existing:
+            raise ImproperlyConfigured(
+                f"{type(self).__name__}.perform_create() must return a new "
+                f"{model.__name__}, not {result!r}."
+            )
+        if state.transient:
+            session.add(result)
+        return result
+
+    def _updated(self, obj: Any, result: Any) -> Any:
+        if result is not None and result is not obj:
+            raise ImproperlyConfigured(
+                f"{type(self).__name__}.perform_update() must change the object it is given "
+                "and return None (or that object)."
+            )
+        return obj
+
+    def _transaction(
+        self,
+        operation: str,
+        perform: Callable[[], Any],
+        data: dict[str, Any],
+        server_values: Mapping[str, Any],
+        respond: Callable[[Any], Response],
+    ) -> Response:
+        """One transaction, committed once, rolled back on any error; the response is built
+        before the commit, so nothing the client sees can fail after it."""
         session = self.get_session()
         try:
-            obj = apply()
+            before = self._references_before(perform)
+            self._check_references(data, before, server_values)  # the body's, before any SQL
+            before |= {key: data[key] for key in reference_targets(type(self)) if key in data}
+            obj = perform()
             _stamp(obj, server_values)  # an overridden perform_* cannot move the row
-            self.run_callbacks("pre", operation, obj, data)
+            if operation == "create":
+                self.check_object_permissions(obj)
+            with session.no_autoflush:  # pre callbacks see nothing flushed, as documented
+                self.run_callbacks("pre", operation, obj, data)
             _stamp(obj, server_values)
             session.flush()
             self.run_callbacks("post", operation, obj, data)
-            body = None if operation == "delete" else self.serialize(obj)
+            session.flush()
+            if operation != "delete":
+                self._check_written(obj, server_values, before)
+            self._read_back(obj, data)
+            response = respond(obj)
             _commit(session)
         except BaseException as exc:
             session.rollback()
@@ -359,69 +634,260 @@ class Resource(MethodView):
             if translated is not None:
                 raise translated from exc
             if isinstance(exc, ma.ValidationError):
-                raise unprocessable(_messages(exc)) from exc
+                raise unprocessable(validation_messages(exc)) from exc
             raise
         self._after_commit(operation, obj, data)
-        return obj, body
+        return response
 
-    def _change(self, operation: str) -> Response:
-        """PUT and PATCH: load the item, check If-Match, validate the body, write it."""
-        obj = self.get_object()
-        self.check_preconditions(obj)
-        server_values = self._server_values(obj)
-        data = self._load_body(operation, server_values)
+    def _references_before(self, perform: Callable[[], Any]) -> dict[str, Any]:
+        """The references of the item a write changes, as they were (none for a create)."""
+        obj = getattr(perform, "item", None)
+        targets = reference_targets(type(self))
+        return {key: getattr(obj, key) for key in targets} if obj is not None else {}
 
-        def apply() -> Any:
-            self.perform_update(obj, data)
-            return obj
+    def _check_written(
+        self, obj: Any, server_values: Mapping[str, Any], before: Mapping[str, Any]
+    ) -> None:
+        """After the flush, when foreign keys synced from relationships are known: the
+        server's values still hold (a relationship set in the body or by an override
+        cannot move the row), and each declared reference names a row the caller may see."""
+        if obj is None:
+            return
+        moved = {
+            key: ["Set by the server from the URL or scope; cannot be changed."]
+            for key, value in server_values.items()
+            if getattr(obj, key) != value
+        }
+        if moved:
+            raise unprocessable(moved)
+        targets = reference_targets(type(self))
+        if targets:
+            now = {key: getattr(obj, key) for key in targets}
+            self._check_references(now, before, server_values)  # set other than by the body
 
-        _, body = self._write(operation, data, apply, server_values)
-        return self.item_response(body)
+    def _check_references(
+        self, values: Mapping[str, Any], before: Mapping[str, Any], server_values: Mapping[str, Any]
+    ) -> None:
+        """422 for each reference in ``values`` (changed since ``before``) that names no row
+        the referenced resource would show the caller."""
+        errors = {}
+        for key, (target, ref_key) in reference_targets(type(self)).items():
+            value = values.get(key)
+            if value is None or key in server_values or before.get(key, _UNSET) == value:
+                continue
+            if not self._visible(target, ref_key, value):
+                errors[key] = ["No such item."]
+        if errors:
+            raise unprocessable(errors)
+
+    def _visible(self, target: type[Resource], ref_key: str, value: Any) -> bool:
+        view = target(Mount.standalone(target), "item")
+        view.scope = view._resolve_scope()
+        options = view.options
+        column = options.column(ref_key)
+        query = (
+            view.get_query()
+            .where(*[options.column(key) == scoped for key, scoped in view.scope.items()])
+            .where(column == value)
+            .with_only_columns(column)
+            .limit(1)
+        )
+        return self.get_session().execute(query).first() is not None
+
+    def _read_back(self, obj: Any, data: Mapping[str, Any]) -> None:
+        """Expire what the database may have stored differently from what was sent, so the
+        response (and its ETag) is what a GET returns afterwards: one SELECT, and only for
+        a write that set such a column or re-pointed a loaded relationship."""
+        if obj is None or not isinstance(obj, self.options.model):
+            return
+        state = inspect(obj)
+        if state.deleted or state.was_deleted:
+            return
+        options = self.options
+        stale = [key for key in data if key in options.stored_form_keys]
+        stale += [
+            name
+            for name, keys in options.relationship_keys.items()
+            if name in state.dict and not keys.isdisjoint(data)
+        ]
+        if stale:
+            self.get_session().expire(obj, stale)
 
     def _after_commit(self, operation: str, obj: Any, data: dict[str, Any]) -> None:
-        """Signals, then after-commit callbacks; nothing here can undo the commit."""
-        signal = signals.BY_OPERATION[operation]
-        if signal.receivers:
+        """Signals, then after-commit callbacks; each receiver runs on its own, and a
+        failure is logged and cannot undo the commit or stop the others."""
+        signal = signals.BY_OPERATION.get(operation, signals.action_performed)
+        sender = type(self)
+        for receiver in signal.receivers_for(sender):
             try:
-                signal.send(type(self), resource=obj, kwargs=data, operation=operation)
+                receiver(sender, resource=obj, kwargs=data, operation=operation)
             except Exception:
+                self.get_session().rollback()
                 current_app.logger.exception(
-                    "A %s receiver failed after commit for %s", signal.name, type(self).__name__
+                    "A %s receiver failed after commit for %s", signal.name, sender.__name__
                 )
         self.run_callbacks("after_commit", operation, obj, data)
+
+    # -- extra actions ----------------------------------------------------------------------
+
+    def _run_extra(self, extra: ExtraAction) -> Response:
+        """An ``@action``: the item under every guard (or the parent chain checked), the body
+        loaded with its schema, and for a writing action one transaction."""
+        check_query_args(())
+        obj = None
+        if extra.detail:
+            obj = self.get_object()
+            self.check_object(obj)
+            if extra.writes:
+                self.check_preconditions(obj)
+        else:
+            self.check_parent()
+        server_values = self.get_server_values(obj)
+        data = self.get_request_data(extra.name, server_values) if extra.schema else {}
+        method = getattr(self, extra.name)
+        args = ([obj] if extra.detail else []) + ([data] if extra.schema else [])
+        if not extra.writes:
+            return action_response(method(*args))
+        result: list[Any] = []
+
+        def perform() -> Any:
+            result.append(method(*args))
+            return obj
+
+        perform.item = obj  # type: ignore[attr-defined]
+        return self._transaction(
+            extra.name, perform, data, server_values, lambda _: action_response(result[0])
+        )
 
     # -- responses ------------------------------------------------------------------------
 
     def item_response(self, body: Any, status: int = 200) -> Response:
-        response, etag = _json_with_etag(body)
+        response, etag = json_with_etag(body)
         response.status_code = status
         response.set_etag(etag)
         if (
             status == 200
             and request.method in ("GET", "HEAD")
-            and request.if_none_match.contains(etag)
+            and request.if_none_match.contains_weak(etag)  # weak comparison (RFC 9110)
         ):
             return Response(status=304, headers={"ETag": response.headers["ETag"]})
         return response
 
     def location(self, obj: Any) -> str | None:
+        """The URL of a created item; 422 when the item has no value for the lookup field
+        (nothing can name it)."""
         if not self.mount.has_item_route:
             return None
-        values = {
-            **self.url_kwargs,
-            self.options.url_variable: getattr(obj, self.options.lookup_key),
-        }
+        value = getattr(obj, self.options.lookup_key)
+        if value is None:
+            raise unprocessable(
+                {self.options.lookup_key: ["Required: it names the item in its URL."]}
+            )
+        values = {**self.url_kwargs, self.options.url_variable: value}
         return url_for("." + self.mount.item_endpoint, **values)
 
 
-def _messages(exc: ma.ValidationError) -> dict[str, Any]:
+_int_positions: dict[str, tuple[tuple[int, str], ...]] = {}
+
+
+def int_positions(rule: str) -> tuple[tuple[int, str], ...]:
+    """(segment index, variable) of each ``<int:...>`` of a URL rule, worked out once."""
+    positions = _int_positions.get(rule)
+    if positions is None:
+        segments = rule.rstrip("/").split("/")
+        positions = _int_positions[rule] = tuple(
+            (index, segment[5:-1])
+            for index, segment in enumerate(segments)
+            if segment.startswith("<int:")
+        )
+    return positions
+
+
+_permission_rules: dict[type[Any], Permission | None] = {}
+
+
+def permission_rule(cls: type[Resource]) -> Permission | None:
+    """A class's ``permissions`` as one rule, made once per class."""
+    if cls not in _permission_rules:
+        try:
+            _permission_rules[cls] = combine(cls.permissions)
+        except TypeError as exc:
+            raise ImproperlyConfigured(
+                f"{cls.__name__}.permissions must list Permission classes or instances: {exc}"
+            ) from None
+    return _permission_rules[cls]
+
+
+def restricts_rows(cls: type[Resource]) -> bool:
+    """Whether the class's permissions may narrow the rows a caller sees."""
+    rule = permission_rule(cls)
+    return rule is not None and rule.restricts_rows()
+
+
+_reference_targets: dict[type[Any], dict[str, tuple[type[Resource], str]]] = {}
+
+
+def reference_targets(cls: type[Resource]) -> dict[str, tuple[type[Resource], str]]:
+    """``references`` compiled once per class: column -> (resource, the column of its
+    model the foreign key refers to)."""
+    targets = _reference_targets.get(cls)
+    if targets is None:
+        targets = _reference_targets[cls] = _compile_references(cls)
+    return targets
+
+
+def _compile_references(cls: type[Resource]) -> dict[str, tuple[type[Resource], str]]:
+    mapper = options_for(cls).mapper
+    targets: dict[str, tuple[type[Resource], str]] = {}
+    for key, target in dict(cls.references).items():
+        resolved = cls if target == "self" else target
+        if not (isinstance(resolved, type) and issubclass(resolved, Resource)):
+            raise ImproperlyConfigured(
+                f'{cls.__name__}.references[{key!r}] must be a Resource class or "self".'
+            )
+        target_tables = options_for(resolved).mapper.tables
+        prop = mapper.column_attrs.get(key)
+        fks = [
+            fk
+            for column in (prop.columns if prop is not None else [])
+            for fk in getattr(column, "foreign_keys", ())
+            if fk.column.table in target_tables
+        ]
+        if len(fks) != 1:
+            raise ImproperlyConfigured(
+                f"{cls.__name__}.references names {key!r}, which is not a foreign key to "
+                f"{resolved.__name__}'s table."
+            )
+        target_mapper = options_for(resolved).mapper
+        targets[key] = (resolved, target_mapper.get_property_by_column(fks[0].column).key)
+    return targets
+
+
+def validation_messages(exc: ma.ValidationError) -> dict[str, Any]:
     messages = exc.messages
     if isinstance(messages, dict):
         return messages
     return {"_schema": messages if isinstance(messages, list) else [messages]}
 
 
+def action_response(result: Any) -> Response:
+    """An extra action's return value as a response: itself, 204 for ``None``, else JSON."""
+    if isinstance(result, Response):
+        return result
+    if result is None:
+        return Response(status=204)
+    return cast(Response, current_app.json.response(result))
+
+
+def _added_here(obj: Any) -> bool:
+    """Whether the session received ``obj`` as a new object (then flushed it, perhaps),
+    rather than loading an existing row: only new objects get an insert order."""
+    return inspect(obj).insert_order is not None
+
+
 def _stamp(obj: Any, values: Mapping[str, Any]) -> None:
+    if obj is None:
+        return
     for key, value in values.items():
         if getattr(obj, key) != value:
             setattr(obj, key, value)
@@ -439,7 +905,7 @@ def _commit(session: Session | scoped_session[Session]) -> None:
         real.expire_on_commit = expire
 
 
-def _json_with_etag(body: Any) -> tuple[Response, str]:
+def json_with_etag(body: Any) -> tuple[Response, str]:
     """The JSON response for ``body`` and the ETag of exactly the bytes it sends, so a
     write's If-Match check and a read's ETag agree by construction."""
     response = cast(Response, current_app.json.response(body))

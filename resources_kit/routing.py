@@ -9,66 +9,20 @@ blueprint, registering the blueprint on an app does. A resource registered after
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, Response, current_app, request, send_from_directory, url_for
+from flask import Blueprint, Flask
 from flask.blueprints import BlueprintSetupState
-from flask.sansio.app import App
-from sqlalchemy.orm import Mapper
-from swagger_ui_bundle import swagger_ui_path
-from werkzeug.exceptions import HTTPException
 
-from .errors import HTTPError, ImproperlyConfigured, problem_response
-from .openapi import build_document, docs_page
-from .options import ACTIONS, options_for
-from .resource import Resource
+from .actions import ACTIONS, extra_actions
+from .errors import ImproperlyConfigured
+from .extension import add_docs_routes, install_cli, install_error_handler
+from .nesting import Mount, find_parent_key
+from .openapi import build_document
+from .options import options_for
+from .resource import Resource, restricts_rows
 
 R = TypeVar("R", bound=type[Resource])
-
-
-@dataclass(frozen=True, eq=False)
-class Mount:
-    """One place a resource is mounted: its parent chain and its two URL rules."""
-
-    resource: type[Resource]
-    parent: Mount | None
-    #: Attribute of the child model holding the foreign key to the parent.
-    parent_key: str | None
-    #: Attribute of the parent model that foreign key refers to.
-    parent_ref: str | None
-    #: The collection rule, relative to the router's prefix.
-    rule: str
-    #: Endpoint prefix: the names of the chain joined by ``_`` (``teachers_students``).
-    endpoint: str
-    collection_methods: tuple[str, ...]
-    item_methods: tuple[str, ...]
-
-    @property
-    def item_rule(self) -> str:
-        options = options_for(self.resource)
-        return f"{self.rule}/<{options.converter}:{options.url_variable}>"
-
-    @property
-    def collection_endpoint(self) -> str:
-        return f"{self.endpoint}_collection"
-
-    @property
-    def item_endpoint(self) -> str:
-        return f"{self.endpoint}_item"
-
-    @property
-    def has_item_route(self) -> bool:
-        return bool(self.item_methods)
-
-    def chain(self) -> list[Mount]:
-        """This mount and its ancestors, root first."""
-        mounts: list[Mount] = []
-        mount: Mount | None = self
-        while mount is not None:
-            mounts.insert(0, mount)
-            mount = mount.parent
-        return mounts
 
 
 def _methods(resource: type[Resource], kind: str) -> tuple[str, ...]:
@@ -79,55 +33,10 @@ def _methods(resource: type[Resource], kind: str) -> tuple[str, ...]:
     )
 
 
-def find_parent_key(
-    child: type[Resource], parent: type[Resource], parent_field: str | None
-) -> tuple[str, str]:
-    """The child attribute holding the foreign key to the parent, and the parent attribute
-    it refers to, found from the models."""
-    child_mapper: Mapper[Any] = options_for(child).mapper
-    parent_mapper: Mapper[Any] = options_for(parent).mapper
-    child_model, parent_model = child_mapper.class_.__name__, parent_mapper.class_.__name__
-    if parent_field is not None:
-        if parent_field not in child_mapper.column_attrs:
-            raise ImproperlyConfigured(
-                f"{child.__name__}: parent_field={parent_field!r} is not a column attribute of "
-                f"{child_model}."
-            )
-        columns = child_mapper.column_attrs[parent_field].columns
-        fks = [
-            fk
-            for column in columns
-            for fk in getattr(column, "foreign_keys", ())
-            if fk.column.table in parent_mapper.tables
-        ]
-        if len(fks) != 1:
-            raise ImproperlyConfigured(
-                f"{child.__name__}: {child_model}.{parent_field} has no foreign key to "
-                f"{parent_model}; pass parent_field= naming the column that refers to it."
-            )
-    else:
-        fks = [
-            fk
-            for table in child_mapper.tables
-            for fk in table.foreign_keys
-            if fk.column.table in parent_mapper.tables
-        ]
-        if not fks:
-            raise ImproperlyConfigured(
-                f"{child.__name__}: {child_model} has no foreign key to {parent_model}; add "
-                "one, or pass parent_field= naming the column that refers to it."
-            )
-        if len(fks) > 1:
-            names = ", ".join(sorted(fk.parent.name for fk in fks))
-            raise ImproperlyConfigured(
-                f"{child.__name__}: {child_model} has {len(fks)} foreign keys to "
-                f"{parent_model} ({names}); pass parent_field= to choose one."
-            )
-    fk = fks[0]
-    return (
-        child_mapper.get_property_by_column(fk.parent).key,
-        parent_mapper.get_property_by_column(fk.column).key,
-    )
+def _cacheable(resource: type[Resource], parent: Mount | None) -> bool:
+    """Whether no level of the chain overrides ``get_query()`` or narrows rows by caller."""
+    own = resource.get_query is Resource.get_query and not restricts_rows(resource)
+    return own and (parent is None or parent.cacheable)
 
 
 class Router:
@@ -177,30 +86,22 @@ class Router:
             raise ImproperlyConfigured(
                 f"Router.register() takes a Resource class, not {resource!r}."
             )
-        options = options_for(resource)  # checks the configuration
+        resource.check_configuration()
+        options = options_for(resource)
         collection, item = _methods(resource, "collection"), _methods(resource, "item")
-        if not collection and not item:
+        extras = tuple(extra_actions(resource))
+        if not collection and not item and not extras:
             raise ImproperlyConfigured(
                 f"{resource.__name__} has no actions; add mixins such as ListMixin and "
                 "RetrieveMixin."
             )
+        parents: list[Mount | None] = [None]
+        key = ref = None
         if parent is None:
             if parent_field is not None:
                 raise ImproperlyConfigured(
                     f"{resource.__name__}: parent_field= needs parent= as well."
                 )
-            new = [
-                Mount(
-                    resource,
-                    None,
-                    None,
-                    None,
-                    f"/{resource.name}",
-                    str(resource.name),
-                    collection,
-                    item,
-                )
-            ]
         else:
             parents = [mount for mount in self.mounts if mount.resource is parent]
             if not parents:
@@ -210,19 +111,21 @@ class Router:
                     "before its children."
                 )
             key, ref = find_parent_key(resource, parent, parent_field)
-            new = [
-                Mount(
-                    resource,
-                    mount,
-                    key,
-                    ref,
-                    f"{mount.item_rule}/{resource.name}",
-                    f"{mount.endpoint}_{resource.name}",
-                    collection,
-                    item,
-                )
-                for mount in parents
-            ]
+        new = [
+            Mount(
+                resource=resource,
+                parent=above,
+                parent_key=key,
+                parent_ref=ref,
+                rule=f"{above.item_rule if above else ''}/{resource.name}",
+                endpoint=f"{above.endpoint}_{resource.name}" if above else str(resource.name),
+                collection_methods=collection,
+                item_methods=item,
+                extra_actions=extras,
+                cacheable=_cacheable(resource, above),
+            )
+            for above in parents
+        ]
         for mount in new:
             self._check_mount(mount, options.url_variable)
         self.mounts.extend(new)
@@ -257,7 +160,7 @@ class Router:
             _add_rules(app.add_url_rule, self.url_prefix, mount)
         self._add_docs(app.add_url_rule, self.url_prefix, self.url_prefix)
         install_error_handler(app, self.url_prefix)
-        install_cli(app, self)
+        install_cli(app, self.url_prefix, self.mounts)
         self._apps.append(app)
 
     def _on_blueprint(self, state: BlueprintSetupState) -> None:
@@ -266,7 +169,7 @@ class Router:
         full_prefix = (state.url_prefix or "").rstrip("/") + self.url_prefix
         self._add_docs(state.add_url_rule, self.url_prefix, full_prefix)
         install_error_handler(state.app, full_prefix)
-        install_cli(state.app, self)
+        install_cli(state.app, full_prefix, self.mounts)
 
     # -- OpenAPI ------------------------------------------------------------------------------
 
@@ -282,117 +185,26 @@ class Router:
         )
 
     def _add_docs(self, add_url_rule: Callable[..., None], prefix: str, full_prefix: str) -> None:
-        if not self.docs:
-            return
-        document: dict[str, Any] = {}
-        name = "rk_openapi" + full_prefix.replace("/", "_").replace("-", "_")
-
-        def openapi_json() -> Response:
-            if not document:  # built at the first request: every resource is registered
-                document.update(self.openapi(full_prefix))
-            return cast(Response, current_app.json.response(document))
-
-        def docs_html() -> str:
-            return docs_page(self.title, url_for(f".{name}_json"), url_for(f".{name}_docs"))
-
-        def asset(filename: str) -> Response:
-            if filename not in ("swagger-ui.css", "swagger-ui-bundle.js"):
-                raise HTTPError(404, "No such asset.")
-            return send_from_directory(str(swagger_ui_path), filename, max_age=86400)
-
-        add_url_rule(f"{prefix}/openapi.json", endpoint=f"{name}_json", view_func=openapi_json)
-        add_url_rule(
-            f"{prefix}/docs", endpoint=f"{name}_docs", view_func=docs_html, strict_slashes=False
-        )
-        add_url_rule(f"{prefix}/docs/<path:filename>", endpoint=f"{name}_asset", view_func=asset)
+        if self.docs:
+            add_docs_routes(add_url_rule, prefix, full_prefix, self.title, self.openapi)
 
 
 def _add_rules(add_url_rule: Callable[..., None], prefix: str, mount: Mount) -> None:
-    for kind, rule, endpoint, methods in (
-        ("collection", mount.rule, mount.collection_endpoint, mount.collection_methods),
-        ("item", mount.item_rule, mount.item_endpoint, mount.item_methods),
-    ):
+    rules: list[tuple[str, str, str, Sequence[str], Any]] = [
+        ("collection", mount.rule, mount.collection_endpoint, mount.collection_methods, None),
+        ("item", mount.item_rule, mount.item_endpoint, mount.item_methods, None),
+    ]
+    for extra in mount.extra_actions:
+        kind = "item" if extra.detail else "collection"
+        rules.append(
+            (kind, mount.action_rule(extra), mount.action_endpoint(extra), extra.methods, extra)
+        )
+    for kind, rule, endpoint, methods, extra in rules:
         if methods:
             add_url_rule(
                 prefix + rule,
                 endpoint=endpoint,
-                view_func=mount.resource.as_view(endpoint, mount, kind),
+                view_func=mount.resource.as_view(endpoint, mount, kind, extra),
                 methods=list(methods),
                 strict_slashes=False,  # /teachers/ answers like /teachers, no redirect
             )
-
-
-def _app_state(app: App) -> dict[str, Any]:
-    """What the routers of one app share: API prefixes, routers, what is installed."""
-    state: dict[str, Any] = app.extensions.setdefault(
-        "resources_kit", {"prefixes": set(), "routers": []}
-    )
-    return state
-
-
-def install_error_handler(app: App, prefix: str) -> None:
-    """Make every HTTP error under ``prefix`` (Flask's own 404, 405 and 500 included)
-    problem+json. Errors elsewhere go to the handler the app had before, or Flask's own."""
-    state = _app_state(app)
-    prefixes: set[str] = state["prefixes"]
-    prefixes.add(prefix)
-    if "handler" in state:
-        return
-    previous = app.error_handler_spec[None][None].get(HTTPException)
-
-    def handle_http_exception(exc: HTTPException) -> Any:
-        path = request.path
-        if any(path == p or path.startswith(p + "/") for p in prefixes):
-            return problem_response(exc)
-        return previous(exc) if previous is not None else exc
-
-    state["handler"] = handle_http_exception
-    app.register_error_handler(HTTPException, handle_http_exception)
-
-
-def install_cli(app: App, router: Router) -> None:
-    """``flask resources``: every registered resource, its rules, scope and callbacks."""
-    state = _app_state(app)
-    routers: list[Router] = state["routers"]
-    if router not in routers:
-        routers.append(router)
-    if "cli" in state:
-        return
-    state["cli"] = True
-
-    @app.cli.command("resources")
-    def resources_command() -> None:
-        """List the resources the routers registered."""
-        import click
-
-        from .callbacks import OPERATIONS, PHASES
-        from .tenancy import TenantScopeMixin
-
-        for each in routers:
-            for mount in each.mounts:
-                resource = mount.resource
-                click.echo(f"{resource.__name__}  ({mount.endpoint})")
-                for rule, methods in (
-                    (mount.rule, mount.collection_methods),
-                    (mount.item_rule, mount.item_methods),
-                ):
-                    if methods:
-                        click.echo(f"  {', '.join(methods):<24} {each.url_prefix}{rule}")
-                scope = [
-                    m.resource.__name__
-                    for m in mount.chain()
-                    if issubclass(m.resource, TenantScopeMixin)
-                ]
-                parents = " > ".join(m.resource.__name__ for m in mount.chain()[:-1])
-                click.echo(f"  tenant scope: {', '.join(scope) or 'none'}")
-                click.echo(f"  parent chain: {parents or 'none'}")
-                callbacks = [
-                    f"{phase}_{operation}: "
-                    + ", ".join(
-                        c.__name__ for c in getattr(resource, f"{phase}_{operation}_callbacks")
-                    )
-                    for phase in PHASES
-                    for operation in OPERATIONS
-                    if getattr(resource, f"{phase}_{operation}_callbacks", ())
-                ]
-                click.echo(f"  callbacks: {'; '.join(callbacks) or 'none'}")

@@ -18,6 +18,9 @@ _signals = Namespace()
 resource_created = _signals.signal("resource-created")
 resource_updated = _signals.signal("resource-updated")
 resource_deleted = _signals.signal("resource-deleted")
+#: Sent after an ``@action`` that writes commits; ``operation=`` is the action's name and
+#: ``resource=`` its object (``None`` for a collection action).
+action_performed = _signals.signal("action-performed")
 
 #: Operation -> the signal sent after it commits.
 BY_OPERATION = {

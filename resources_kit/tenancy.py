@@ -24,8 +24,8 @@ class TenantScopeMixin(_Base):
                 return {"school_id": g.school_id}
 
     - The values filter every read and write, and are stamped on created rows.
-    - Empty or ``None`` kwargs, or a ``None`` value, refuse the request with 403 before
-      any query runs.
+    - Empty or ``None`` kwargs, or a value that is ``None``, ``""`` or only whitespace,
+      refuse the request with 403 before any query runs.
     - A body that tries to set a scoped column to another value is a 422.
     - Another tenant's row is a 404, as is anything nested under it.
     """
@@ -37,6 +37,12 @@ class TenantScopeMixin(_Base):
         )
 
     def check_scope(self, kwargs: Mapping[str, Any]) -> None:
-        # {"school_id": None} would match every unscoped row: refuse it like no scope at all.
-        if not kwargs or any(value is None for value in kwargs.values()):
+        # {"school_id": None} would match every unscoped row, and "" is what an anonymous
+        # caller's missing header often becomes: refuse both like no scope at all.
+        if not kwargs or any(missing_scope_value(value) for value in kwargs.values()):
             raise HTTPError(403, "No tenant scope for this request.")
+
+
+def missing_scope_value(value: Any) -> bool:
+    """``None``, and strings that are empty or only whitespace, name no tenant."""
+    return value is None or (isinstance(value, str) and not value.strip())

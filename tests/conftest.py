@@ -81,6 +81,8 @@ def register_all(router: Router) -> None:
     router.register(models.CursorTeacherResource)
     router.register(models.NoteResource)
     router.register(models.StrictTeacherResource)
+    router.register(models.GadgetResource)
+    router.register(models.CursorGadgetResource)
 
 
 def register_scoped(router: Router) -> None:
@@ -189,6 +191,33 @@ def seed(*rows: Any) -> None:
     """Add rows in the current app context and commit, so the request sees them."""
     db.session.add_all(rows)
     db.session.commit()
+
+
+def seed_two_schools() -> dict[str, int]:
+    """Two schools, a teacher in each (Ada in one, Bob in two), a student of each (Cy of
+    Ada, Di of Bob); their ids by name."""
+    one, two = models.School(name="One"), models.School(name="Two")
+    seed(one, two)
+    ada = models.Teacher(name="Ada", school_id=one.id, region="n")
+    bob = models.Teacher(name="Bob", school_id=two.id, region="s")
+    seed(ada, bob)
+    cy = models.Student(name="Cy", teacher_id=ada.id)
+    di = models.Student(name="Di", teacher_id=bob.id)
+    seed(cy, di)
+    return {"one": one.id, "two": two.id, "ada": ada.id, "bob": bob.id, "cy": cy.id, "di": di.id}
+
+
+def walk_cursor(client: Any, url: str, pages: int = 50) -> list[int]:
+    """The ids a cursor walk from ``url`` (a list URL with its query) visits, in order."""
+    seen: list[int] = []
+    next_url = url
+    for _ in range(pages):
+        body = client.get(next_url).json
+        seen.extend(item["id"] for item in body["items"])
+        if body["next"] is None:
+            return seen
+        next_url = f"{url}&cursor={body['next']}"
+    raise AssertionError(f"the walk from {url} did not end in {pages} pages")
 
 
 @contextmanager

@@ -3,12 +3,29 @@ nested under teachers, and grades nested under students."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 import marshmallow as ma
 from flask import g
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    REAL,
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Integer,
+    Numeric,
+    String,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from resources_kit import (
@@ -46,6 +63,8 @@ class Teacher(db.Model):  # type: ignore[name-defined,misc]
     email: Mapped[str | None] = mapped_column(String(120), unique=True)
     years_teaching: Mapped[int | None] = mapped_column(Integer)
     region: Mapped[str | None] = mapped_column(String(20))
+    mentor_id: Mapped[int | None] = mapped_column(ForeignKey("teachers.id", ondelete="SET NULL"))
+    school: Mapped[School | None] = relationship()
     # passive_deletes: let the database refuse deleting a teacher with students (409),
     # instead of the ORM loading them and nulling their teacher_id first.
     students: Mapped[list[Student]] = relationship(back_populates="teacher", passive_deletes="all")
@@ -97,7 +116,23 @@ class Note(db.Model):  # type: ignore[name-defined,misc]
     __mapper_args__ = {"version_id_col": version}
 
 
-ALL_MODELS = (Audit, Grade, Student, Counter, Teacher, School, Note)  # children first
+class Gadget(db.Model):  # type: ignore[name-defined,misc]
+    """One column of each type the list queries and writes must handle on every backend."""
+
+    __tablename__ = "gadgets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str | None] = mapped_column(Enum("small", "large", name="gadget_kind"))
+    price: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    weight: Mapped[float | None] = mapped_column(REAL)
+    made_on: Mapped[date | None] = mapped_column(Date)
+    seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    extra: Mapped[Any] = mapped_column(JSON, nullable=True)
+    token: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    rating: Mapped[int | None] = mapped_column(Integer, CheckConstraint("rating >= 0"))
+
+
+ALL_MODELS = (Audit, Grade, Student, Counter, Teacher, School, Note, Gadget)  # children first
 
 
 class TeacherSchema(ma.Schema):
@@ -134,6 +169,33 @@ class CounterSchema(ma.Schema):
     id = ma.fields.Integer(dump_only=True)
     label = ma.fields.String(allow_none=True)
     value = ma.fields.Integer(allow_none=True)
+
+
+class GadgetSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    label = ma.fields.String(required=True)
+    kind = ma.fields.String(allow_none=True, validate=ma.validate.OneOf(["small", "large"]))
+    price = ma.fields.Decimal(allow_none=True, as_string=True)
+    weight = ma.fields.Float(allow_none=True)
+    made_on = ma.fields.Date(allow_none=True)
+    seen_at = ma.fields.AwareDateTime(allow_none=True)
+    extra = ma.fields.Raw(allow_none=True)
+    token = ma.fields.UUID(allow_none=True)
+    rating = ma.fields.Integer(allow_none=True)
+
+
+class GadgetResource(ModelResource):
+    name = "gadgets"
+    model = Gadget
+    schema = GadgetSchema
+    filter_fields = ["label", "kind", "price", "weight", "made_on", "seen_at", "token", "rating"]
+    sort_fields = ["label", "kind", "price", "weight", "made_on", "seen_at", "rating"]
+    search_fields = ["label"]
+
+
+class CursorGadgetResource(GadgetResource):
+    name = "cursor-gadgets"
+    pagination = "cursor"
 
 
 class TeacherResource(ModelResource):

@@ -21,7 +21,7 @@ from resources_kit import (
 )
 
 from .conftest import make_app, reset_database, running, seed
-from .models import Audit, Student, StudentResource, Teacher, TeacherSchema, db
+from .models import Audit, Student, StudentResource, Teacher, TeacherResource, TeacherSchema, db
 from .test_errors import snapshot
 
 EVENTS: list[tuple[str, ...]] = []
@@ -361,3 +361,50 @@ def test_failed_write_changes_nothing_and_success_applies_once(
 def test_model_resource_includes_callback_mixin() -> None:
     assert issubclass(ModelResource, CallbackMixin)
     assert Student is not None
+
+
+def test_pre_callbacks_run_with_nothing_flushed(database: Any) -> None:
+    """A pre callback that queries does not flush the pending INSERT (the docs' step 4)."""
+    seen: list[int] = []
+
+    class Peek(Callback):
+        def execute(self) -> None:
+            seen.append(db.session.query(Teacher).count())
+
+    class Peeking(TeacherResource):
+        name = "peeking"
+        pre_create_callbacks = [Peek]
+
+    with running(make_app(lambda r: r.register(Peeking))) as client:
+        assert client.post("/api/peeking", json={"name": "Eve"}).status_code == 201
+    assert seen == [0]
+
+
+def test_failing_receiver_cannot_break_the_after_commit_callbacks(database: Any) -> None:
+    """A receiver that leaves the session in a failed transaction is isolated: the
+    after-commit callbacks that follow still run, and what they commit is kept."""
+    from sqlalchemy import text
+
+    from resources_kit import signals
+
+    class Record(Callback):
+        def execute(self) -> None:
+            db.session.add(Audit(operation="after", table="teachers", row_id=self.resource.id))
+            db.session.commit()
+
+    class Recorded(TeacherResource):
+        name = "recorded"
+        after_commit_create_callbacks = [Record]
+
+    def broken(sender: Any, **kwargs: Any) -> None:
+        db.session.execute(text("SELECT * FROM no_such_table"))
+
+    with (
+        running(make_app(lambda r: r.register(Recorded))) as client,
+        signals.resource_created.connected_to(broken, sender=Recorded),
+    ):
+        response = client.post("/api/recorded", json={"name": "Eve"})
+        assert response.status_code == 201
+        db.session.rollback()
+        audits = db.session.query(Audit.operation, Audit.row_id).all()
+        assert [tuple(a) for a in audits] == [("after", response.json["id"])]

@@ -201,3 +201,64 @@ def test_eight_threads_creating_eighty_rows(app: Flask, database: Any) -> None:
     statuses = [status for batch in run_together(8, create) for status in batch]
     assert statuses == [201] * 80
     assert db.session.query(Teacher).count() == 80
+
+
+@pytest.mark.parametrize("method", ["patch", "delete"])
+def test_if_match_with_joined_eager_loading_locks_only_the_item(database: Any, method: str) -> None:
+    import marshmallow as ma
+    from sqlalchemy.orm import joinedload
+
+    from .conftest import running
+    from .models import Student, TeacherResource, TeacherSchema
+
+    class WithStudents(TeacherSchema):
+        students = ma.fields.List(ma.fields.Nested(ma.Schema.from_dict({"name": ma.fields.Str()})))
+
+    class Loaded(TeacherResource):
+        name = "loaded"
+        schema = WithStudents
+        # LEFT OUTER JOIN students: PostgreSQL refuses FOR UPDATE on its nullable side.
+        query_options = (joinedload(Teacher.students),)
+
+    with running(make_app(lambda r: r.register(Loaded))) as client:
+        lone, busy = Teacher(name="Lone"), Teacher(name="Busy")
+        seed(lone, busy)
+        seed(Student(name="S", teacher_id=busy.id))
+        path = f"/api/loaded/{lone.id}"
+        etag = etag_of(client, path)
+        response = getattr(client, method)(path, json={"name": "L"}, headers={"If-Match": etag})
+        assert response.status_code in (200, 204), response.get_data(as_text=True)
+
+
+def test_weak_if_none_match_is_304(client: Any, ada: int) -> None:
+    strong = client.get(f"/api/teachers/{ada}").headers["ETag"]
+    response = client.get(f"/api/teachers/{ada}", headers={"If-None-Match": f"W/{strong}"})
+    assert response.status_code == 304
+
+
+def test_concurrent_deletes_of_one_row_succeed_once(app: Flask, database: Any) -> None:
+    """Each delete reads the row FOR UPDATE (a version column on SQLite): only the first
+    finds it; the others are 404 and run no callbacks."""
+    ran: list[int] = []
+
+    class Count(Callback):
+        def execute(self) -> None:
+            ran.append(self.resource.id)
+
+    class CountedNotes(NoteResource):
+        name = "counted-notes"
+        post_delete_callbacks = [Count]
+
+    raced = make_app(lambda router: router.register(CountedNotes))
+    with raced.app_context():
+        note = Note(text="doomed")
+        seed(note)
+        path = f"/api/counted-notes/{note.id}"
+
+    def delete(i: int) -> int:
+        return int(raced.test_client().delete(path).status_code)
+
+    statuses = Tally(run_together(8, delete))
+    assert statuses[204] == 1, statuses
+    assert set(statuses) <= {204, 404, 409}, statuses
+    assert len(ran) == 1

@@ -1,19 +1,24 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from flask import Flask, abort, got_request_exception
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import HTTPException
 
 from resources_kit import ResourcesKitError, Router
 from resources_kit.errors import HTTPError, conflict_kind
 
-from .conftest import make_app, running, seed
+from .conftest import make_app, reset_database, running, seed, walk_cursor
 from .models import (
     Counter,
+    GadgetResource,
     Grade,
     Student,
     Teacher,
@@ -336,3 +341,204 @@ def test_conflict_kind_reads_each_driver() -> None:
     assert conflict_kind(Wrapped(Exception(1452, "Cannot add"))) == "foreign_key"
     assert conflict_kind(Wrapped(Exception("NOT NULL constraint failed: x.y"))) == "not_null"
     assert conflict_kind(Wrapped(Exception("something else"))) is None
+
+
+@pytest.mark.parametrize("code", [420, 499, 509])
+def test_unknown_http_status_from_a_callback_is_kept(database: Any, code: int) -> None:
+    from werkzeug.exceptions import HTTPException
+
+    from resources_kit import Callback
+
+    class Unusual(HTTPException):
+        pass
+
+    Unusual.code = code
+
+    class Refuse(Callback):
+        def execute(self) -> None:
+            raise Unusual(description="Calm down.")
+
+    class Refusing(TeacherResource):
+        name = "refusing"
+        pre_create_callbacks = [Refuse]
+
+    with running(make_app(lambda r: r.register(Refusing))) as client:
+        body = assert_problem(client.post("/api/refusing", json={"name": "Eve"}), code)
+        assert body["detail"] == "Calm down."
+        assert snapshot()["teachers"] == []
+
+
+def test_check_constraint_violation_is_409_on_every_backend(client: Any, database: Any) -> None:
+    from .models import Gadget
+
+    response = client.post("/api/gadgets", json={"label": "x", "rating": -1})
+    body = assert_problem(response, 409)
+    assert "rule" in body["detail"]
+    db.session.rollback()
+    assert db.session.query(Gadget).count() == 0
+
+
+def test_every_column_type_round_trips_or_is_refused_without_500(
+    client: Any, database: Any
+) -> None:
+    from .models import Gadget
+
+    body = {
+        "label": "g",
+        "kind": "small",
+        "price": "12.34",
+        "weight": 0.5,
+        "made_on": "2026-02-03",
+        "seen_at": "2026-02-03T04:05:06+00:00",
+        "extra": {"a": [1, 2]},
+        "token": "12345678-1234-5678-1234-567812345678",
+        "rating": 4,
+    }
+    created = client.post("/api/gadgets", json=body)
+    assert created.status_code == 201, created.json
+    fetched = client.get(created.headers["Location"])
+    assert created.json == fetched.json  # what the write answered is what was stored
+    assert created.headers["ETag"] == fetched.headers["ETag"]
+    exact = {key: value for key, value in body.items() if key != "seen_at"}
+    assert {key: fetched.json[key] for key in exact} == exact
+    assert fetched.json["seen_at"].startswith("2026-02-03T04:05:06")  # SQLite drops the zone
+    for bad in ({"kind": "medium"}, {"made_on": "2026-02-30"}, {"token": "x"}):
+        assert_problem(client.post("/api/gadgets", json={"label": "h", **bad}), 422)
+    far = client.post("/api/gadgets", json={"label": "h", "seen_at": "0001-01-01T00:00:00+00:00"})
+    assert far.status_code in (201, 422)  # MariaDB's DATETIME starts at year 1000
+    db.session.rollback()
+    assert db.session.query(Gadget).count() == (2 if far.status_code == 201 else 1)
+
+
+# -- properties over every column type ---------------------------------------------------------
+
+_JUNK = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from(["\ud800", "a\x00b", "\udfff x", "", " ", "1e400", "NaN", "2026-02-30"]),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+_TEXT = st.text(
+    st.characters(codec="utf-8", exclude_characters="\x00", exclude_categories=("Cs",)),
+    max_size=20,
+)
+_VALID = {
+    "label": _TEXT.filter(bool),
+    "kind": st.sampled_from(["small", "large", None]),
+    "price": st.decimals(-(10**7), 10**7, places=3, allow_nan=False).map(str),
+    "weight": st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False, width=32)),
+    "made_on": st.dates().map(lambda d: d.isoformat()),
+    "seen_at": st.datetimes(
+        min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.timezones()
+    ).map(lambda d: d.isoformat()),
+    "extra": st.one_of(st.none(), st.dictionaries(_TEXT, st.integers(-100, 100), max_size=2)),
+    "token": st.uuids().map(str),
+    "rating": st.integers(-3, 10**6),
+}
+_BODIES = st.fixed_dictionaries(
+    {}, optional={key: st.one_of(valid, valid, _JUNK) for key, valid in _VALID.items()}
+)
+_GADGET_PROPERTY = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def _gadget_rows() -> list[tuple[Any, ...]]:
+    from .models import Gadget
+
+    db.session.rollback()
+    columns = list(Gadget.__table__.columns)
+    return [tuple(r) for r in db.session.execute(db.select(*columns).order_by(columns[0]))]
+
+
+@_GADGET_PROPERTY
+@given(body=_BODIES, patch=_BODIES)
+def test_property_writes_never_500_and_answer_what_a_get_returns(
+    client: Any, database: Any, body: dict[str, Any], patch: dict[str, Any]
+) -> None:
+    reset_database()
+    for method, path, sent in (("post", "/api/gadgets", body), ("patch", None, patch)):
+        if path is None:
+            listed = client.get("/api/gadgets").json["items"]
+            if not listed:
+                return
+            path = f"/api/gadgets/{listed[0]['id']}"
+        before = _gadget_rows()
+        raw = json.dumps(sent, allow_nan=True)
+        response = getattr(client, method)(path, data=raw, content_type="application/json")
+        assert response.status_code < 500, (method, sent, response.get_data(as_text=True))
+        if response.status_code >= 400:
+            assert_problem(response, response.status_code)
+            assert _gadget_rows() == before, (method, sent)
+            continue
+        item = response.headers.get("Location", path)
+        fetched = client.get(item)
+        assert response.json == fetched.json, (method, sent)
+        assert response.headers["ETag"] == fetched.headers["ETag"]
+
+
+_FILTER_KEYS = [
+    f"{field}{op}"
+    for field in GadgetResource.filter_fields
+    for op in ("", "__ne", "__lt", "__gte", "__in", "__contains", "__isnull")
+]
+
+
+@_GADGET_PROPERTY
+@given(
+    filters=st.dictionaries(st.sampled_from(_FILTER_KEYS), _JUNK, max_size=3),
+    sort=st.lists(st.sampled_from(GadgetResource.sort_fields), unique=True, max_size=3),
+    descending=st.lists(st.booleans(), min_size=3, max_size=3),
+    search=st.one_of(st.none(), _JUNK.filter(lambda v: isinstance(v, str))),
+)
+def test_property_list_queries_never_500(
+    client: Any,
+    database: Any,
+    filters: dict[str, Any],
+    sort: list[str],
+    descending: list[bool],
+    search: str | None,
+) -> None:
+    terms = [f"{key}__desc" if down else key for key, down in zip(sort, descending, strict=False)]
+    params = {"filters": json.dumps(filters, allow_nan=True)}
+    if terms:
+        params["sort"] = ",".join(terms)
+    if search is not None:
+        params["search"] = search
+    query = urlencode({k: v.encode("utf-8", "surrogatepass") for k, v in params.items()})
+    for resource in ("gadgets", "cursor-gadgets"):
+        response = client.get(f"/api/{resource}?{query}")
+        assert response.status_code in (200, 400), (params, response.get_data(as_text=True))
+        if response.status_code == 400:
+            assert_problem(response, 400)
+
+
+@_GADGET_PROPERTY
+@given(
+    rows=st.lists(
+        st.fixed_dictionaries(
+            {k: _VALID[k] for k in ("price", "weight", "made_on", "kind", "rating")}
+        ),
+        max_size=12,
+    ),
+    key=st.sampled_from(GadgetResource.sort_fields),
+    down=st.booleans(),
+    limit=st.integers(1, 5),
+)
+def test_property_cursor_walks_visit_every_row_once(
+    client: Any, database: Any, rows: list[dict[str, Any]], key: str, down: bool, limit: int
+) -> None:
+    reset_database()
+    for n, row in enumerate(rows):
+        created = client.post("/api/gadgets", json={"label": f"g{n}", **row})
+        assert created.status_code in (201, 409, 422), created.get_data(as_text=True)
+    expected = {item["id"] for item in client.get("/api/gadgets?limit=100").json["items"]}
+    sort = f"{key}__desc" if down else key
+    seen = walk_cursor(client, f"/api/cursor-gadgets?sort={sort}&limit={limit}")
+    assert sorted(seen) == sorted(expected)

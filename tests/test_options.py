@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from resources_kit.options import SortKey, options_for, parse_sort, snake_case
+from resources_kit.options import options_for, snake_case
+from resources_kit.querying import SortKey
+from resources_kit.querying import split_sort as parse_sort
 
 from .models import GradeResource, TeacherResource
 

@@ -7,7 +7,7 @@ import pytest
 
 from resources_kit import ImproperlyConfigured
 
-from .conftest import make_app, seed
+from .conftest import make_app, seed, walk_cursor
 from .models import CursorTeacherResource, Student, Teacher
 
 
@@ -242,9 +242,89 @@ def test_cursor_resource_cannot_sort_through_relationships() -> None:
     bad = type(
         "BadCursor",
         (CursorTeacherResource,),
-        {"model": Student, "schema": StudentSchema, "sort_fields": ["teacher.name"]},
+        {
+            "model": Student,
+            "schema": StudentSchema,
+            "sort_fields": ["teacher.name"],
+            "filter_fields": [],
+            "search_fields": [],
+        },
     )
     from resources_kit import Router
 
     with pytest.raises(ImproperlyConfigured, match="cursor pagination"):
         Router().register(bad)
+
+
+@pytest.mark.parametrize("sort", ["price", "price__desc", "weight", "weight__desc", "made_on"])
+def test_cursor_walk_over_numeric_and_float_columns_visits_each_row_once(
+    client: Any, database: Any, sort: str
+) -> None:
+    from datetime import date
+
+    from .models import Gadget
+
+    seed(
+        *(
+            Gadget(
+                label=f"g{n}",
+                price=[1.1, 2.25, None, 2.25, 0.01][n % 5],
+                weight=[0.1, 0.3, 0.7, None, 0.1][n % 5],
+                made_on=date(2026, 1, 1 + n % 3) if n % 4 else None,
+            )
+            for n in range(23)
+        )
+    )
+    seen = walk_cursor(client, f"/api/cursor-gadgets?sort={sort}&limit=4")
+    assert sorted(seen) == sorted(set(seen))
+    assert len(seen) == 23
+
+
+def test_cursor_reveals_no_sort_value(database: Any) -> None:
+    """Sorted by a column the schema never dumps, the cursor still shows nothing of it."""
+    import base64
+
+    import marshmallow as ma
+
+    from resources_kit import ListMixin, Resource, Router
+
+    from .conftest import running
+    from .models import Teacher
+
+    class Public(ma.Schema):
+        id = ma.fields.Integer()
+
+    class Secretive(ListMixin, Resource):
+        name, model, schema = "secretive", Teacher, Public
+        pagination = "cursor"
+        default_sort = "email"
+
+    def register(router: Router) -> None:
+        router.register(Secretive)
+
+    with running(make_app(register)) as client:
+        seed(*(Teacher(name=f"T{n}", email=f"hidden{n}@secret.example") for n in range(3)))
+        cursor = client.get("/api/secretive?limit=1").json["next"]
+        padded = cursor + "=" * (-len(cursor) % 4)
+        assert b"hidden" not in base64.urlsafe_b64decode(padded)
+        assert "hidden" not in cursor
+        second = client.get(f"/api/secretive?limit=1&cursor={cursor}").json
+        assert len(second["items"]) == 1
+        tampered = cursor[:-4] + ("AAAA" if not cursor.endswith("AAAA") else "BBBB")
+        assert client.get(f"/api/secretive?limit=1&cursor={tampered}").status_code == 400
+
+
+@pytest.mark.parametrize("sort", ["kind", "kind__desc"])
+def test_enum_columns_sort_as_text_on_every_backend(client: Any, database: Any, sort: str) -> None:
+    """MariaDB sorts an ENUM by declaration order but compares it as text: both use text."""
+    from .models import Gadget
+
+    seed(*(Gadget(label=f"g{n}", kind=["small", "large", None][n % 3]) for n in range(7)))
+    offset = [i["kind"] for i in client.get(f"/api/gadgets?sort={sort}&limit=100").json["items"]]
+    kinds = sorted(k for k in offset if k is not None)
+    expected = (kinds[::-1] if sort.endswith("desc") else kinds) + [None] * offset.count(None)
+    if sort.endswith("desc"):
+        expected = [None] * offset.count(None) + kinds[::-1]
+    assert offset == expected
+    walked = walk_cursor(client, f"/api/cursor-gadgets?sort={sort}&limit=1")
+    assert len(walked) == len(set(walked)) == 7

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from resources_kit import ImproperlyConfigured, ListMixin, Resource, RetrieveMixin, Router
 
-from .conftest import make_app, reset_database, running, seed
+from .conftest import make_app, reset_database, running, seed, walk_cursor
 from .models import Student, Teacher, TeacherSchema
 
 
@@ -376,12 +376,91 @@ def test_list_queries_agree_with_a_reference(
 
     if offset == 0:  # the same query walked with cursors gives the same order
         cursor_params = {k: v for k, v in params.items() if k != "offset"}
-        walked: list[int] = []
-        url = f"/api/cursor-teachers?{q(**cursor_params)}"
-        for _ in range(20):
-            body = client.get(url).json
-            walked.extend(item["id"] for item in body["items"])
-            if body["next"] is None:
-                break
-            url = f"/api/cursor-teachers?{q(**cursor_params)}&cursor={body['next']}"
+        walked = walk_cursor(client, f"/api/cursor-teachers?{q(**cursor_params)}")
         assert walked == [r["id"] for r in expected]
+
+
+# -- every column type: refusals are 400s, never 500s ----------------------------------------
+
+
+@pytest.fixture
+def gadgets(database: Any) -> None:
+    from datetime import date
+
+    from .models import Gadget
+
+    seed(
+        Gadget(label="Alpha", kind="small", price=1.5, weight=0.1, made_on=date(2026, 1, 2)),
+        Gadget(label="Beta", kind="large", price=2.25, weight=0.2, rating=3),
+    )
+
+
+@pytest.mark.parametrize(
+    ("filters", "key"),
+    [
+        ({"label": "a\x00b"}, "label"),
+        ({"label__contains": "\x00"}, "label__contains"),
+        ({"rating": 2**40}, "rating"),
+        ({"rating__gt": 2**63}, "rating__gt"),
+        ({"rating__in": [1, -(2**31) - 1]}, "rating__in"),
+        ({"kind": "medium"}, "kind"),
+        ({"kind__contains": "sm"}, "kind__contains"),
+        ({"kind__icontains": "SM"}, "kind__icontains"),
+        ({"made_on": "2026-13-01"}, "made_on"),
+        ({"token": "not-a-uuid"}, "token"),
+        ({"price": "NaN"}, "price"),
+    ],
+)
+def test_bad_filter_values_on_every_type_are_400(
+    client: Any, gadgets: None, filters: dict[str, Any], key: str
+) -> None:
+    from .test_errors import assert_problem
+
+    problem = assert_problem(client.get("/api/gadgets?" + q(filters=filters)), 400)
+    assert list(problem["errors"]["filters"]) == [key]
+
+
+def test_surrogate_in_a_filter_is_400(client: Any, gadgets: None) -> None:
+    from .test_errors import assert_problem
+
+    raw = quote('{"label": "\\ud800"}')
+    problem = assert_problem(client.get(f"/api/gadgets?filters={raw}"), 400)
+    assert "surrogate" in json.dumps(problem)
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({"kind": "large"}, ["Beta"]),
+        ({"kind__in": ["small", "large"]}, ["Alpha", "Beta"]),
+        ({"kind__ne": "small"}, ["Beta"]),
+        ({"price__gte": "2"}, ["Beta"]),
+        ({"made_on": "2026-01-02"}, ["Alpha"]),
+        ({"rating__isnull": True}, ["Alpha"]),
+    ],
+)
+def test_filters_on_every_type(
+    client: Any, gadgets: None, filters: dict[str, Any], expected: list[str]
+) -> None:
+    body = client.get("/api/gadgets?" + q(filters=filters, sort="label")).json
+    assert [item["label"] for item in body["items"]] == expected
+
+
+@pytest.mark.parametrize(
+    ("attribute", "names", "says"),
+    [
+        ("search_fields", ["rating"], "holds none"),
+        ("search_fields", ["kind"], "holds none"),
+        ("search_fields", ["made_on"], "holds none"),
+        ("filter_fields", ["extra"], "JSON"),
+        ("sort_fields", ["extra"], "JSON"),
+    ],
+)
+def test_allow_lists_naming_unusable_columns_are_refused(
+    attribute: str, names: list[str], says: str
+) -> None:
+    from .models import GadgetResource
+
+    bad = type("Bad", (GadgetResource,), {"name": "bad", attribute: names})
+    with pytest.raises(ImproperlyConfigured, match=says):
+        Router().register(bad)

@@ -4,7 +4,7 @@ from typing import Any
 
 import marshmallow as ma
 import pytest
-from flask import Flask
+from flask import Flask, got_request_exception
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Select
@@ -308,3 +308,123 @@ def test_request_failing_validation_leaves_tables_unchanged(
     assert response.content_type == "application/problem+json"
     assert response.json["errors"]
     assert snapshot() == before
+
+
+# -- the write steps an override can change, and what it cannot -------------------------------
+
+
+def _perform_create_app(perform_create: Any, **attributes: Any) -> Flask:
+    resource = type(
+        "Custom", (TeacherResource,), {"name": "custom", "perform_create": perform_create}
+    )
+    for key, value in attributes.items():
+        setattr(resource, key, value)
+    return make_app(lambda r: r.register(resource), PROPAGATE_EXCEPTIONS=False)
+
+
+def test_perform_create_without_return_uses_the_object_it_added(database: Any) -> None:
+    def perform_create(self: Any, data: dict[str, Any]) -> None:
+        self.get_session().add(Teacher(**data))  # no return, as in Django REST framework
+
+    with running(_perform_create_app(perform_create)) as client:
+        response = client.post("/api/custom", json={"name": "Eve"})
+        assert response.status_code == 201
+        assert response.headers["Location"].endswith(f"/api/custom/{response.json['id']}")
+        assert snapshot()["teachers"][0][2] == "Eve"
+
+
+@pytest.mark.parametrize(
+    "perform_create",
+    [
+        # two new rows and no word on which is the one created
+        lambda self, data: self.get_session().add_all(
+            [Teacher(name=data["name"]), Teacher(name=data["name"])]
+        ),
+        # an existing row handed back: stamping it would move it
+        lambda self, data: self.get_session().get(Teacher, data["existing"]),
+        # not a row of the model at all
+        lambda self, data: {"name": data["name"]},
+    ],
+    ids=["two-added", "existing-row", "not-a-model"],
+)
+def test_perform_create_returning_a_wrong_object_writes_nothing(
+    database: Any, perform_create: Any
+) -> None:
+    class Body(TeacherSchema):
+        existing = ma.fields.Integer(load_default=None)
+
+    app = _perform_create_app(perform_create, create_schema=Body)
+    seen: list[BaseException] = []
+
+    def record(sender: Flask, exception: BaseException, **extra: Any) -> None:
+        seen.append(exception)
+
+    with running(app) as client, got_request_exception.connected_to(record, app):
+        seed(Teacher(name="Old", region="north"))
+        before = snapshot()
+        existing = before["teachers"][0][0]
+        response = client.post("/api/custom", json={"name": "Eve", "existing": existing})
+        assert response.status_code == 500
+        assert "Eve" not in response.get_data(as_text=True)
+        assert snapshot() == before
+    assert [type(exc).__name__ for exc in seen] == ["ImproperlyConfigured"]
+    assert "perform_create()" in str(seen[0])
+
+
+def test_perform_update_returning_another_object_writes_nothing(database: Any) -> None:
+    class Swapping(TeacherResource):
+        name = "swapping"
+
+        def perform_update(self, obj: Any, data: dict[str, Any]) -> Any:
+            super().perform_update(obj, data)
+            return Teacher(name="Other")
+
+    app = make_app(lambda r: r.register(Swapping), PROPAGATE_EXCEPTIONS=False)
+    with running(app) as client:
+        seed(Teacher(name="Ada"))
+        before = snapshot()
+        teacher = before["teachers"][0][0]
+        assert client.patch(f"/api/swapping/{teacher}", json={"name": "Zed"}).status_code == 500
+        assert snapshot() == before
+
+
+def test_create_with_no_value_for_a_nullable_lookup_field_is_422(database: Any) -> None:
+    class ByEmail(TeacherResource):
+        name = "by-email"
+        lookup_field = "email"
+
+    with running(make_app(lambda r: r.register(ByEmail))) as client:
+        response = client.post("/api/by-email", json={"name": "Eve"})
+        assert response.status_code == 422
+        assert "email" in response.json["errors"]
+        assert snapshot()["teachers"] == []
+        created = client.post("/api/by-email", json={"name": "Eve", "email": "e@x.org"})
+        assert created.headers["Location"].endswith("/api/by-email/e@x.org")
+
+
+@pytest.mark.parametrize("verb", ["get", "post", "put", "patch", "delete", "head"])
+def test_a_resource_defining_an_http_verb_is_refused(verb: str) -> None:
+    from resources_kit import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match=rf"defines {verb}\(\).*Override the action"):
+        type("Verb", (TeacherResource,), {verb: lambda self: None})
+
+    class VerbMixin:
+        pass
+
+    setattr(VerbMixin, verb, lambda self: None)
+    with pytest.raises(ImproperlyConfigured, match=verb):
+        type("FromMixin", (VerbMixin, TeacherResource), {})
+
+
+def test_response_is_built_before_the_commit(database: Any) -> None:
+    class FailingBody(TeacherResource):
+        name = "failing-body"
+
+        def serialize(self, obj_or_objs: Any) -> Any:
+            raise RuntimeError("cannot serialize")
+
+    app = make_app(lambda r: r.register(FailingBody), PROPAGATE_EXCEPTIONS=False)
+    with running(app) as client:
+        assert client.post("/api/failing-body", json={"name": "Eve"}).status_code == 500
+        assert snapshot()["teachers"] == []

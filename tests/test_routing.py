@@ -439,3 +439,51 @@ def test_grade_resource_url_variable_defaults_to_snake_case() -> None:
     router = Router()
     router.register(GradeResource)
     assert router.mounts[0].item_rule == "/grades/<int:grade_id>"
+
+
+@pytest.mark.parametrize("spelling", ["zeros", "arabic-indic", "fullwidth"])
+def test_an_item_has_one_url(client: Any, database: Any, spelling: str) -> None:
+    from urllib.parse import quote
+
+    from .conftest import seed
+    from .models import Teacher
+
+    teacher = Teacher(name="One")
+    seed(teacher)
+    digits = str(teacher.id)
+    written = {
+        "zeros": "00" + digits,
+        "arabic-indic": "".join(chr(0x660 + int(d)) for d in digits),
+        "fullwidth": "".join(chr(0xFF10 + int(d)) for d in digits),
+    }[spelling]
+    assert client.get(f"/api/teachers/{quote(written)}").status_code == 404
+    assert client.get(f"/api/teachers/{digits}").status_code == 200
+
+
+def test_date_and_enum_lookups_refuse_what_no_row_can_hold(database: Any) -> None:
+    from datetime import date
+
+    from resources_kit import ModelResource
+
+    from .conftest import make_app, running, seed
+    from .models import Gadget, GadgetSchema
+
+    class ByDay(ModelResource):
+        name, model, schema = "by-day", Gadget, GadgetSchema
+        lookup_field = "made_on"
+
+    class ByKind(ModelResource):
+        name, model, schema = "by-kind", Gadget, GadgetSchema
+        lookup_field = "kind"
+
+    def register(router: Router) -> None:
+        router.register(ByDay)
+        router.register(ByKind)
+
+    with running(make_app(register)) as client:
+        seed(Gadget(label="g", made_on=date(2026, 1, 2), kind="small"))
+        assert client.get("/api/by-day/2026-01-02").json["label"] == "g"
+        for bad in ("2026-13-01", "20260102", "yesterday", "2026-1-2"):
+            assert client.get(f"/api/by-day/{bad}").status_code == 404
+        assert client.get("/api/by-kind/small").json["label"] == "g"
+        assert client.get("/api/by-kind/medium").status_code == 404

@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, rule, run_state_machine_as_test
 from sqlalchemy import Select, select
 
-from resources_kit import ModelResource, Router
+from resources_kit import ImproperlyConfigured, ModelResource, Router
 
-from .conftest import make_app, register_scoped, reset_database, running, seed
+from .conftest import make_app, register_scoped, reset_database, running, seed, seed_two_schools
 from .models import (
     School,
     ScopedStudentResource,
     ScopedTeacherResource,
-    Student,
+    StudentSchema,
     Teacher,
     TeacherSchema,
     db,
@@ -39,14 +39,7 @@ def tc(scoped_app: Flask, database: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def schools(tc: Any) -> dict[str, int]:
-    one, two = School(name="One"), School(name="Two")
-    seed(one, two)
-    ada = Teacher(name="Ada", school_id=one.id, region="n")
-    bob = Teacher(name="Bob", school_id=two.id, region="s")
-    seed(ada, bob)
-    cy, di = Student(name="Cy", teacher_id=ada.id), Student(name="Di", teacher_id=bob.id)
-    seed(cy, di)
-    return {"one": one.id, "two": two.id, "ada": ada.id, "bob": bob.id, "cy": cy.id, "di": di.id}
+    return seed_two_schools()
 
 
 def as_school(school: int) -> dict[str, str]:
@@ -88,18 +81,23 @@ def test_no_scope_is_403_before_any_query(
     assert snapshot() == before
 
 
-def test_none_value_in_scope_fails_closed(tc: Any, schools: dict[str, int]) -> None:
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_missing_value_in_scope_fails_closed(tc: Any, schools: dict[str, int], value: Any) -> None:
+    """None, "" and blank strings name no tenant: anonymous callers share none."""
+
     class NoneScoped(ScopedTeacherResource):
         name = "none-scoped"
 
         def get_base_query_kwargs(self) -> dict[str, Any]:
-            return {"school_id": None}
+            return {"region": value}
 
     app = make_app(lambda r: r.register(NoneScoped))
     with app.app_context():
         db.create_all()
-        seed(Teacher(name="Orphan"))  # school_id IS NULL: must not be served
-        assert app.test_client().get("/api/none-scoped").status_code == 403
+        seed(Teacher(name="Orphan", region=value))  # must not be served
+        client = app.test_client()
+        assert client.get("/api/none-scoped").status_code == 403
+        assert client.post("/api/none-scoped", json={"name": "X"}).status_code == 403
         reset_database()
 
 
@@ -450,3 +448,102 @@ def test_model_resource_can_be_scoped() -> None:
     router = Router()
     router.register(ScopedTeacherResource)
     assert issubclass(ScopedTeacherResource, ModelResource)
+
+
+# -- rows cannot move through relationships, nor point at rows the caller cannot see -------
+
+
+def test_relationship_in_the_body_cannot_move_a_row(tc: Any, schools: dict[str, int]) -> None:
+    class Related(StudentSchema):
+        teacher = ma.fields.Function(
+            serialize=lambda s: s.teacher_id,
+            deserialize=lambda value: db.session.get(Teacher, value),
+        )
+
+    class Students(ScopedStudentResource):
+        schema = Related
+
+    def register(router: Router) -> None:
+        router.register(ScopedTeacherResource)
+        router.register(Students, parent=ScopedTeacherResource)
+
+    with running(make_app(register)) as client:
+        before = snapshot()
+        one = as_school(schools["one"])
+        path = f"/api/teachers/{schools['ada']}/students"
+        moved = client.patch(
+            f"{path}/{schools['cy']}", json={"teacher": schools["bob"]}, headers=one
+        )
+        assert moved.status_code == 422
+        assert "teacher_id" in moved.json["errors"]
+        created = client.post(path, json={"name": "Zed", "teacher": schools["bob"]}, headers=one)
+        assert created.status_code == 422
+        assert snapshot() == before
+        assert (
+            client.get(
+                f"/api/teachers/{schools['bob']}/students", headers=as_school(schools["two"])
+            ).json["total"]
+            == 1
+        )
+
+
+def test_perform_create_setting_another_tenant_through_a_relationship_is_refused(
+    tc: Any, schools: dict[str, int]
+) -> None:
+    class Sneaky(ScopedTeacherResource):
+        name = "sneaky"
+
+        def perform_create(self, data: dict[str, Any]) -> Any:
+            obj = super().perform_create(data)
+            obj.school = db.session.get(School, schools["two"])
+            return obj
+
+    with running(make_app(lambda r: r.register(Sneaky))) as client:
+        before = snapshot()
+        response = client.post(
+            "/api/sneaky", json={"name": "Eve"}, headers=as_school(schools["one"])
+        )
+        assert response.status_code == 422
+        assert snapshot() == before
+
+
+class MentoredSchema(TeacherSchema):
+    mentor_id = ma.fields.Integer(allow_none=True)
+
+
+def test_reference_to_another_tenants_row_is_422(tc: Any, schools: dict[str, int]) -> None:
+    from .models import Gadget  # noqa: F401  (all models are created)
+
+    class Mentored(ScopedTeacherResource):
+        name = "mentored"
+        schema = MentoredSchema
+        references = {"mentor_id": "self"}
+
+    app = make_app(lambda r: r.register(Mentored))
+    with running(app) as client:
+        one = as_school(schools["one"])
+        before = snapshot()
+        foreign = client.post(
+            "/api/mentored", json={"name": "Eve", "mentor_id": schools["bob"]}, headers=one
+        )
+        assert foreign.status_code == 422
+        assert foreign.json["errors"] == {"mentor_id": ["No such item."]}
+        missing = client.patch(
+            f"/api/mentored/{schools['ada']}", json={"mentor_id": 10**6}, headers=one
+        )
+        assert missing.status_code == 422
+        assert snapshot() == before
+        own = client.post(
+            "/api/mentored", json={"name": "Eve", "mentor_id": schools["ada"]}, headers=one
+        )
+        assert own.status_code == 201
+        assert own.json["mentor_id"] == schools["ada"]
+
+
+def test_references_must_be_foreign_keys() -> None:
+    class Wrong(ScopedTeacherResource):
+        name = "wrong"
+        references = {"region": "self"}
+
+    with pytest.raises(ImproperlyConfigured, match="foreign key"):
+        Router().register(Wrong)

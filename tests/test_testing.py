@@ -4,17 +4,16 @@ resources (it passes) and against deliberately broken ones (it must fail)."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import marshmallow as ma
 import pytest
-from flask import Flask, g
-from hypothesis import HealthCheck, Phase, find, given, settings
+from flask import Flask
+from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
-from resources_kit import ModelResource
 from resources_kit.testing import (
     UnsupportedField,
     crud_contract,
@@ -280,85 +279,7 @@ def test_contract_passes_on_a_tenant_scoped_resource(scoped_client: Any) -> None
     )
 
 
-# -- the contract catches real bugs -----------------------------------------------------------
-
-
-#: Finding the failure is the point here: no shrinking, no example database, and the same
-#: examples on every run (a random search that only sometimes finds the bug is flaky).
-FAILING_SETTINGS = settings(
-    CONTRACT_SETTINGS,
-    max_examples=100,
-    phases=[Phase.generate],
-    database=None,
-    derandomize=True,
-)
-
-
-def assert_contract_fails(machine: type[Any]) -> None:
-    with pytest.raises((AssertionError, BaseExceptionGroup)) as info:
-        run_state_machine_as_test(machine, settings=FAILING_SETTINGS)
-    if isinstance(info.value, BaseExceptionGroup):
-        assert info.value.subgroup(AssertionError) is not None
-
-
-def broken_app(resource: type[Any]) -> Iterator[Any]:
-    with running(make_app(lambda router: router.register(resource))) as client:
-        yield client
-
-
-class PatchOverwrites(TeacherResource):
-    """PATCH resets every field it was not sent (a classic partial-update bug)."""
-
-    name = "patch-overwrites"
-
-    def perform_update(self, obj: Any, data: dict[str, Any]) -> None:
-        for key in ("email", "years_teaching", "region"):
-            if key not in data:
-                setattr(obj, key, None)
-        super().perform_update(obj, data)
-
-
-class DeleteDoesNothing(TeacherResource):
-    name = "delete-nothing"
-
-    def perform_delete(self, obj: Any) -> None:
-        pass
-
-
-class ListIgnoresScope(ModelResource):
-    """Meant to be tenant-scoped, but someone forgot TenantScopeMixin."""
-
-    name = "unscoped"
-    model = Teacher
-    schema = TeacherSchema
-
-    def perform_create(self, data: dict[str, Any]) -> Any:
-        return super().perform_create({**data, "school_id": g.get("school_id")})
-
-
-BROKEN: list[tuple[type[Any], dict[str, Any], Callable[[], None]]] = [
-    (PatchOverwrites, {"operations": ("create", "patch", "read")}, reset_database),
-    (DeleteDoesNothing, {"operations": ("create", "delete", "read")}, reset_database),
-    (ListIgnoresScope, {"headers": {"X-School": "1"}, "other_headers": {"X-School": "2"}}, tenants),
-]
-
-
-@pytest.mark.parametrize(
-    ("resource", "options", "setup"), BROKEN, ids=[r.__name__ for r, _, _ in BROKEN]
-)
-def test_contract_fails_on_a_broken_resource(
-    app: Flask,
-    database: Any,
-    resource: type[Any],
-    options: dict[str, Any],
-    setup: Callable[[], None],
-) -> None:
-    for client in broken_app(resource):
-        assert_contract_fails(
-            crud_contract(
-                client, f"/api/{resource.name}", resource=resource, setup=setup, **options
-            )
-        )
+# The contract catching real bugs, each with an explanatory message: tests/test_mutants.py.
 
 
 def test_contract_needs_a_schema_or_a_resource(client: Any) -> None:

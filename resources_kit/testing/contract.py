@@ -3,8 +3,12 @@ client in random order and checks every answer against a model of what it should
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 import marshmallow as ma
 from hypothesis import strategies as st
@@ -21,53 +25,590 @@ def _schema(schema: ma.Schema | type[ma.Schema] | None) -> ma.Schema | None:
     return None if schema is None else schema_instance(schema)
 
 
-def crud_contract(
-    client: Any,
-    url: str,
-    schema: ma.Schema | type[ma.Schema] | None = None,
-    *,
-    create_schema: ma.Schema | type[ma.Schema] | None = None,
-    update_schema: ma.Schema | type[ma.Schema] | None = None,
-    patch_schema: ma.Schema | type[ma.Schema] | None = None,
-    resource: type[Any] | None = None,
-    headers: Mapping[str, str] | None = None,
-    other_headers: Mapping[str, str] | None = None,
-    id_field: str = "id",
-    overrides: Mapping[str, st.SearchStrategy[Any]] | None = None,
-    volatile_fields: Collection[str] = (),
-    operations: Collection[str] = ALL_OPERATIONS,
-    page_size: int = 100,
-    setup: Callable[[], None] | None = None,
-) -> type[RuleBasedStateMachine]:
-    """Build a ``RuleBasedStateMachine`` that checks a resource's CRUD behaviour.
+@dataclass
+class ContractConfig:
+    """What one contract checks: the URL, the schemas, the headers of both tenants."""
 
-    ``client`` is a Flask test client (or a function returning one); ``url`` the
-    collection URL (nested ones included: ``/api/teachers/3/students``); ``schema`` the
-    response schema, and input schema unless ``create_schema``/``update_schema``/
-    ``patch_schema`` say otherwise. Pass ``resource`` (the resource class) and generated
-    bodies also respect the model's columns (string lengths, integer ranges); take all
-    three schemas from it by leaving them out. ``headers`` go with every request (a
-    tenant's token); with ``other_headers`` (another tenant's), the contract also checks
-    that the other tenant can neither see nor change a single row. ``overrides`` replaces
-    a field's strategy (for values a callback checks); ``volatile_fields`` are left out of
-    comparisons (``updated_at``); ``setup`` runs before each run (empty the tables there).
+    client: Any
+    base: str
+    response_schema: ma.Schema
+    schemas: dict[str, ma.Schema]
+    checks: Mapping[str, Callable[[Any], str | None]]
+    our_headers: dict[str, str]
+    their_headers: dict[str, str] | None
+    id_field: str
+    overrides: Mapping[str, st.SearchStrategy[Any]] | None
+    ignored: set[str] = field(default_factory=set)
+    page_size: int = 100
+    setup: Callable[[], None] | None = None
+    #: The resource's compiled allow-lists, when a resource was given (list queries).
+    list_options: Any = None
+    #: The collection URL under another parent, for a nested resource.
+    other_parent_url: str | None = None
 
-    It creates, reads, lists, updates, patches and deletes in random order and checks:
-    round trips (what was sent is what is read back), list contents and totals, 404 after
-    delete, 422 for invalid bodies with nothing changed, and tenant isolation. A 409 (a
-    unique value taken, a row still referenced) is accepted when nothing changed.
+    def fits_columns(self, operation: str) -> Callable[[dict[str, Any]], bool]:
+        loader, checks = self.schemas[operation], self.checks
 
-    Run it with pytest: ``TestTeachers = crud_contract(...).TestCase``.
-    """
+        def fits(body: dict[str, Any]) -> bool:
+            loaded = loader.load(body, partial=operation == "patch")
+            return all(
+                not (checks.get(key) and checks[key](value)) for key, value in loaded.items()
+            )
+
+        return fits
+
+    def bodies(self, operation: str) -> st.SearchStrategy[dict[str, Any]]:
+        partial = operation == "patch"
+        strategy = payloads(self.schemas[operation], partial=partial, overrides=self.overrides)
+        return strategy.filter(self.fits_columns(operation)) if self.checks else strategy
+
+    def expected_fields(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
+        """What the response must show for the fields sent: each loaded, then dumped by
+        the response schema's field for the same attribute."""
+        loaded = self.schemas[operation].load(body, partial=operation == "patch")
+        shown = {}
+        for name, field_ in self.response_schema.dump_fields.items():
+            attribute = field_.attribute or name
+            if attribute in loaded and not field_.load_only:
+                shown[field_.data_key or name] = field_.serialize(attribute, loaded)
+        return shown
+
+    def comparable(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in item.items() if key not in self.ignored}
+
+
+class CrudContract(RuleBasedStateMachine):
+    """The state machine ``crud_contract()`` configures; its rules are added there."""
+
+    config: ClassVar[ContractConfig]
+    #: Whether a create is read back (the contract includes "read").
+    reads_back: ClassVar[bool] = True
+    #: Whether the contract deletes (a walk then deletes between pages).
+    deletes: ClassVar[bool] = True
+    items = Bundle("items")
+
+    def __init__(self) -> None:
+        super().__init__()
+        config = self.config
+        if config.setup is not None:
+            config.setup()
+        client = config.client
+        self.client = client() if callable(client) and not hasattr(client, "get") else client
+        #: Every request of this run, for the failure message.
+        self.log: list[str] = []
+        try:
+            listed = self.list_items(config.our_headers)
+        except AssertionError as exc:
+            raise self.explain(exc) from None
+        self.rows: dict[Any, dict[str, Any]] = {item[config.id_field]: item for item in listed}
+
+    def explain(self, exc: AssertionError) -> ContractViolation:
+        """``exc``'s sentence, then every request of this run."""
+        steps = "\n".join(f"  {n}. {line}" for n, line in enumerate(self.log[-60:], 1))
+        return ContractViolation(f"{exc}\n\nThe requests of this run:\n{steps}")
+
+    def call(self, method: str, path: str, body: Any = None, *, other: bool = False) -> Any:
+        config = self.config
+        headers = (config.their_headers or {}) if other else config.our_headers
+        kwargs: dict[str, Any] = {"headers": headers}
+        if body is not None:
+            kwargs["json"] = body
+        response = getattr(self.client, method)(path, **kwargs)
+        sent = f" {json.dumps(body, default=str)}" if body is not None else ""
+        who = " (as the other tenant)" if other else ""
+        self.log.append(f"{method.upper()} {path}{sent}{who} -> {response.status_code}")
+        return response
+
+    def list_items(
+        self, headers: Mapping[str, str], params: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every item of the list (with ``params``), following its cursors or offsets."""
+        config = self.config
+        query = urlencode({"limit": config.page_size, **(params or {})})
+        url = f"{config.base}?{query}"
+        page = self.get_page(url, headers)
+        items: list[dict[str, Any]] = list(page["items"])
+        if "next" in page:  # cursor pagination
+            while page["next"] is not None and len(items) <= len(self.rows) + 1000:
+                page = self.get_page(f"{url}&cursor={page['next']}", headers)
+                items.extend(page["items"])
+            return items
+        total, offset = page["total"], config.page_size
+        while offset < total and page["items"]:
+            page = self.get_page(f"{url}&offset={offset}", headers)
+            items.extend(page["items"])
+            offset += config.page_size
+        expect(
+            total == len(items),
+            f"GET {config.base} says total {total} but lists {len(items)} items",
+        )
+        return items
+
+    def get_page(self, url: str, headers: Mapping[str, str]) -> Any:
+        response = self.client.get(url, headers=dict(headers))
+        self.log.append(f"GET {url} -> {response.status_code}")
+        expect_status(response, 200, "GET", url)
+        return response.get_json()
+
+    def check_unchanged(self) -> None:
+        config = self.config
+        listed = {
+            item[config.id_field]: config.comparable(item)
+            for item in self.list_items(config.our_headers)
+        }
+        known = {key: config.comparable(row) for key, row in self.rows.items()}
+        for key in known.keys() - listed.keys():
+            fail(f"GET {config.base} does not list item {key!r}, which should exist")
+        for key in listed.keys() - known.keys():
+            fail(f"GET {config.base} lists item {key!r}, which should not exist")
+        for key, row in known.items():
+            if listed[key] != row:
+                fail(f"GET {config.base} shows item {key!r} {difference(row, listed[key])}")
+
+    def item_url(self, key: Any) -> str:
+        return f"{self.config.base}/{key}"
+
+    def check_sent(
+        self, operation: str, body: dict[str, Any], shown: dict[str, Any], where: str
+    ) -> None:
+        for key, value in self.config.expected_fields(operation, body).items():
+            if key not in self.config.ignored and shown.get(key) != value:
+                got = shown.get(key)
+                fail(f"{where}: {key!r} was sent as {value!r} but the answer shows {got!r}")
+
+    def settled(self, key: Any, response: Any) -> bool:
+        """Whether a write's answer needs no more checks: the row is not ours (so 404),
+        or the write conflicted (409) and nothing changed."""
+        if key not in self.rows:
+            expect_status(
+                response, 404, response.request.method, response.request.path, "no such item"
+            )
+            return True
+        if response.status_code == 409:
+            self.check_unchanged()
+            return True
+        return False
+
+    def change(self, operation: str, method: str, key: Any, body: dict[str, Any]) -> None:
+        url = self.item_url(key)
+        response = self.call(method, url, body)
+        if self.settled(key, response):
+            return
+        where = f"{method.upper()} {url}"
+        expect_status(response, 200, method.upper(), url)
+        shown = response.get_json()
+        self.check_sent(operation, body, shown, where)
+        if operation == "patch":
+            sent = set(self.config.expected_fields(operation, body))
+            before = self.config.comparable(self.rows[key])
+            after = self.config.comparable(shown)
+            for name in sorted(set(before) - sent):
+                expect(
+                    after.get(name) == before[name],
+                    f"{where} changed {name!r}, which was not sent: it was {before[name]!r}, "
+                    f"now {after.get(name)!r}",
+                )
+        self.rows[key] = shown
+        if self.reads_back:
+            self.check_etag(where, url, response)
+
+    def write_during_walk(
+        self, body: dict[str, Any] | None, lived: set[Any], seen: list[Any]
+    ) -> None:
+        """Between two pages of a walk: create an item (when the contract creates) and
+        delete one already seen (when it deletes), which shifts every later offset."""
+        if body is not None:
+            response = self.call("post", self.config.base, body)
+            if response.status_code == 201:
+                created = response.get_json()
+                self.rows[created[self.config.id_field]] = created
+        behind = [key for key in seen if key in self.rows]
+        if self.deletes and behind:
+            response = self.call("delete", self.item_url(behind[0]))
+            if response.status_code == 204:
+                del self.rows[behind[0]]
+                lived.discard(behind[0])
+
+    def check_etag(self, where: str, url: str, response: Any) -> None:
+        """A write answers with the ETag the next GET of the item gives."""
+        fetched = self.call("get", url)
+        expect_status(fetched, 200, "GET", url, f"right after {where}")
+        written, read = response.headers.get("ETag"), fetched.headers.get("ETag")
+        expect(written == read, f"{where} answered ETag {written} but the next GET shows {read}")
+
+
+# -- failures that explain themselves ----------------------------------------------------------
+
+
+class ContractViolation(AssertionError):
+    """A broken promise: one sentence naming the request and the field, then every request
+    of the (shrunk, so shortest) run that broke it."""
+
+
+def fail(message: str) -> None:
+    raise ContractViolation(message)
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        fail(message)
+
+
+def expect_status(response: Any, wanted: int, method: str, url: str, why: str = "") -> None:
+    if response.status_code != wanted:
+        body = " ".join(response.get_data(as_text=True).split())[:300]
+        reason = f" ({why})" if why else ""
+        fail(f"{method} {url} answered {response.status_code}, expected {wanted}{reason}: {body}")
+
+
+def difference(wanted: Mapping[str, Any], got: Mapping[str, Any]) -> str:
+    """``'name': expected 'Ann', got 'Bo'`` for the first field that differs."""
+    for key in sorted(set(wanted) | set(got)):
+        if wanted.get(key, _ABSENT) != got.get(key, _ABSENT):
+            return (
+                f"{key!r}: expected {_shown(wanted.get(key, _ABSENT))}, "
+                f"got {_shown(got.get(key, _ABSENT))}"
+            )
+    return "no difference"
+
+
+_ABSENT: Any = object()
+
+
+def _shown(value: Any) -> str:
+    return "nothing" if value is _ABSENT else repr(value)
+
+
+def explained(rule_function: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the requests of the run to a failure of ``rule_function``."""
+
+    @functools.wraps(rule_function)
+    def run(self: CrudContract, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return rule_function(self, *args, **kwargs)
+        except AssertionError as exc:
+            raise self.explain(exc) from None
+
+    return run
+
+
+# -- the rules, added per contract by crud_contract() ------------------------------------------
+
+
+def create(self: CrudContract, body: dict[str, Any]) -> Any:
+    config = self.config
+    response = self.call("post", config.base, body)
+    if response.status_code == 409:
+        self.check_unchanged()
+        return multiple()
+    expect_status(response, 201, "POST", config.base)
+    created = response.get_json()
+    self.check_sent("create", body, created, f"POST {config.base}")
+    key = created[config.id_field]
+    expect(key not in self.rows, f"POST {config.base} reused the id {key!r} of a live item")
+    self.rows[key] = created
+    if self.reads_back:
+        url = self.item_url(key)
+        fetched = self.call("get", url)
+        expect_status(fetched, 200, "GET", url, "just created")
+        got, wanted = config.comparable(fetched.get_json()), config.comparable(created)
+        expect(got == wanted, f"GET {url} right after its POST shows {difference(wanted, got)}")
+        written, read = response.headers.get("ETag"), fetched.headers.get("ETag")
+        expect(written == read, f"POST {config.base} answered ETag {written}; GET {url} {read}")
+    return key
+
+
+def create_invalid(self: CrudContract, pair: tuple[str, dict[str, Any]]) -> None:
+    name, body = pair
+    url = self.config.base
+    response = self.call("post", url, body)
+    expect_status(response, 422, "POST", url, f"{name!r} is invalid")
+    expect(
+        name in response.get_json().get("errors", {}),
+        f"POST {url}: the 422 does not name the invalid field {name!r}",
+    )
+    self.check_unchanged()
+
+
+def read(self: CrudContract, key: Any) -> None:
+    url = self.item_url(key)
+    response = self.call("get", url)
+    if key not in self.rows:
+        expect_status(response, 404, "GET", url, "the item was deleted")
+        return
+    expect_status(response, 200, "GET", url)
+    comparable = self.config.comparable
+    got, wanted = comparable(response.get_json()), comparable(self.rows[key])
+    expect(got == wanted, f"GET {url} shows {difference(wanted, got)}")
+
+
+def list_all(self: CrudContract) -> None:
+    self.check_unchanged()
+
+
+def walk(self: CrudContract, body: dict[str, Any] | None = None) -> None:
+    """Walk the list an item a page. With cursors, create one item and delete another
+    between pages: every item that lived through the walk is seen exactly once, and none
+    twice. Offset pages cannot promise that under writes, so they are walked without."""
+    config = self.config
+    url = f"{config.base}?limit=1"
+    response = self.call("get", url)
+    expect_status(response, 200, "GET", url)
+    page = response.get_json()
+    cursors = "next" in page
+    lived = set(self.rows)
+    seen: list[Any] = []
+    offset = 0
+    for _ in range(2 * len(self.rows) + 10):
+        seen += [item[config.id_field] for item in page["items"]]
+        if (cursors and page["next"] is None) or (not cursors and offset + 1 >= page["total"]):
+            break
+        if cursors:
+            self.write_during_walk(body, lived, seen)
+            next_url = f"{url}&cursor={page['next']}"
+        else:
+            offset += 1
+            next_url = f"{url}&offset={offset}"
+        response = self.call("get", next_url)
+        expect_status(response, 200, "GET", next_url, "the next page of a walk")
+        page = response.get_json()
+    twice = sorted({key for key in seen if seen.count(key) > 1}, key=str)
+    expect(not twice, f"GET {url}, walked page by page, showed items {twice} twice")
+    missed = sorted(lived & set(self.rows) - set(seen), key=str)
+    expect(not missed, f"GET {url}, walked page by page, never showed items {missed}")
+
+
+def list_query(self: CrudContract, data: st.DataObject) -> None:
+    """Filters, search, sort and sparse fields against the rows the contract knows, by
+    what holds on every database whatever its collation: a row matches conditions built
+    from its own values and not their negations; search finds it by a piece of its own
+    text; numeric sorts come back ordered; ``?fields=`` returns exactly those fields."""
+    config = self.config
+    if not self.rows or config.list_options is None:
+        return
+    # By creation order, not by id: the same run draws the same rows on every database.
+    key = data.draw(st.sampled_from(list(self.rows)), label="item")
+    row = self.rows[key]
+    queries = list_queries(config.list_options, row) + sort_queries(config.list_options, self.rows)
+    kinds = sorted({next(iter(params)) for params, _, _ in queries})
+    kind = data.draw(st.sampled_from(kinds), label="kind")  # each kind as likely
+    of_kind = [query for query in queries if next(iter(query[0])) == kind]
+    params, expect_in, description = data.draw(st.sampled_from(of_kind), label="query")
+    listed = self.list_items(config.our_headers, params)
+    ids = [item[config.id_field] for item in listed]
+    where = f"GET {config.base}?{urlencode(params)}"
+    expect(
+        (key in ids) == expect_in,
+        f"{where} {'misses' if expect_in else 'shows'} item {key!r} ({description})",
+    )
+    if "sort" in params:
+        name = params["sort"].removesuffix("__desc")
+        values = [item[name] for item in listed if item.get(name) is not None]
+        ordered = sorted(values, reverse=params["sort"].endswith("__desc"))
+        expect(values == ordered, f"{where} is not in {params['sort']} order: {values}")
+    if "fields" in params:
+        wanted = set(params["fields"].split(","))
+        odd = [item for item in listed if set(item) != wanted]
+        expect(not odd, f"{where} answers other fields than {sorted(wanted)}: {odd[:1]}")
+
+
+#: (query parameters, whether the row must be listed, why)
+ListQuery = tuple[dict[str, str], bool, str]
+
+
+def list_queries(options: Any, row: Mapping[str, Any]) -> list[ListQuery]:
+    """Queries built from ``row``'s own values, each with whether it must list ``row``."""
+    queries: list[ListQuery] = []
+    for name, path in options.filter_paths.items():
+        value = row.get(name, _ABSENT)
+        usable = path.relationship is None and not path.is_float and not _is_datetime(path)
+        if usable and value is not _ABSENT and not _has_nul(value):
+            queries += _filter_queries(name, path, value)
+    for name, path in options.search_paths.items():
+        value = row.get(name)
+        if path.relationship is None and isinstance(value, str) and value.strip():
+            start = value[:3]
+            if not _has_nul(start):
+                queries.append(({"search": start}, True, f"search for the start of {name}"))
+    for name in options.resource.sort_fields:
+        if _is_number(row.get(name)) and "." not in name:
+            queries += [
+                ({"sort": order}, True, f"sorted by {order}") for order in (name, f"{name}__desc")
+            ]
+    shown = sorted({"id", *[name for name in row if name != "id"][:2]} & set(row))
+    queries.append(({"fields": ",".join(shown)}, True, f"only the fields {shown}"))
+    return queries
+
+
+def sort_queries(options: Any, rows: Mapping[Any, Mapping[str, Any]]) -> list[ListQuery]:
+    """Both directions of each numeric sort field on which the rows differ."""
+    queries: list[ListQuery] = []
+    for name in options.resource.sort_fields:
+        distinct = {row.get(name) for row in rows.values() if _is_number(row.get(name))}
+        if "." not in name and len(distinct) > 1:
+            for order in (name, f"{name}__desc"):
+                queries.append(({"sort": order}, True, f"sorted by {order}"))
+    return queries
+
+
+def _filter_queries(name: str, path: Any, value: Any) -> list[ListQuery]:
+    def query(spec: dict[str, Any], listed: bool, why: str) -> ListQuery:
+        return {"filters": json.dumps(spec)}, listed, why
+
+    if value is None:
+        return [
+            query({f"{name}__isnull": True}, True, f"{name} is null"),
+            query({f"{name}__isnull": False}, False, f"{name} is null"),
+        ]
+    queries = [
+        query({name: value}, True, f"{name} equals its own value"),
+        query({f"{name}__in": [value]}, True, f"{name} is in [its own value]"),
+        query({f"{name}__ne": value}, False, f"{name} equals its own value"),
+        query({f"{name}__not_in": [value]}, False, f"{name} is its own value"),
+    ]
+    if _is_number(value):
+        queries.append(query({f"{name}__gte": value}, True, f"{name} >= itself"))
+        queries.append(query({f"{name}__lte": value}, True, f"{name} <= itself"))
+        queries.append(query({f"{name}__lt": value}, False, f"{name} < itself"))
+        queries.append(query({f"{name}__gt": value}, False, f"{name} > itself"))
+    if path.is_text and isinstance(value, str) and value.strip():
+        piece = value[1:4] or value
+        queries.append(query({f"{name}__contains": piece}, True, f"{name} contains {piece!r}"))
+        queries.append(query({f"{name}__icontains": piece}, True, f"{name} icontains {piece!r}"))
+        start = value[:3]
+        queries.append(query({f"{name}__startswith": start}, True, f"{name} starts {start!r}"))
+    return queries
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _has_nul(value: Any) -> bool:
+    return isinstance(value, str) and "\x00" in value
+
+
+def _is_datetime(path: Any) -> bool:
+    return isinstance(path.field, ma.fields.DateTime)
+
+
+def list_and_item_agree(self: CrudContract) -> None:
+    """Every item the list shows this caller, its item route shows too, identically."""
+    for item in self.list_items(self.config.our_headers):
+        url = self.item_url(item[self.config.id_field])
+        response = self.call("get", url)
+        expect_status(response, 200, "GET", url, "the list shows this item")
+        shown = self.config.comparable(response.get_json())
+        listed = {key: value for key, value in self.config.comparable(item).items() if key in shown}
+        same = listed == {key: shown[key] for key in listed}
+        expect(same, f"GET {url} disagrees with the list: {difference(listed, shown)}")
+
+
+def update(self: CrudContract, key: Any, body: dict[str, Any]) -> None:
+    self.change("update", "put", key, body)
+
+
+def patch(self: CrudContract, key: Any, body: dict[str, Any]) -> None:
+    self.change("patch", "patch", key, body)
+
+
+def patch_invalid(self: CrudContract, key: Any, pair: tuple[str, dict[str, Any]]) -> None:
+    refused(self, "patch", key, pair)
+
+
+def update_invalid(self: CrudContract, key: Any, pair: tuple[str, dict[str, Any]]) -> None:
+    refused(self, "put", key, pair)
+
+
+def refused(self: CrudContract, method: str, key: Any, pair: tuple[str, dict[str, Any]]) -> None:
+    """An invalid body (``pair``: the field it breaks, the body) is a 422 (404 for a deleted
+    item) and changes nothing."""
+    name, body = pair
+    url = self.item_url(key)
+    response = self.call(method, url, body)
+    if key in self.rows:
+        expect_status(response, 422, method.upper(), url, f"{name!r} is invalid or missing")
+    else:
+        expect_status(response, 404, method.upper(), url, "the item was deleted")
+    self.check_unchanged()
+
+
+def conditional(self: CrudContract, key: Any) -> None:
+    """If-None-Match with the current ETag (strong or weak) is a 304; If-Match with a stale
+    one is a 412 that changes nothing."""
+    url = self.item_url(key)
+    current = self.call("get", url)
+    if key not in self.rows:
+        expect_status(current, 404, "GET", url, "the item was deleted")
+        return
+    etag = current.headers.get("ETag")
+    expect(bool(etag), f"GET {url} answered without an ETag")
+    for sent in (etag, f"W/{etag}"):
+        response = self.client.get(url, headers={**self.config.our_headers, "If-None-Match": sent})
+        self.log.append(f"GET {url} If-None-Match: {sent} -> {response.status_code}")
+        expect_status(response, 304, "GET", url, f"If-None-Match: {sent} is the current ETag")
+    stale = {**self.config.our_headers, "If-Match": '"resources-kit-stale-etag"'}
+    response = self.client.patch(url, json={}, headers=stale)
+    self.log.append(
+        f'PATCH {url} {{}} If-Match: "resources-kit-stale-etag" -> {response.status_code}'
+    )
+    expect_status(response, 412, "PATCH", url, "If-Match names a stale ETag")
+    self.check_unchanged()
+
+
+def delete(self: CrudContract, key: Any) -> None:
+    url = self.item_url(key)
+    response = self.call("delete", url)
+    if self.settled(key, response):
+        return
+    expect_status(response, 204, "DELETE", url)
+    del self.rows[key]
+    expect_status(self.call("get", url), 404, "GET", url, f"DELETE {url} just answered 204")
+
+
+def other_tenant_item(self: CrudContract, key: Any, method: str) -> None:
+    unreachable(self, self.item_url(key), method, "as another tenant", other=True)
+
+
+def other_parent_item(self: CrudContract, key: Any, method: str) -> None:
+    """Our item under another parent's URL is a 404 for every verb, and nothing changes."""
+    url = f"{self.config.other_parent_url}/{key}"
+    unreachable(self, url, method, "the item is not under this parent")
+
+
+def unreachable(self: CrudContract, url: str, method: str, why: str, other: bool = False) -> None:
+    """``method`` on ``url`` is a 404 and changes nothing."""
+    body: dict[str, Any] | None = {} if method in ("put", "patch") else None
+    response = self.call(method, url, body, other=other)
+    expect_status(response, 404, method.upper(), url, why)
+    self.check_unchanged()
+
+
+def other_tenant_list(self: CrudContract) -> None:
+    config = self.config
+    url = f"{config.base}?limit={config.page_size}"
+    response = self.client.get(url, headers=config.their_headers)
+    self.log.append(f"GET {url} (as the other tenant) -> {response.status_code}")
+    if response.status_code == 404:  # the parent is not theirs: nothing to see
+        return
+    expect_status(response, 200, "GET", url, "as another tenant")
+    seen = {item[config.id_field] for item in response.get_json()["items"]}
+    leaked = sorted(seen & set(self.rows), key=str)
+    expect(not leaked, f"GET {url} as another tenant lists our items {leaked}")
+
+
+def _schemas(
+    resource: type[Any] | None, *given: ma.Schema | type[ma.Schema] | None
+) -> tuple[ma.Schema, dict[str, ma.Schema]]:
+    """The response schema and the input schema of each write, taken from ``resource``
+    where not given."""
+    schema, create_schema, update_schema, patch_schema = given
     if resource is not None:
         compiled = options_for(resource)
         schema = schema or type(compiled.schemas["detail"])
         create_schema = create_schema or type(compiled.schemas["create"])
         update_schema = update_schema or type(compiled.schemas["update"])
         patch_schema = patch_schema or type(compiled.schemas["patch"])
-        checks = compiled.column_checks
-    else:
-        checks = {}
     response_schema = _schema(schema)
     if response_schema is None:
         raise ImproperlyConfigured(
@@ -79,218 +620,104 @@ def crud_contract(
         "update": _schema(update_schema) or response_schema,
     }
     schemas["patch"] = _schema(patch_schema) or schemas["update"]
-    base = url.rstrip("/")
-    our_headers, their_headers = dict(headers or {}), dict(other_headers or {})
-    ignored = set(volatile_fields)
+    return response_schema, schemas
 
-    def fits_columns(operation: str) -> Callable[[dict[str, Any]], bool]:
-        loader = schemas[operation]
 
-        def fits(body: dict[str, Any]) -> bool:
-            loaded = loader.load(body, partial=operation == "patch")
-            return all(
-                not (checks.get(key) and checks[key](value)) for key, value in loaded.items()
-            )
-
-        return fits
-
-    def bodies(operation: str) -> st.SearchStrategy[dict[str, Any]]:
-        partial = operation == "patch"
-        strategy = payloads(schemas[operation], partial=partial, overrides=overrides)
-        return strategy.filter(fits_columns(operation)) if checks else strategy
-
-    def expected_fields(operation: str, body: dict[str, Any]) -> dict[str, Any]:
-        """What the response must show for the fields sent: each loaded, then dumped by
-        the response schema's field for the same attribute."""
-        loaded = schemas[operation].load(body, partial=operation == "patch")
-        shown = {}
-        for name, field in response_schema.dump_fields.items():
-            attribute = field.attribute or name
-            if attribute in loaded and not field.load_only:
-                shown[field.data_key or name] = field.serialize(attribute, loaded)
-        return shown
-
-    def comparable(item: Mapping[str, Any]) -> dict[str, Any]:
-        return {key: value for key, value in item.items() if key not in ignored}
-
-    class CrudContract(RuleBasedStateMachine):
-        items = Bundle("items")
-
-        def __init__(self) -> None:
-            super().__init__()
-            if setup is not None:
-                setup()
-            self.client = client() if callable(client) and not hasattr(client, "get") else client
-            self.rows: dict[Any, dict[str, Any]] = {
-                item[id_field]: item for item in self._list(our_headers)
-            }
-
-        # -- helpers ------------------------------------------------------------------------
-
-        def _call(self, method: str, path: str, body: Any = None, *, other: bool = False) -> Any:
-            kwargs: dict[str, Any] = {"headers": their_headers if other else our_headers}
-            if body is not None:
-                kwargs["json"] = body
-            return getattr(self.client, method)(path, **kwargs)
-
-        def _list(self, headers: Mapping[str, str]) -> list[dict[str, Any]]:
-            items: list[dict[str, Any]] = []
-            offset, total = 0, None
-            while total is None or offset < total:
-                response = self.client.get(
-                    f"{base}?limit={page_size}&offset={offset}", headers=dict(headers)
-                )
-                assert response.status_code == 200, (response.status_code, response.get_json())
-                page = response.get_json()
-                total = page["total"]
-                items.extend(page["items"])
-                offset += page_size
-                if not page["items"]:
-                    break
-            assert total == len(items), f"total {total} but {len(items)} items listed"
-            return items
-
-        def _unchanged(self) -> None:
-            listed = {item[id_field]: comparable(item) for item in self._list(our_headers)}
-            assert listed == {key: comparable(row) for key, row in self.rows.items()}
-
-        def _item(self, key: Any) -> str:
-            return f"{base}/{key}"
-
-        def _check_sent(self, operation: str, body: dict[str, Any], shown: dict[str, Any]) -> None:
-            for key, value in expected_fields(operation, body).items():
-                if key not in ignored:
-                    assert shown.get(key) == value, (key, value, shown.get(key))
-
-        # -- rules --------------------------------------------------------------------------
-
-        if "create" in operations:
-
-            @rule(target=items, body=bodies("create"))
-            def create(self, body: dict[str, Any]) -> Any:
-                response = self._call("post", base, body)
-                if response.status_code == 409:
-                    self._unchanged()
-                    return multiple()
-                assert response.status_code == 201, (response.status_code, response.get_json())
-                created = response.get_json()
-                self._check_sent("create", body, created)
-                key = created[id_field]
-                assert key not in self.rows, f"create reused the id {key!r}"
-                self.rows[key] = created
-                if "read" in operations:
-                    fetched = self._call("get", self._item(key))
-                    assert fetched.status_code == 200
-                    assert comparable(fetched.get_json()) == comparable(created)
-                return key
-
-            @rule(pair=invalid_payloads(schemas["create"]))
-            def create_invalid(self, pair: tuple[str, dict[str, Any]]) -> None:
-                field, body = pair
-                response = self._call("post", base, body)
-                assert response.status_code == 422, (field, response.status_code)
-                assert field in response.get_json().get("errors", {}), (field, response.get_json())
-                self._unchanged()
-
+def _rules(config: ContractConfig, operations: Collection[str]) -> dict[str, Any]:
+    items = CrudContract.items
+    wanted: dict[str, Any] = {}
+    if "create" in operations:
+        wanted["create"] = rule(target=items, body=config.bodies("create"))(explained(create))
+        invalid = invalid_payloads(config.schemas["create"])
+        wanted["create_invalid"] = rule(pair=invalid)(explained(create_invalid))
+    if "read" in operations:
+        wanted["read"] = rule(key=items)(explained(read))
+    if "list" in operations:
+        wanted["list_all"] = rule()(explained(list_all))
+    if "list" in operations and "read" in operations:
+        wanted["list_and_item_agree"] = rule()(explained(list_and_item_agree))
+    if "list" in operations and config.list_options is not None:
+        wanted["list_query"] = rule(data=st.data())(explained(list_query))
+    if "list" in operations:
+        walking = rule(body=config.bodies("create")) if "create" in operations else rule()
+        wanted["walk"] = walking(explained(walk))
+    if "update" in operations:
+        wanted["update"] = rule(key=items, body=config.bodies("update"))(explained(update))
+        invalid = invalid_payloads(config.schemas["update"])
+        wanted["update_invalid"] = rule(key=items, pair=invalid)(explained(update_invalid))
+    if "patch" in operations:
+        wanted["patch"] = rule(key=items, body=config.bodies("patch"))(explained(patch))
+        invalid = invalid_payloads(config.schemas["patch"], partial=True)
+        wanted["patch_invalid"] = rule(key=items, pair=invalid)(explained(patch_invalid))
         if "read" in operations:
+            wanted["conditional"] = rule(key=items)(explained(conditional))
+    if "delete" in operations:
+        wanted["delete"] = rule(key=items)(explained(delete))
+    if config.other_parent_url is not None:
+        methods = st.sampled_from(["get", "put", "patch", "delete"])
+        wanted["other_parent_item"] = rule(key=items, method=methods)(explained(other_parent_item))
+    if config.their_headers is not None:
+        methods = st.sampled_from(["get", "put", "patch", "delete"])
+        wanted["other_tenant_item"] = rule(key=items, method=methods)(explained(other_tenant_item))
+        wanted["other_tenant_list"] = rule()(explained(other_tenant_list))
+    return wanted
 
-            @rule(key=items)
-            def read(self, key: Any) -> None:
-                response = self._call("get", self._item(key))
-                if key in self.rows:
-                    assert response.status_code == 200, response.status_code
-                    assert comparable(response.get_json()) == comparable(self.rows[key])
-                else:
-                    assert response.status_code == 404, (key, response.status_code)
 
-        if "list" in operations:
+def crud_contract(
+    client: Any,
+    url: str,
+    schema: ma.Schema | type[ma.Schema] | None = None,
+    *,
+    create_schema: ma.Schema | type[ma.Schema] | None = None,
+    update_schema: ma.Schema | type[ma.Schema] | None = None,
+    patch_schema: ma.Schema | type[ma.Schema] | None = None,
+    resource: type[Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    other_headers: Mapping[str, str] | None = None,
+    other_parent_url: str | None = None,
+    id_field: str = "id",
+    overrides: Mapping[str, st.SearchStrategy[Any]] | None = None,
+    volatile_fields: Collection[str] = (),
+    operations: Collection[str] = ALL_OPERATIONS,
+    page_size: int = 100,
+    setup: Callable[[], None] | None = None,
+) -> type[RuleBasedStateMachine]:
+    """Build a ``RuleBasedStateMachine`` that checks a resource's CRUD behaviour.
 
-            @rule()
-            def list_all(self) -> None:
-                self._unchanged()
+    ``client``: a Flask test client (or a function returning one); ``url``: the collection
+    URL (nested too); ``schema`` and ``create_/update_/patch_schema``, or ``resource`` to
+    take them (and the column limits, and the list allow-lists) from. ``headers`` go with
+    every request (a user's token: the contract runs as that user); ``other_headers``
+    (another tenant's) and ``other_parent_url`` (the collection under another parent) add
+    isolation checks. ``overrides`` replaces a field's strategy; ``volatile_fields`` are
+    not compared; ``setup`` runs before each run (empty the tables there).
 
-        def _settled(self, key: Any, response: Any) -> bool:
-            """Whether a write's answer needs no more checks: the row is not ours (so 404),
-            or the write conflicted (409) and nothing changed."""
-            if key not in self.rows:
-                assert response.status_code == 404, (key, response.status_code)
-                return True
-            if response.status_code == 409:
-                self._unchanged()
-                return True
-            return False
+    It creates, reads, lists, walks, queries, updates, patches and deletes in random order
+    and checks every answer against a model of what the resource should hold (see the
+    Testing page). A failure is one sentence, then the requests of the run.
 
-        def _change(self, operation: str, method: str, key: Any, body: dict[str, Any]) -> None:
-            response = self._call(method, self._item(key), body)
-            if self._settled(key, response):
-                return
-            assert response.status_code == 200, (response.status_code, response.get_json())
-            shown = response.get_json()
-            self._check_sent(operation, body, shown)
-            if operation == "patch":
-                sent = set(expected_fields(operation, body))
-                before = comparable(self.rows[key])
-                after = comparable(shown)
-                for field in set(before) - sent:
-                    assert after.get(field) == before[field], (
-                        f"PATCH changed {field!r}, which was not sent"
-                    )
-            self.rows[key] = shown
-
-        if "update" in operations:
-
-            @rule(key=items, body=bodies("update"))
-            def update(self, key: Any, body: dict[str, Any]) -> None:
-                self._change("update", "put", key, body)
-
-        if "patch" in operations:
-
-            @rule(key=items, body=bodies("patch"))
-            def patch(self, key: Any, body: dict[str, Any]) -> None:
-                self._change("patch", "patch", key, body)
-
-        if "patch" in operations:
-
-            @rule(key=items, pair=invalid_payloads(schemas["patch"], partial=True))
-            def patch_invalid(self, key: Any, pair: tuple[str, dict[str, Any]]) -> None:
-                field, body = pair
-                response = self._call("patch", self._item(key), body)
-                assert response.status_code == (422 if key in self.rows else 404), (
-                    field,
-                    response.status_code,
-                )
-                self._unchanged()
-
-        if "delete" in operations:
-
-            @rule(key=items)
-            def delete(self, key: Any) -> None:
-                response = self._call("delete", self._item(key))
-                if self._settled(key, response):
-                    return
-                assert response.status_code == 204, response.status_code
-                del self.rows[key]
-                assert self._call("get", self._item(key)).status_code == 404
-
-        if other_headers is not None:
-
-            @rule(key=items, method=st.sampled_from(["get", "put", "patch", "delete"]))
-            def other_tenant_item(self, key: Any, method: str) -> None:
-                body: dict[str, Any] | None = {} if method in ("put", "patch") else None
-                response = self._call(method, self._item(key), body, other=True)
-                assert response.status_code == 404, (
-                    f"another tenant got {response.status_code} on {method.upper()} of {key!r}"
-                )
-                self._unchanged()
-
-            @rule()
-            def other_tenant_list(self) -> None:
-                response = self.client.get(f"{base}?limit={page_size}", headers=their_headers)
-                if response.status_code == 404:  # the parent is not theirs: nothing to see
-                    return
-                assert response.status_code == 200
-                seen = {item[id_field] for item in response.get_json()["items"]}
-                assert not seen & set(self.rows), f"another tenant sees {seen & set(self.rows)}"
-
-    CrudContract.__name__ = CrudContract.__qualname__ = "CrudContract"
-    return CrudContract
+    Run it with pytest: ``TestTeachers = crud_contract(...).TestCase``.
+    """
+    response_schema, schemas = _schemas(
+        resource, schema, create_schema, update_schema, patch_schema
+    )
+    config = ContractConfig(
+        client=client,
+        base=url.rstrip("/"),
+        response_schema=response_schema,
+        schemas=schemas,
+        checks=options_for(resource).column_checks if resource is not None else {},
+        our_headers=dict(headers or {}),
+        their_headers=dict(other_headers) if other_headers is not None else None,
+        id_field=id_field,
+        overrides=overrides,
+        ignored=set(volatile_fields),
+        page_size=page_size,
+        setup=setup,
+        list_options=options_for(resource) if resource is not None else None,
+        other_parent_url=other_parent_url.rstrip("/") if other_parent_url else None,
+    )
+    flags = {"reads_back": "read" in operations, "deletes": "delete" in operations}
+    return type(
+        "CrudContract", (CrudContract,), {"config": config, **flags, **_rules(config, operations)}
+    )

@@ -1,0 +1,139 @@
+"""Actions: the verb table of the six CRUD actions, and ``@action`` for extra ones.
+
+Mixins define actions, never HTTP verbs; ``Resource.dispatch_request`` binds a verb to an
+action through ``ACTIONS``. ``@action`` adds a route of its own on the item or on the
+collection (``POST /teachers/<id>/archive``, ``GET /teachers/stats``), served with the
+same guards as the CRUD actions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import marshmallow as ma
+
+from .errors import ImproperlyConfigured
+
+#: (kind of URL, HTTP method) -> the action method a mixin provides.
+ACTIONS: Mapping[tuple[str, str], str] = {
+    ("collection", "GET"): "list",
+    ("collection", "POST"): "create",
+    ("item", "GET"): "retrieve",
+    ("item", "PUT"): "update",
+    ("item", "PATCH"): "partial_update",
+    ("item", "DELETE"): "destroy",
+}
+
+#: Operation of each CRUD action, as callbacks and signals name it.
+OPERATIONS: Mapping[str, str] = {
+    "create": "create",
+    "update": "update",
+    "partial_update": "patch",
+    "destroy": "delete",
+}
+
+#: HTTP verb methods a ``Resource`` subclass may not define, and the action to override.
+VERB_METHODS: Mapping[str, str] = {
+    "get": "list() or retrieve()",
+    "head": "list() or retrieve()",
+    "post": "create()",
+    "put": "update()",
+    "patch": "partial_update()",
+    "delete": "destroy()",
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class ExtraAction:
+    """What ``@action`` recorded about one method."""
+
+    #: The method's name; also the operation callbacks and signals see.
+    name: str
+    #: On the item URL (``True``) or the collection URL (``False``).
+    detail: bool
+    methods: tuple[str, ...]
+    #: The URL segment after the item or collection URL.
+    url_path: str
+    #: Runs in a write transaction (callbacks, commit, signal); default: any method but GET.
+    writes: bool
+    #: Schema the JSON body is loaded with; ``None``: the action takes no body.
+    schema: type[ma.Schema] | None
+    summary: str | None
+
+
+def action(
+    *,
+    detail: bool,
+    methods: Sequence[str] = ("POST",),
+    url_path: str | None = None,
+    writes: bool | None = None,
+    schema: type[ma.Schema] | None = None,
+    summary: str | None = None,
+) -> Callable[[F], F]:
+    """Add a route to a resource, on the item or on the collection::
+
+        class TeacherResource(ModelResource):
+            @action(detail=True)                    # POST /teachers/<id>/archive
+            def archive(self, obj):
+                obj.archived = True
+                return self.serialize(obj)
+
+            @action(detail=False, methods=["GET"])  # GET /teachers/stats
+            def stats(self):
+                return {"count": self.get_session().scalar(...)}
+
+    An item action receives the object, found under the tenant scope and the whole parent
+    chain (another tenant's item is a 404); with ``schema=``, also the loaded body. It
+    returns a JSON-able body (200), a ``Response``, or ``None`` (204). A writing action
+    runs in one transaction with ``pre_/post_/after_commit_<name>_callbacks`` and sends
+    ``signals.action_performed`` after the commit; any error rolls everything back.
+    """
+    verbs = tuple(method.upper() for method in methods)
+
+    def decorate(func: F) -> F:
+        name = func.__name__
+        path = url_path if url_path is not None else name.replace("_", "-")
+        if not re.fullmatch(r"[A-Za-z0-9_\-]+", path):
+            raise ImproperlyConfigured(
+                f"@action {name}: url_path must be one URL segment, not {path!r}."
+            )
+        unknown = [verb for verb in verbs if verb not in ("GET", "POST", "PUT", "PATCH", "DELETE")]
+        if not verbs or unknown:
+            raise ImproperlyConfigured(
+                f"@action {name}: methods must be GET, POST, PUT, PATCH or DELETE; got {verbs}."
+            )
+        func.extra_action = ExtraAction(  # type: ignore[attr-defined]
+            name=name,
+            detail=detail,
+            methods=verbs,
+            url_path=path,
+            writes=writes if writes is not None else verbs != ("GET",),
+            schema=schema,
+            summary=summary,
+        )
+        return func
+
+    return decorate
+
+
+def extra_actions(cls: type[Any]) -> list[ExtraAction]:
+    """The ``@action`` methods of a resource class, in definition order."""
+    found: dict[str, ExtraAction] = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            extra = getattr(value, "extra_action", None)
+            if isinstance(extra, ExtraAction):
+                found[name] = extra
+            elif name in found:
+                del found[name]  # overridden by a plain method
+    for name in found:
+        if name in ACTIONS.values():
+            raise ImproperlyConfigured(
+                f"{cls.__name__}.{name}: @action cannot use the name of a CRUD action."
+            )
+    return list(found.values())

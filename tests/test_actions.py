@@ -1,0 +1,187 @@
+"""@action: extra routes on the item or the collection, with the same guarantees as CRUD."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import marshmallow as ma
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from resources_kit import Callback, ImproperlyConfigured, ModelResource, Router, action, signals
+
+from .conftest import make_app, running, seed_two_schools
+from .models import (
+    Audit,
+    ScopedStudentResource,
+    ScopedTeacherResource,
+    Student,
+    Teacher,
+    db,
+)
+from .test_errors import assert_problem, snapshot
+
+
+class AuditAction(Callback):
+    def execute(self) -> None:
+        db.session.add(Audit(operation=self.operation, table="teachers", row_id=self.resource.id))
+
+
+class RenameSchema(ma.Schema):
+    name = ma.fields.String(required=True, validate=ma.validate.Length(min=1))
+
+
+class Teachers(ScopedTeacherResource):
+    post_archive_callbacks = [AuditAction]
+
+    @action(detail=True)
+    def archive(self, obj: Teacher) -> Any:
+        obj.region = "archived"
+        return self.serialize(obj)
+
+    @action(detail=True, methods=["POST"], schema=RenameSchema)
+    def rename(self, obj: Teacher, data: dict[str, Any]) -> None:
+        obj.name = data["name"]
+
+    @action(detail=True, url_path="archive-then-fail")
+    def archive_then_fail(self, obj: Teacher) -> Any:
+        obj.region = "archived"
+        self.get_session().flush()
+        raise RuntimeError("after the flush")
+
+    @action(detail=False, methods=["GET"])
+    def stats(self) -> Any:
+        query = self.get_scoped_query().with_only_columns(func.count())
+        return {"count": self.get_session().execute(query).scalar_one()}
+
+
+class Students(ScopedStudentResource):
+    @action(detail=True)
+    def promote(self, obj: Student) -> Any:
+        obj.age = (obj.age or 0) + 1
+        return self.serialize(obj)
+
+
+@pytest.fixture
+def tc(app: Flask, database: Any) -> Iterator[Any]:
+    def register(router: Router) -> None:
+        router.register(Teachers)
+        router.register(Students, parent=Teachers)
+
+    with running(make_app(register, PROPAGATE_EXCEPTIONS=False)) as client:
+        yield client
+
+
+@pytest.fixture
+def rows(tc: Any) -> dict[str, int]:
+    return seed_two_schools()
+
+
+def school(n: int) -> dict[str, str]:
+    return {"X-School": str(n)}
+
+
+def test_item_action_writes_runs_callbacks_and_signals(tc: Any, rows: dict[str, int]) -> None:
+    seen: list[tuple[Any, str]] = []
+
+    def receiver(sender: Any, resource: Any, kwargs: Any, operation: str) -> None:
+        seen.append((resource.id, operation))
+
+    with signals.action_performed.connected_to(receiver):
+        response = tc.post(f"/api/teachers/{rows['ada']}/archive", headers=school(rows["one"]))
+    assert response.status_code == 200
+    assert response.json["region"] == "archived"
+    assert db.session.get(Teacher, rows["ada"]).region == "archived"
+    audits = db.session.execute(select(Audit.operation, Audit.row_id)).all()
+    assert [tuple(a) for a in audits] == [("archive", rows["ada"])]
+    assert seen == [(rows["ada"], "archive")]
+
+
+def test_item_action_on_another_tenants_row_is_404_and_writes_nothing(
+    tc: Any, rows: dict[str, int]
+) -> None:
+    before = snapshot()
+    for path in ("archive", "rename"):
+        response = tc.post(
+            f"/api/teachers/{rows['bob']}/{path}", json={"name": "X"}, headers=school(rows["one"])
+        )
+        assert_problem(response, 404)
+    assert snapshot() == before
+
+
+def test_failing_action_leaves_the_database_unchanged(tc: Any, rows: dict[str, int]) -> None:
+    before = snapshot()
+    response = tc.post(
+        f"/api/teachers/{rows['ada']}/archive-then-fail", headers=school(rows["one"])
+    )
+    body = assert_problem(response, 500)
+    assert "flush" not in str(body)
+    assert snapshot() == before
+
+
+def test_action_body_is_validated(tc: Any, rows: dict[str, int]) -> None:
+    path = f"/api/teachers/{rows['ada']}/rename"
+    before = snapshot()
+    problem = assert_problem(tc.post(path, json={"name": ""}, headers=school(rows["one"])), 422)
+    assert "name" in problem["errors"]
+    moved = tc.post(path, json={"name": "A", "school_id": 2}, headers=school(rows["one"]))
+    assert_problem(moved, 422)
+    assert_problem(tc.post(path, data="x", headers=school(rows["one"])), 415)
+    assert snapshot() == before
+    assert tc.post(path, json={"name": "Ann"}, headers=school(rows["one"])).status_code == 204
+    assert db.session.get(Teacher, rows["ada"]).name == "Ann"
+
+
+def test_collection_action_is_scoped_and_fails_closed(tc: Any, rows: dict[str, int]) -> None:
+    assert_problem(tc.get("/api/teachers/stats"), 403)  # first: the test app keeps g
+    assert tc.get("/api/teachers/stats", headers=school(rows["one"])).json == {"count": 1}
+    assert_problem(tc.post("/api/teachers/stats", headers=school(rows["one"])), 405)
+
+
+def test_nested_action_checks_every_level(tc: Any, rows: dict[str, int]) -> None:
+    before = snapshot()
+    for teacher, student, tenant in (
+        ("ada", "di", "one"),  # a student of another teacher
+        ("bob", "di", "one"),  # another tenant's chain
+        ("ada", "cy", "two"),
+    ):
+        path = f"/api/teachers/{rows[teacher]}/students/{rows[student]}/promote"
+        assert_problem(tc.post(path, headers=school(rows[tenant])), 404)
+    assert snapshot() == before
+    path = f"/api/teachers/{rows['ada']}/students/{rows['cy']}/promote"
+    assert tc.post(path, headers=school(rows["one"])).json["age"] == 1
+
+
+def test_actions_are_in_the_openapi_document(tc: Any, rows: dict[str, int]) -> None:
+    paths = tc.get("/api/openapi.json").json["paths"]
+    archive = paths["/api/teachers/{teacher_id}/archive"]["post"]
+    assert archive["operationId"] == "teachers_archive"
+    assert {"404", "409", "412"} <= set(archive["responses"])
+    rename = paths["/api/teachers/{teacher_id}/rename"]["post"]
+    assert "requestBody" in rename
+    assert "422" in rename["responses"]
+    assert "get" in paths["/api/teachers/stats"]
+    assert "post" in paths["/api/teachers/{teacher_id}/students/{student_id}/promote"]
+
+
+def test_action_configuration_mistakes() -> None:
+    def archive(self: Any, obj: Any) -> None:
+        pass
+
+    with pytest.raises(ImproperlyConfigured, match="one URL segment"):
+        action(detail=True, url_path="a/b")(archive)
+    with pytest.raises(ImproperlyConfigured, match="methods"):
+        action(detail=True, methods=["BREW"])(archive)
+
+    class Clash(ModelResource):
+        name, model = "clash", Teacher
+        schema = Teachers.schema
+
+        @action(detail=True)
+        def list(self, obj: Any) -> None:  # type: ignore[override]
+            pass
+
+    with pytest.raises(ImproperlyConfigured, match="CRUD action"):
+        Router().register(Clash)

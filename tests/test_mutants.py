@@ -1,0 +1,366 @@
+"""The mutation suite: resources with one seeded bug each. The CRUD contract must catch
+every one within a fixed number of examples, with a message that names the request and,
+where there is one, the field."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import marshmallow as ma
+import pytest
+from flask import Flask, Response, g
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import run_state_machine_as_test
+from sqlalchemy import select
+
+from resources_kit import Callback, HTTPError, ModelResource, Page, Pagination, Sorting
+from resources_kit.testing import crud_contract
+from resources_kit.testing.contract import ContractViolation
+
+from .conftest import make_app, reset_database, running, seed
+from .models import (
+    Gadget,
+    School,
+    ScopedTeacherResource,
+    Student,
+    StudentResource,
+    Teacher,
+    TeacherResource,
+    TeacherSchema,
+)
+
+#: Every mutant must be caught within this many examples, the same ones on every run.
+EXAMPLES = 100
+CAUGHT = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=20,
+    phases=[Phase.generate],
+    database=None,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+
+class PatchResetsUnsent(TeacherResource):
+    name = "m-patch-resets"
+
+    def perform_update(self, obj: Any, data: dict[str, Any]) -> None:
+        for key in ("email", "years_teaching", "region"):
+            if key not in data:
+                setattr(obj, key, None)
+        super().perform_update(obj, data)
+
+
+class DeleteDoesNothing(TeacherResource):
+    name = "m-delete-nothing"
+
+    def perform_delete(self, obj: Any) -> None:
+        pass
+
+
+class Shout(Callback):
+    def execute(self) -> None:
+        self.resource.name = self.resource.name.upper()
+
+
+class CallbackChangesField(TeacherResource):
+    name = "m-callback-changes"
+    pre_patch_callbacks = [Shout]
+    pre_update_callbacks = [Shout]
+
+
+class ListDropsLastRow(TeacherResource):
+    name = "m-list-drops"
+
+    def list_response(self, page: Page) -> Response:
+        return super().list_response(Page(page.items[:-1], page.meta, page.links))
+
+
+class CreateIgnoresField(TeacherResource):
+    name = "m-create-ignores"
+
+    def perform_create(self, data: dict[str, Any]) -> Any:
+        return super().perform_create({**data, "region": None})
+
+
+class LaxTeacherSchema(TeacherSchema):
+    name = ma.fields.String(load_default="Unnamed")  # no longer required
+
+
+class PutAcceptsMissingRequired(TeacherResource):
+    name = "m-put-lax"
+    update_schema = LaxTeacherSchema
+
+
+class WrongSuccessStatus(TeacherResource):
+    name = "m-wrong-status"
+
+    def get_write_response(self, operation: str, obj: Any) -> Response:
+        response = super().get_write_response(operation, obj)
+        if operation == "create":
+            response.status_code = 200
+        return response
+
+
+class ListTotalOffByOne(TeacherResource):
+    name = "m-total-off"
+
+    def list_response(self, page: Page) -> Response:
+        return super().list_response(
+            Page(page.items, {**page.meta, "total": page.meta["total"] + 1})
+        )
+
+
+class TenantLeakInListOnly(ScopedTeacherResource):
+    """Item routes are scoped; a hand-made list query forgot the scope."""
+
+    name = "m-leak"
+
+    def paginate_list_query(self, query: Any, args: Any) -> Page:
+        rows = list(self.get_session().scalars(select(Teacher).order_by(Teacher.id)))
+        return Page(rows, {"total": len(rows), "limit": args["limit"], "offset": 0})
+
+
+class PriceSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    label = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=20))
+    price = ma.fields.Float(allow_none=True)  # the column keeps two decimals
+
+
+class DecimalDoesNotRoundTrip(ModelResource):
+    name, model, schema = "m-price", Gadget, PriceSchema
+
+
+class ItemHidesWhatTheListShows(TeacherResource):
+    name = "m-item-hides"
+
+    def get_object(self) -> Any:
+        from resources_kit import HTTPError
+
+        obj = super().get_object()
+        if obj.email is not None:
+            raise HTTPError(404, "Hidden.")
+        return obj
+
+
+class WriteEtagIsNotTheReadEtag(TeacherResource):
+    name = "m-etag"
+
+    def get_write_response(self, operation: str, obj: Any) -> Response:
+        response = super().get_write_response(operation, obj)
+        if operation == "patch":
+            response.set_etag("written")
+        return response
+
+
+class IgnoresIfMatch(TeacherResource):
+    name = "m-if-match"
+
+    def check_preconditions(self, obj: Any) -> None:
+        pass
+
+
+class OffsetInDisguise(Pagination):
+    """ "Cursor" pages that are offsets: a delete behind the position skips a row."""
+
+    envelope = {"next": {"type": "integer", "nullable": True}}
+
+    def get_args(self) -> dict[str, Any]:
+        return {**super().get_args(), "cursor": ma.fields.Integer(load_default=0)}
+
+    def paginate(self, view: Any, query: Any, args: Any, plan: Any) -> Page:
+        limit, offset = args["limit"], args["cursor"]
+        rows = list(view.get_session().scalars(query.limit(limit + 1).offset(offset)))
+        more = len(rows) > limit
+        return Page(rows[:limit], {"next": offset + limit if more else None})
+
+
+class CursorSkipsAfterDelete(TeacherResource):
+    name = "m-cursor-offset"
+    pagination = OffsetInDisguise
+
+
+class AlwaysAscending(Sorting):
+    def sort(self, query: Any, plan: Any) -> Any:
+        return super().sort(query, [(path, False) for path, _ in plan])
+
+
+class SortIgnoresDirection(TeacherResource):
+    name = "m-sort"
+    sorting = AlwaysAscending
+
+
+class ItemIgnoresParent(StudentResource):
+    """A hand-written retrieve that looks the student up by id alone."""
+
+    name = "m-students"
+
+    def retrieve(self) -> Response:
+        obj = self.get_session().get(Student, self.url_kwargs["student_id"])
+        if obj is None:
+            raise HTTPError(404, "No such student.")
+        return self.item_response(self.serialize(obj))
+
+
+class ForgotTenancy(ModelResource):
+    """Meant to be tenant-scoped, but someone forgot TenantScopeMixin."""
+
+    name, model, schema = "m-forgot-tenancy", Teacher, TeacherSchema
+
+    def perform_create(self, data: dict[str, Any]) -> Any:
+        return super().perform_create({**data, "school_id": g.get("school_id")})
+
+
+def two_teachers() -> None:
+    reset_database()
+    seed(Teacher(id=1, name="One"), Teacher(id=2, name="Two"))
+
+
+def tenants() -> None:
+    reset_database()
+    seed(School(id=1, name="One"), School(id=2, name="Two"))
+
+
+def with_emails() -> None:
+    reset_database()
+    seed(Teacher(name="Ann", email="ann@school.org"), Teacher(name="Bo"))
+
+
+#: (mutant, contract options, words its message must hold)
+MUTANTS: list[tuple[type[Any], dict[str, Any], tuple[str, ...]]] = [
+    (
+        PatchResetsUnsent,
+        {"operations": ("create", "patch", "read")},
+        ("PATCH", "which was not sent"),
+    ),
+    (DeleteDoesNothing, {"operations": ("create", "delete", "read")}, ("DELETE", "expected 404")),
+    (CallbackChangesField, {"operations": ("create", "patch", "update")}, ("'name'",)),
+    (ListDropsLastRow, {"operations": ("create", "list")}, ("GET", "m-list-drops")),
+    (CreateIgnoresField, {"operations": ("create",)}, ("POST", "'region' was sent as")),
+    (
+        PutAcceptsMissingRequired,
+        {"operations": ("create", "update"), "update_schema": TeacherSchema},
+        ("PUT", "expected 422", "'name'"),
+    ),
+    (WrongSuccessStatus, {"operations": ("create",)}, ("POST", "answered 200, expected 201")),
+    (ListTotalOffByOne, {"operations": ("create", "list")}, ("GET", "says total")),
+    (
+        ForgotTenancy,
+        {"headers": {"X-School": "1"}, "other_headers": {"X-School": "2"}, "setup": tenants},
+        ("as another tenant",),
+    ),
+    (
+        TenantLeakInListOnly,
+        {"headers": {"X-School": "1"}, "other_headers": {"X-School": "2"}, "setup": tenants},
+        ("GET", "m-leak"),
+    ),
+    (DecimalDoesNotRoundTrip, {"operations": ("create", "read")}, ("POST", "'price' was sent as")),
+    (
+        CursorSkipsAfterDelete,
+        {"operations": ("create", "delete", "list")},
+        ("GET", "walked page by page, never showed"),
+    ),
+    (
+        ItemIgnoresParent,
+        {
+            "url": "/api/teachers/1/m-students",
+            "parent": TeacherResource,
+            "other_parent_url": "/api/teachers/2/m-students",
+            "operations": ("create", "read"),
+            "setup": two_teachers,
+            "overrides": {"teacher_id": st.just(1)},  # the URL's own parent
+        },
+        ("GET", "/api/teachers/2/m-students", "not under this parent"),
+    ),
+    (
+        SortIgnoresDirection,
+        {
+            "operations": ("create", "list"),
+            "overrides": {"years_teaching": st.integers(0, 50)},
+            # a sort needs two rows that differ: longer runs
+            "settings": settings(CAUGHT, stateful_step_count=50),
+        },
+        ("GET", "__desc order"),
+    ),
+    (WriteEtagIsNotTheReadEtag, {"operations": ("create", "patch", "read")}, ("PATCH", "ETag")),
+    (IgnoresIfMatch, {"operations": ("create", "patch", "read")}, ("PATCH", "expected 412")),
+    (
+        ItemHidesWhatTheListShows,
+        {"operations": ("list", "read"), "setup": with_emails},
+        ("GET", "answered 404", "the list shows this item"),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def timings() -> Iterator[dict[str, float]]:
+    seen: dict[str, float] = {}
+    yield seen
+    total = sum(seen.values())
+    print(f"\nmutation suite: {len(seen)} mutants caught in {total:.1f} s")
+
+
+def caught(resource: type[Any], options: dict[str, Any]) -> ContractViolation:
+    options = {"setup": reset_database, **options}
+    budget = options.pop("settings", CAUGHT)
+    parent = options.pop("parent", None)
+    url = options.pop("url", f"/api/{resource.name}")
+
+    def register(router: Any) -> None:
+        if parent is not None:
+            router.register(parent)
+        router.register(resource, parent=parent)
+
+    with running(make_app(register)) as client:
+        machine = crud_contract(client, url, resource=resource, **options)
+        with pytest.raises(ContractViolation) as info:
+            run_state_machine_as_test(machine, settings=budget)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("resource", "options", "words"), MUTANTS, ids=[m.__name__ for m, _, _ in MUTANTS]
+)
+def test_every_mutant_is_caught_and_explained(
+    app: Flask,
+    database: Any,
+    timings: dict[str, float],
+    resource: type[Any],
+    options: dict[str, Any],
+    words: tuple[str, ...],
+) -> None:
+    started = time.perf_counter()
+    violation = caught(resource, options)
+    timings[resource.__name__] = time.perf_counter() - started
+    sentence, _, steps = str(violation).partition("\n\nThe requests of this run:\n")
+    assert sentence.split()[0] in ("GET", "POST", "PUT", "PATCH", "DELETE"), sentence
+    for word in words:
+        assert word in sentence, (word, sentence)
+    assert "\n" not in sentence  # one sentence, then the requests
+    assert steps.startswith("  1. ")
+
+
+def test_a_real_failure_message(app: Flask, database: Any) -> None:
+    """The message docs/testing.rst shows: shrunk to the shortest run that fails."""
+    shrinking = settings(CAUGHT, phases=[Phase.generate, Phase.shrink])
+    with running(make_app(lambda router: router.register(CreateIgnoresField))) as client:
+        machine = crud_contract(
+            client,
+            "/api/m-create-ignores",
+            resource=CreateIgnoresField,
+            operations=("create",),
+            setup=reset_database,
+        )
+        with pytest.raises(ContractViolation) as info:
+            run_state_machine_as_test(machine, settings=shrinking)
+    message = str(info.value)
+    assert message.startswith("POST /api/m-create-ignores: 'region' was sent as '")
+    assert "but the answer shows None" in message
+    steps = message.split("The requests of this run:\n")[1].splitlines()
+    assert steps[0] == "  1. GET /api/m-create-ignores?limit=100 -> 200"
+    assert " POST /api/m-create-ignores {" in steps[-1]
+    assert steps[-1].endswith("-> 201")  # the failing create is the last request
