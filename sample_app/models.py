@@ -36,10 +36,15 @@ class School(db.Model):  # type: ignore[name-defined,misc]
     name: Mapped[str] = mapped_column(String(100), unique=True)
 
 
-class ApiToken(db.Model):  # type: ignore[name-defined,misc]
-    __tablename__ = "api_tokens"
-    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+class User(db.Model):  # type: ignore[name-defined,misc]
+    """Who may sign in: a school admin, a teacher (``teacher_id``) or an auditor."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    login: Mapped[str] = mapped_column(String(50), unique=True)
     school_id: Mapped[int] = mapped_column(ForeignKey("schools.id"))
+    role: Mapped[str] = mapped_column(String(10))
+    teacher_id: Mapped[int | None] = mapped_column(ForeignKey("teachers.id"))
 
 
 class Teacher(db.Model):  # type: ignore[name-defined,misc]
@@ -51,8 +56,13 @@ class Teacher(db.Model):  # type: ignore[name-defined,misc]
     email: Mapped[str] = mapped_column(String(200))
     credential: Mapped[str] = mapped_column(String(20))
     years_teaching: Mapped[int] = mapped_column(Integer, default=0)
+    #: Another teacher of the same school (``TeacherResource.references`` checks it).
+    mentor_id: Mapped[int | None] = mapped_column(ForeignKey("teachers.id", ondelete="SET NULL"))
+    #: Compare-and-set on every UPDATE: If-Match is race-free on SQLite too.
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
     # The database refuses deleting a teacher who still has students (409).
     students: Mapped[list[Student]] = relationship(back_populates="teacher", passive_deletes="all")
+    __mapper_args__ = {"version_id_col": version}
 
 
 class Student(db.Model):  # type: ignore[name-defined,misc]
@@ -61,7 +71,9 @@ class Student(db.Model):  # type: ignore[name-defined,misc]
     teacher_id: Mapped[int] = mapped_column(ForeignKey("teachers.id"))
     name: Mapped[str] = mapped_column(String(100))
     grade_level: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
     teacher: Mapped[Teacher] = relationship(back_populates="students")
+    __mapper_args__ = {"version_id_col": version}
 
 
 class AuditLog(db.Model):  # type: ignore[name-defined,misc]

@@ -5,44 +5,71 @@ from __future__ import annotations
 from typing import Any
 
 import marshmallow as ma
-from flask import abort, g, request
-from werkzeug.datastructures import WWWAuthenticate
+from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
+from flask_jwt_extended.exceptions import JWTExtendedException
+from jwt.exceptions import PyJWTError
+from sqlalchemy import func
 
 from resources_kit import (
     Callback,
     CallbackMixin,
     CreateMixin,
     DeleteMixin,
+    HTTPError,
+    IsAuthenticated,
     ListMixin,
     ModelResource,
     PatchMixin,
+    Permission,
+    ReadOnly,
     Resource,
     RetrieveMixin,
     TenantScopeMixin,
     UpdateMixin,
+    action,
 )
 
-from .models import ApiToken, AuditLog, Outbox, Student, Teacher, db
+from .models import AuditLog, Outbox, Student, Teacher, User, db
+
+#: The most years of teaching a teacher's record may show.
+MAX_YEARS = 80
 
 
-def load_tenant() -> None:
-    """Read the school from ``Authorization: Bearer <token>`` (no token: no school)."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token:
-        row = db.session.get(ApiToken, token.strip())
-        g.school_id = row.school_id if row is not None else None
+def current_user() -> User | None:
+    """The caller, from a Flask-JWT-Extended access token; ``None`` without a valid one."""
+    try:
+        verify_jwt_in_request(optional=True)
+    except (JWTExtendedException, PyJWTError):
+        return None
+    identity = get_jwt_identity()
+    return db.session.get(User, int(identity)) if identity is not None else None
 
 
-def require_token(view: Any) -> Any:
-    """401 for a request without a valid token, before the resource runs."""
+class Role(Permission):
+    """Callers with one of ``roles``."""
 
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if g.get("school_id") is None:
-            abort(401, www_authenticate=WWWAuthenticate("bearer"))
-        return view(*args, **kwargs)
+    requires_authentication = True
+    roles: tuple[str, ...] = ()
 
-    return wrapped
+    def has_permission(self, view: Any) -> bool:
+        user = view.current_user()
+        return user is not None and user.role in self.roles
+
+
+class SchoolAdmin(Role):
+    """Everything in their school."""
+
+    roles = ("admin",)
+
+
+class OwnStudents(Role):
+    """A teacher reads every student of the school and changes their own only."""
+
+    roles = ("teacher",)
+    message = "A teacher may change only their own students."
+
+    def has_object_permission(self, view: Any, obj: Any) -> bool:
+        return bool(obj.teacher_id == view.current_user().teacher_id)
 
 
 # -- schemas ------------------------------------------------------------------------------
@@ -56,14 +83,19 @@ class TeacherSchema(ma.Schema):
     credential = ma.fields.String(
         required=True, load_only=True, validate=ma.validate.Regexp(r"LIC-\d{4}")
     )
-    years_teaching = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0, max=80))
+    years_teaching = ma.fields.Integer(
+        strict=True, load_default=0, validate=ma.validate.Range(min=0, max=MAX_YEARS)
+    )
+    mentor_id = ma.fields.Integer(strict=True, allow_none=True, load_default=None)
 
 
 class StudentSchema(ma.Schema):
     id = ma.fields.Integer(dump_only=True)
     teacher_id = ma.fields.Integer(dump_only=True)
     name = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=100))
-    grade_level = ma.fields.Integer(required=True, validate=ma.validate.Range(min=1, max=12))
+    grade_level = ma.fields.Integer(
+        strict=True, required=True, validate=ma.validate.Range(min=1, max=12)
+    )
 
 
 # -- callbacks ----------------------------------------------------------------------------
@@ -88,7 +120,7 @@ class AuditWrite(Callback):
     def execute(self) -> None:
         db.session.add(
             AuditLog(
-                school_id=g.get("school_id"),
+                school_id=self.view.current_user().school_id,
                 resource=self.view.name or "",
                 operation=self.operation,
                 row_id=self.resource.id,
@@ -108,9 +140,11 @@ class WelcomeEmail(Callback):
 
 
 class AuditedResource(CallbackMixin, Resource):
-    """Every write of every resource built on this leaves an audit row."""
+    """Signed in with a Flask-JWT-Extended token; every write leaves an audit row."""
 
-    decorators = [require_token]
+    def get_current_user(self) -> User | None:
+        return current_user()
+
     post_create_callbacks = [AuditWrite]
     post_update_callbacks = [AuditWrite]
     post_patch_callbacks = [AuditWrite]
@@ -127,9 +161,32 @@ class TeacherResource(TenantScopeMixin, AuditedResource, ModelResource):
     search_fields = ["name", "email"]
     pre_create_callbacks = [VerifyCredentials]
     after_commit_create_callbacks = [WelcomeEmail]
+    post_promote_callbacks = [AuditWrite]
+    # A mentor must be a teacher this school can see: another school's is a 422.
+    references = {"mentor_id": "self"}
+
+    #: Admins change teachers; teachers and auditors read them.
+    permissions = [IsAuthenticated, SchoolAdmin | ReadOnly]
 
     def get_base_query_kwargs(self) -> dict[str, Any]:
-        return {"school_id": g.get("school_id")}
+        return {"school_id": self.current_user().school_id}
+
+    @action(detail=True, summary="Record one more year of teaching")
+    def promote(self, obj: Teacher) -> Any:
+        """``POST /api/teachers/<id>/promote``: audited, in one transaction."""
+        if obj.years_teaching >= MAX_YEARS:
+            raise HTTPError(409, f"At most {MAX_YEARS} years of teaching.")
+        obj.years_teaching += 1
+        return self.serialize(obj)
+
+    @action(detail=False, methods=["GET"], summary="Head count and average experience")
+    def stats(self) -> Any:
+        """``GET /api/teachers/stats``, over the caller's school only."""
+        query = self.get_scoped_query().with_only_columns(
+            func.count(), func.avg(Teacher.years_teaching)
+        )
+        count, average = self.get_session().execute(query).one()
+        return {"teachers": count, "average_years_teaching": float(average or 0)}
 
 
 class StudentResource(
@@ -146,6 +203,8 @@ class StudentResource(
     name = "students"
     model = Student
     schema = StudentSchema
+    #: Admins change any student, teachers their own, auditors none; all may read.
+    permissions = [IsAuthenticated, SchoolAdmin | OwnStudents | ReadOnly]
     default_sort = "name"
     filter_fields = ["name", "grade_level"]
     sort_fields = ["name", "grade_level"]

@@ -1,35 +1,50 @@
-"""Demo data: two schools, an API token each, teachers and students."""
+"""Demo data: two schools, each with an admin, two teachers (with students) and an
+auditor who may sign in; teachers and students."""
 
 from __future__ import annotations
 
-from .models import ApiToken, School, Student, Teacher, db
+from flask_jwt_extended import create_access_token
 
-TOKENS = {"Northside Primary": "north-token", "Southside Primary": "south-token"}
+from .models import School, Student, Teacher, User, db
+
+SCHOOLS = {"Northside Primary": "north", "Southside Primary": "south"}
 
 
 def seed() -> dict[str, str]:
-    """Fill an empty database; return the API token of each school."""
-    if db.session.query(School).first() is not None:
-        return TOKENS
-    for school_name, token in TOKENS.items():
-        school = School(name=school_name)
-        db.session.add(school)
+    """Fill an empty database; return an access token per demo login (``north-admin``,
+    ``north-ada``, ``north-grace``, ``north-auditor``, the same for ``south``)."""
+    if db.session.query(School).first() is None:
+        for school_name, town in SCHOOLS.items():
+            _seed_school(school_name, town)
+        db.session.commit()
+    return {user.login: token_for(user) for user in db.session.query(User).order_by(User.id)}
+
+
+def _seed_school(school_name: str, town: str) -> None:
+    school = School(name=school_name)
+    db.session.add(school)
+    db.session.flush()
+    db.session.add(User(login=f"{town}-admin", school_id=school.id, role="admin"))
+    db.session.add(User(login=f"{town}-auditor", school_id=school.id, role="auditor"))
+    for number, (teacher, students) in enumerate(
+        [("Ada Byron", ["Cy", "Di", "Eli"]), ("Grace Hopper", ["Fay", "Gus"])], start=1
+    ):
+        first = teacher.split()[0].lower()
+        row = Teacher(
+            school_id=school.id,
+            name=teacher,
+            email=f"{first}@{school_name.split()[0].lower()}.example.org",
+            credential=f"LIC-{school.id}00{number}",
+            years_teaching=3 * number,
+        )
+        db.session.add(row)
         db.session.flush()
-        db.session.add(ApiToken(token=token, school_id=school.id))
-        town = school_name.split()[0].lower()
-        for number, (teacher, students) in enumerate(
-            [("Ada Byron", ["Cy", "Di", "Eli"]), ("Grace Hopper", ["Fay", "Gus"])], start=1
-        ):
-            row = Teacher(
-                school_id=school.id,
-                name=teacher,
-                email=f"{teacher.split()[0].lower()}@{town}.example.org",
-                credential=f"LIC-{school.id}00{number}",
-                years_teaching=3 * number,
-            )
-            db.session.add(row)
-            db.session.flush()
-            for level, student in enumerate(students, start=1):
-                db.session.add(Student(teacher_id=row.id, name=student, grade_level=level))
-    db.session.commit()
-    return TOKENS
+        login = f"{town}-{first}"
+        db.session.add(User(login=login, school_id=school.id, role="teacher", teacher_id=row.id))
+        for level, student in enumerate(students, start=1):
+            db.session.add(Student(teacher_id=row.id, name=student, grade_level=level))
+
+
+def token_for(user: User) -> str:
+    """A Flask-JWT-Extended access token for ``user`` (no expiry: demo only)."""
+    return str(create_access_token(identity=str(user.id), expires_delta=False))

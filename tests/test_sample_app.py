@@ -14,13 +14,15 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from resources_kit.testing import crud_contract
 from sample_app import create_app, seed
-from sample_app.models import AuditLog, Outbox, Student, Teacher, db
+from sample_app.models import AuditLog, Outbox, Student, Teacher, User, db
 from sample_app.resources import REVOKED_LICENCES, StudentResource, TeacherResource
 
 from .conftest import separate_database_url
 
-NORTH = {"Authorization": "Bearer north-token"}
-SOUTH = {"Authorization": "Bearer south-token"}
+#: Headers of demo users, filled from the tokens seed() returns.
+NORTH: dict[str, str] = {}  # the north school's admin
+SOUTH: dict[str, str] = {}  # the south school's admin
+AS: dict[str, dict[str, str]] = {}  # login -> headers
 NEW_TEACHER = {"name": "Kay", "email": "kay@northside.example.org", "credential": "LIC-4242"}
 
 
@@ -31,7 +33,13 @@ def sample() -> Iterator[tuple[Flask, Any]]:
     with app.app_context():
         db.drop_all()
         db.create_all()
-        seed()
+        tokens = seed()
+        AS.clear()
+        AS.update({login: {"Authorization": f"Bearer {t}"} for login, t in tokens.items()})
+        NORTH.clear()
+        NORTH.update(AS["north-admin"])
+        SOUTH.clear()
+        SOUTH.update(AS["south-admin"])
         yield app, app.test_client()
         db.session.remove()
         db.drop_all()
@@ -147,6 +155,7 @@ LICENCES = st.from_regex(r"LIC-\d{4}", fullmatch=True).filter(lambda c: c not in
 
 def reseed() -> None:
     db.session.rollback()
+    db.session.query(User).update({User.teacher_id: None})
     for model in (Outbox, AuditLog, Student, Teacher):
         db.session.query(model).delete()
     db.session.commit()
@@ -161,7 +170,7 @@ def test_contract_on_tenant_scoped_teachers(sample: tuple[Flask, Any]) -> None:
         resource=TeacherResource,
         headers=NORTH,
         other_headers=SOUTH,
-        overrides={"credential": LICENCES},
+        overrides={"credential": LICENCES, "mentor_id": st.none()},
         setup=reseed,
     )
     run_state_machine_as_test(contract, settings=CONTRACT)
@@ -172,12 +181,15 @@ def test_contract_on_nested_students(sample: tuple[Flask, Any]) -> None:
     _, client = sample
     reseed()
     teacher = client.post("/api/teachers", json=NEW_TEACHER, headers=NORTH).get_json()["id"]
+    other = {**NEW_TEACHER, "email": "lee@northside.example.org", "name": "Lee"}
+    colleague = client.post("/api/teachers", json=other, headers=NORTH).get_json()["id"]
     contract = crud_contract(
         client,
         f"/api/teachers/{teacher}/students",
         resource=StudentResource,
         headers=NORTH,
         other_headers=SOUTH,
+        other_parent_url=f"/api/teachers/{colleague}/students",
     )
     run_state_machine_as_test(contract, settings=CONTRACT)
 
@@ -186,3 +198,101 @@ def test_seed_is_idempotent(sample: tuple[Flask, Any]) -> None:
     before = counts()
     seed()
     assert counts() == before
+
+
+def test_promote_and_stats_actions(sample: tuple[Flask, Any]) -> None:
+    _, client = sample
+    assert client.get("/api/teachers/stats").status_code == 401  # first: the fixture keeps g
+    north = client.get("/api/teachers", headers=NORTH).json["items"]
+    south = client.get("/api/teachers", headers=SOUTH).json["items"]
+    ada = north[0]
+    before = counts()
+    promoted = client.post(f"/api/teachers/{ada['id']}/promote", headers=NORTH)
+    assert promoted.status_code == 200
+    assert promoted.json["years_teaching"] == ada["years_teaching"] + 1
+    assert counts() == (before[0], before[1], before[2] + 1, before[3])  # one audit row
+    other = client.post(f"/api/teachers/{south[0]['id']}/promote", headers=NORTH)
+    assert other.status_code == 404
+    assert counts() == (before[0], before[1], before[2] + 1, before[3])
+    stats = client.get("/api/teachers/stats", headers=NORTH).json
+    assert stats["teachers"] == len(north)
+
+
+def test_mentor_must_be_a_teacher_of_the_same_school(sample: tuple[Flask, Any]) -> None:
+    _, client = sample
+    north = client.get("/api/teachers", headers=NORTH).json["items"]
+    south = client.get("/api/teachers", headers=SOUTH).json["items"]
+    before = counts()
+    foreign = client.patch(
+        f"/api/teachers/{north[0]['id']}", json={"mentor_id": south[0]["id"]}, headers=NORTH
+    )
+    assert foreign.status_code == 422
+    assert foreign.json["errors"] == {"mentor_id": ["No such item."]}
+    assert counts() == before
+    own = client.patch(
+        f"/api/teachers/{north[0]['id']}", json={"mentor_id": north[1]["id"]}, headers=NORTH
+    )
+    assert own.status_code == 200
+    assert own.json["mentor_id"] == north[1]["id"]
+
+
+def test_years_must_be_whole(sample: tuple[Flask, Any]) -> None:
+    _, client = sample
+    body = {**NEW_TEACHER, "years_teaching": 1.5}
+    assert client.post("/api/teachers", json=body, headers=NORTH).status_code == 422
+
+
+def test_roles(sample: tuple[Flask, Any]) -> None:
+    """An admin changes anything in the school, a teacher only their own students, an
+    auditor nothing; another school's rows are 404 to everyone."""
+    _, client = sample
+    ada, grace = AS["north-ada"], AS["north-grace"]
+    teachers = {t["name"]: t["id"] for t in client.get("/api/teachers", headers=ada).json["items"]}
+    ada_students = f"/api/teachers/{teachers['Ada Byron']}/students"
+    grace_students = f"/api/teachers/{teachers['Grace Hopper']}/students"
+    cy = client.get(ada_students, headers=grace).json["items"][0]["id"]  # Grace may read
+    before = counts()
+    assert (
+        client.patch(f"{ada_students}/{cy}", json={"name": "Cyd"}, headers=grace).status_code == 403
+    )
+    assert (
+        client.post(ada_students, json={"name": "X", "grade_level": 1}, headers=grace).status_code
+        == 403
+    )
+    assert (
+        client.patch(
+            f"/api/teachers/{teachers['Ada Byron']}", json={"years_teaching": 9}, headers=ada
+        ).status_code
+        == 403
+    )
+    for method in ("post", "patch", "delete"):
+        auditor = getattr(client, method)(
+            f"{ada_students}/{cy}" if method != "post" else ada_students,
+            json={"name": "Z", "grade_level": 2},
+            headers=AS["north-auditor"],
+        )
+        assert auditor.status_code == 403, method
+    assert counts() == before
+    assert (
+        client.patch(f"{ada_students}/{cy}", json={"name": "Cyd"}, headers=ada).status_code == 200
+    )
+    assert (
+        client.post(
+            grace_students, json={"name": "Hal", "grade_level": 1}, headers=grace
+        ).status_code
+        == 201
+    )
+    south = client.get("/api/teachers", headers=SOUTH).json["items"][0]["id"]
+    for headers in (ada, AS["north-auditor"], NORTH):
+        assert client.get(f"/api/teachers/{south}", headers=headers).status_code == 404
+    forged = {"Authorization": "Bearer " + AS["north-admin"]["Authorization"][-20:]}
+    assert client.get("/api/teachers", headers=forged).status_code == 401
+
+
+def test_openapi_has_the_bearer_scheme_and_refusals(sample: tuple[Flask, Any]) -> None:
+    _, client = sample
+    document = client.get("/api/openapi.json").json
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    patch = document["paths"]["/api/teachers/{teacher_id}/students/{student_id}"]["patch"]
+    assert patch["security"] == [{"bearer": []}]
+    assert {"401", "403", "404"} <= set(patch["responses"])
