@@ -21,6 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from resources_kit import (
     CreateMixin,
     DeleteMixin,
+    IsAuthenticated,
     ListMixin,
     PatchMixin,
     Resource,
@@ -299,10 +300,21 @@ class CursorTeacherResource(ListMixin, Resource):
     max_page_size = 100
 
 
+class PermittedTeacherResource(TeacherResource):
+    """The same resource behind one simple permission: the permission overhead run."""
+
+    name = "permitted-teachers"
+    permissions = [IsAuthenticated]
+
+    def get_current_user(self) -> Any:
+        return request.headers.get("X-User")
+
+
 def resources_kit_app(url: str) -> Flask:
     app = make_app(url)
     api = Router(url_prefix="/api")
     api.register(TeacherResource)
+    api.register(PermittedTeacherResource)
     api.register(StudentResource, parent=TeacherResource)
     api.register(CursorTeacherResource)
     api.init_app(app)

@@ -232,7 +232,7 @@ def timed_rounds(apps: dict[str, Any], rounds: int, per_round: int) -> dict[str,
 
 def keyset(big_rows: int, repeats: int) -> tuple[float, float]:
     """Median time of the first cursor page and of a page at the end of ``big_rows``."""
-    from itsdangerous import URLSafeSerializer
+    from resources_kit.pagination import seal
 
     path = os.path.join(tempfile.gettempdir(), f"{DATABASE}_keyset_{big_rows}.sqlite3")
     url = f"sqlite:///{path}"
@@ -265,10 +265,8 @@ def keyset(big_rows: int, repeats: int) -> tuple[float, float]:
     engine.dispose()
     app = resources_kit_app(url)
     client = app.test_client()
-    # A cursor positioned just before the last page, in the format the library signs.
-    deep = URLSafeSerializer("bench", salt="resources_kit.cursor.cursor-teachers").dumps(
-        {"s": "id__asc", "v": [big_rows - 50]}
-    )
+    # A cursor positioned just before the last page, sealed as the library seals them.
+    deep = seal("bench", "cursor-teachers", {"s": "id__asc", "v": [big_rows - 50]})
     first_times, deep_times = [], []
     for _ in range(repeats):
         for cursor, times in ((None, first_times), (deep, deep_times)):
@@ -284,12 +282,41 @@ def keyset(big_rows: int, repeats: int) -> tuple[float, float]:
     return statistics.median(first_times), statistics.median(deep_times)
 
 
+#: Most a resource may slow down behind one simple permission (IsAuthenticated).
+PERMISSION_TARGET = 1.05
+
+
+def permission_overhead(app: Any, rounds: int, per_round: int) -> dict[str, float]:
+    """Median time of the same read with and without one simple permission, interleaved
+    round by round like the main run: op -> ratio permitted / plain."""
+    client = app.test_client()
+    headers = {**HEADERS, "X-User": "bench"}
+    paths = {"get": "/api/{}/7", "list": "/api/{}?limit=20&offset=40"}
+    samples: dict[str, dict[str, list[float]]] = {}
+    for round_number in range(rounds):
+        names = ["teachers", "permitted-teachers"]
+        for op, path in paths.items():
+            for name in names if round_number % 2 == 0 else names[::-1]:
+                started = time.perf_counter()
+                for _ in range(per_round):
+                    response = client.get(path.format(name), headers=headers)
+                    if response.status_code != 200:
+                        raise AssertionError((name, op, response.status_code))
+                elapsed = (time.perf_counter() - started) / per_round
+                samples.setdefault(op, {}).setdefault(name, []).append(elapsed)
+    return {
+        op: statistics.median(times["permitted-teachers"]) / statistics.median(times["teachers"])
+        for op, times in samples.items()
+    }
+
+
 def run(db_kind: str, rounds: int, per_round: int, big_rows: int) -> dict[str, Any]:
     url = database_url(db_kind)
     fill(url)
     apps = {"hand": hand_written_app(url), "rk": resources_kit_app(url)}
     statements = check_parity(apps, 1)
     timings = timed_rounds(apps, rounds, per_round)
+    permission = permission_overhead(apps["rk"], rounds, per_round)
     for app in apps.values():
         with app.app_context():
             db.session.remove()
@@ -299,6 +326,7 @@ def run(db_kind: str, rounds: int, per_round: int, big_rows: int) -> dict[str, A
     return {
         "statements": statements,
         "timings": timings,
+        "permission": permission,
         "keyset": (first, deep),
         "db": db_kind,
         "rounds": rounds,
@@ -325,6 +353,14 @@ def report(result: dict[str, Any]) -> tuple[str, bool]:
         lines.append(
             f"{op:<12} {hand * 1e6:>9.0f} {rk * 1e6:>9.0f} {ratio:>6.2f} {target_ratio:>7.2f} "
             f"{sql['hand']:>9} {sql['rk']:>7} {target_sql:>4}{'' if meets else '  MISSED'}"
+        )
+    lines.append("")
+    for op, ratio in result["permission"].items():
+        meets = ratio <= PERMISSION_TARGET
+        ok = ok and meets
+        lines.append(
+            f"one permission (IsAuthenticated), {op}: {ratio:.3f} of the same resource "
+            f"without (target {PERMISSION_TARGET:.2f}){'' if meets else '  MISSED'}"
         )
     first, deep = result["keyset"]
     if result["big_rows"]:

@@ -32,13 +32,22 @@ sys.path.insert(0, str(ROOT))
 
 SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 DATABASE = "resources_kit_load"
-TOKENS = ["north-token", "south-token"]
+#: The demo logins the clients act as: each school's admin (filled in by the seed).
+LOGINS = ["north-admin", "south-admin"]
 #: (weight, operation): what one client request is.
 MIX = [(55, "list"), (15, "get"), (10, "create"), (10, "patch"), (10, "students")]
-EXPECTED = {"list": {200}, "get": {200}, "create": {201}, "patch": {200}, "students": {200}}
+#: Teachers carry a version column: a PATCH racing another on the same row is a 409
+#: ("changed by a concurrent request"), never a silently lost update.
+EXPECTED = {
+    "list": {200},
+    "get": {200},
+    "create": {201},
+    "patch": {200, 409},
+    "students": {200},
+}
 
 
-def prepare_database() -> str:
+def prepare_database() -> tuple[str, list[str]]:
     from sqlalchemy import create_engine, text
 
     engine = create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
@@ -52,10 +61,10 @@ def prepare_database() -> str:
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": url})
     with app.app_context():
-        seed()
+        tokens = seed()
         db.session.remove()
         db.engine.dispose()
-    return url
+    return url, [tokens[login] for login in LOGINS]
 
 
 def free_port() -> int:
@@ -93,7 +102,9 @@ def start_gunicorn(url: str, port: int, workers: int) -> subprocess.Popen[bytes]
     raise SystemExit("gunicorn did not start")
 
 
-def client(port: int, requests: int, seconds: float, seed: int) -> dict[str, Any]:
+def client(
+    port: int, requests: int, seconds: float, seed: int, tokens: list[str]
+) -> dict[str, Any]:
     rng = random.Random(seed)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     latencies: list[float] = []
@@ -122,7 +133,7 @@ def client(port: int, requests: int, seconds: float, seed: int) -> dict[str, Any
     for _ in range(requests):
         if time.monotonic() > deadline:
             break
-        token = rng.choice(TOKENS)
+        token = rng.choice(tokens)
         if token not in teachers:
             status, body = call("GET", "/api/teachers?limit=100", token)
             teachers[token] = [item["id"] for item in body["items"]]
@@ -177,7 +188,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60, help="time limit per client")
     args = parser.parse_args()
 
-    url = prepare_database()
+    url, tokens = prepare_database()
     port = free_port()
     server = start_gunicorn(url, port, args.workers)
     try:
@@ -185,7 +196,7 @@ def main() -> int:
         with multiprocessing.get_context("spawn").Pool(args.clients) as pool:
             results = pool.starmap(
                 client,
-                [(port, args.requests, args.seconds, seed) for seed in range(args.clients)],
+                [(port, args.requests, args.seconds, seed, tokens) for seed in range(args.clients)],
             )
         elapsed = time.perf_counter() - started
     finally:
