@@ -11,16 +11,24 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 
 
-@pytest.mark.parametrize(
-    ("name", "entry"),
-    [
-        ("quickstart", "tour"),
-        ("callbacks", "tour"),
-        ("tenancy", "tour"),
-        ("errors", "check"),
-        ("contract", "test_teachers_contract"),
-    ],
-)
+RUN = [
+    ("quickstart", "tour"),
+    ("callbacks", "tour"),
+    ("tenancy", "tour"),
+    ("errors", "check"),
+    ("contract", "test_teachers_contract"),
+    ("extending_lookup", "tour"),
+    ("extending_soft_delete", "tour"),
+    ("extending_list_argument", "tour"),
+    ("extending_paginator", "tour"),
+    ("extending_action", "tour"),
+    ("extending_write_step", "tour"),
+    ("permissions_login", "tour"),
+    ("permissions_jwt", "tour"),
+]
+
+
+@pytest.mark.parametrize(("name", "entry"), RUN)
 def test_example_runs(name: str, entry: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(EXAMPLES))  # examples import each other, as scripts do
     monkeypatch.setattr(sys, "modules", dict(sys.modules))  # and leave no module behind
@@ -32,3 +40,8 @@ def test_every_example_is_included_in_a_page() -> None:
     pages = "".join(path.read_text() for path in EXAMPLES.parent.glob("*.rst"))
     for example in EXAMPLES.glob("*.py"):
         assert f"examples/{example.name}" in pages, example.name
+
+
+def test_every_recipe_is_run() -> None:
+    run = {name for name, _ in RUN}
+    assert {path.stem for path in EXAMPLES.glob("extending_*.py")} <= run
