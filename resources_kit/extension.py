@@ -14,9 +14,11 @@ from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException
 
 from .callbacks import OPERATIONS, PHASES
+from .database import row_level_security_problems
 from .errors import HTTPError, problem_response
 from .nesting import Mount
 from .openapi import docs_page
+from .options import options_for
 from .tenancy import TenantScopeMixin
 
 if TYPE_CHECKING:
@@ -63,11 +65,38 @@ def install_cli(app: App, prefix: str, mounts: Sequence[Mount]) -> None:
     state["cli"] = True
 
     @app.cli.command("resources")
-    def resources_command() -> None:
+    @click.option(
+        "--check-row-level-security",
+        is_flag=True,
+        help="Check, on the app's database, the policies row_level_security relies on.",
+    )
+    def resources_command(check_row_level_security: bool) -> None:
         """List the resources the routers registered."""
         for url_prefix, each in routers:
             for mount in each:
                 describe_mount(url_prefix, mount)
+        if check_row_level_security:
+            check_policies([mount for _, each in routers for mount in each])
+
+
+def check_policies(mounts: Sequence[Mount]) -> None:
+    """Report what row-level security lacks on the app's database; exit 1 if anything."""
+    tables = {
+        options_for(mount.resource).model: mount.row_level_security
+        for mount in mounts
+        if mount.row_level_security
+    }
+    if not tables:
+        click.echo("row-level security: no resource uses it")
+        return
+    engine = current_app.extensions["sqlalchemy"].engine
+    with engine.connect() as connection:
+        problems = row_level_security_problems(connection, tables)
+    for problem in problems:
+        click.echo(f"row-level security: {problem}", err=True)
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"row-level security: {len(tables)} table(s) enforce their policies")
 
 
 def describe_mount(prefix: str, mount: Mount) -> None:
@@ -83,6 +112,8 @@ def describe_mount(prefix: str, mount: Mount) -> None:
     parents = " > ".join(m.resource.__name__ for m in chain[:-1])
     click.echo(f"  tenant scope: {', '.join(scope) or 'none'}")
     click.echo(f"  parent chain: {parents or 'none'}")
+    if mount.row_level_security:
+        click.echo(f"  row-level security: {', '.join(mount.row_level_security)}")
     callbacks = [
         f"{phase}_{operation}: "
         + ", ".join(c.__name__ for c in getattr(resource, f"{phase}_{operation}_callbacks"))

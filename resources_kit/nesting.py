@@ -158,6 +158,8 @@ class Mount:
     #: No level of the chain overrides ``get_query()`` or has permissions that narrow the
     #: rows: statements are built once per shape.
     cacheable: bool = False
+    #: The scope columns PostgreSQL enforces with row-level security on this mount.
+    row_level_security: tuple[str, ...] = ()
     statements: Statements = field(default_factory=Statements, repr=False)
 
     @classmethod

@@ -87,7 +87,7 @@ def page_url(**changes: Any) -> str:
 
 
 def fetch(view: Resource, statement: Select[Any], values: Mapping[str, Any]) -> list[Any]:
-    result = view.get_session().execute(statement, values)
+    result = view.execute(statement, values)
     return list((result.unique() if view.query_options else result).all())
 
 
@@ -118,7 +118,7 @@ class OffsetPagination(Pagination):
             items, total = [], 0
         else:  # past the end: no row carries the total
             counted = statements.derive(query, "count", lambda: nesting.count(query))
-            items, total = [], view.get_session().execute(counted).scalar_one()
+            items, total = [], view.execute(counted).scalar_one()
         links = {}
         if offset + limit < total:
             links["next"] = page_url(limit=limit, offset=offset + limit)

@@ -19,14 +19,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, cast
 
 import marshmallow as ma
-from flask import Response, current_app, request, url_for
+from flask import Response, after_this_request, current_app, request, url_for
 from flask.views import MethodView
-from sqlalchemy import Select, inspect, select
+from sqlalchemy import Result, Select, inspect, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, scoped_session
 from werkzeug.exceptions import HTTPException
 
 from . import signals
 from .actions import ACTIONS, VERB_METHODS, ExtraAction
+from .database import bind_settings, replica_engine, request_settings, unbind_settings
 from .errors import (
     HTTPError,
     ImproperlyConfigured,
@@ -67,6 +69,23 @@ GUARDS = (
 )
 
 _UNSET: Any = object()
+#: The ``Prefer`` token (RFC 7240) a client sends to read from the primary.
+READ_YOUR_WRITES = "read-your-writes"
+
+
+def preferences() -> set[str]:
+    """The preference names of the request's ``Prefer`` headers, lowercased."""
+    return {
+        part.split(";")[0].split("=")[0].strip().lower()
+        for header in request.headers.getlist("Prefer")
+        for part in header.split(",")
+    }
+
+
+def _preference_applied(response: Response) -> Response:
+    response.headers.add("Preference-Applied", READ_YOUR_WRITES)
+    return response
+
 
 #: Query parameters a single-item read accepts (list queries declare their own).
 ITEM_QUERY_ARGS: tuple[str, ...] = ("fields",)
@@ -186,6 +205,7 @@ class Resource(MethodView):
         #: Schema field names asked for with ``?fields=`` (``None``: all).
         self.sparse_fields: tuple[str, ...] | None = None
         self._user: Any = _UNSET
+        self._read_bind: Any = _UNSET
         self._visibility: list[Any] | None = None
 
     # -- verb binding: the one place HTTP methods meet actions ---------------------------
@@ -203,10 +223,16 @@ class Resource(MethodView):
                 self.levels.append(self.levels[-1]._parent_view())
             self.guard_values = guard_values(self.levels, url_kwargs)
             token = bind_values(self.guard_values)
+            database = None
             try:
+                settings = request_settings(self.levels)
+                if settings:
+                    database = bind_settings(settings, self.get_session())
                 return handler()
             finally:
                 unbind_values(token)
+                if database is not None:
+                    unbind_settings(database)
         except HTTPException as exc:
             return problem_response(exc)
 
@@ -328,6 +354,31 @@ class Resource(MethodView):
         session: scoped_session[Session] = extension.session
         return session
 
+    def get_read_bind(self) -> Engine | None:
+        """The engine this request reads from, or ``None`` for the session's own.
+
+        By default: the bind named by ``RESOURCES_KIT_READ_REPLICA`` (a key of
+        ``SQLALCHEMY_BINDS``) for a list or retrieve, unless the client asks for
+        ``Prefer: read-your-writes``; every write, and every read inside one, uses the
+        primary. Called once per request."""
+        key = current_app.config.get("RESOURCES_KIT_READ_REPLICA")
+        if key is None or self.action not in READ_ACTIONS or self.extra is not None:
+            return None
+        if READ_YOUR_WRITES in preferences():
+            after_this_request(_preference_applied)
+            return None
+        return replica_engine(key)
+
+    def execute(self, statement: Any, parameters: Mapping[str, Any] | None = None) -> Result[Any]:
+        """Run a read of this request on the engine :meth:`get_read_bind` picks. The
+        library's reads all go through here; use it for reads of your own in hooks."""
+        if self._read_bind is _UNSET:
+            self._read_bind = self.get_read_bind()
+        session = self.get_session()
+        if self._read_bind is None:
+            return session.execute(statement, parameters)
+        return session.execute(statement, parameters, bind_arguments={"bind": self._read_bind})
+
     def get_query(self) -> Select[Any]:
         """The unscoped base of every read and write: narrow it here (``return
         super().get_query().where(...)``). Build on :meth:`get_scoped_query`, never on
@@ -360,7 +411,7 @@ class Resource(MethodView):
         if self.mount.parent is None or "rk_0_parent" in self.guard_values:
             return
         statement = cached(self.levels, False, "parent", lambda: parent_reference(self.levels, 1))
-        row = self.get_session().execute(statement).first()
+        row = self.execute(statement).first()
         if row is None:
             raise not_found()
         self.guard_values["rk_0_parent"] = row[0]
@@ -383,7 +434,7 @@ class Resource(MethodView):
             # Lock the resource's own rows only: PostgreSQL refuses FOR UPDATE on the
             # nullable side of an outer join that joined eager loading adds.
             query = query.with_for_update(of=self.options.model)
-        result = self.get_session().execute(query)
+        result = self.execute(query)
         obj = (result.unique() if options else result).scalar_one_or_none()
         if obj is None:
             raise not_found()
@@ -417,7 +468,7 @@ class Resource(MethodView):
         key = self.options.primary_key
         query = select(*key).where(*(column == getattr(obj, column.key) for column in key))
         query = query.where(*self.visibility_clauses())
-        return self.get_session().execute(query).first() is not None
+        return self.execute(query).first() is not None
 
     def check_preconditions(self, obj: Any) -> None:
         """``If-Match`` on PUT, PATCH and DELETE: 412 unless it names the current ETag

@@ -13,14 +13,17 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Flask
 from flask.blueprints import BlueprintSetupState
+from flask.sansio.app import App
 
 from .actions import ACTIONS, extra_actions
+from .database import check_backend
 from .errors import ImproperlyConfigured
 from .extension import add_docs_routes, install_cli, install_error_handler
 from .nesting import Mount, find_parent_key
 from .openapi import build_document
 from .options import options_for
 from .resource import Resource, restricts_rows
+from .tenancy import TenantScopeMixin
 
 R = TypeVar("R", bound=type[Resource])
 
@@ -61,6 +64,7 @@ class Router:
         security_schemes: Mapping[str, Mapping[str, Any]] | None = None,
         security: Sequence[Mapping[str, Sequence[str]]] | None = None,
         docs: bool = True,
+        row_level_security: Sequence[str] = (),
     ) -> None:
         if url_prefix and not url_prefix.startswith("/"):
             raise ImproperlyConfigured(f"Router url_prefix must start with '/': {url_prefix!r}.")
@@ -73,6 +77,9 @@ class Router:
         self.security_schemes, self.security = security_schemes, security
         #: Serve ``{url_prefix}/openapi.json`` and the ``{url_prefix}/docs`` page.
         self.docs = docs
+        #: Scope columns PostgreSQL enforces with row-level security for every
+        #: tenant-scoped resource that does not set its own ``row_level_security``.
+        self.row_level_security = tuple(row_level_security)
         self._apps: list[Flask] = []
         if app_or_blueprint is not None:
             self.init_app(app_or_blueprint)
@@ -123,6 +130,7 @@ class Router:
                 item_methods=item,
                 extra_actions=extras,
                 cacheable=_cacheable(resource, above),
+                row_level_security=self._row_level_security(resource),
             )
             for above in parents
         ]
@@ -130,9 +138,20 @@ class Router:
             self._check_mount(mount, options.url_variable)
         self.mounts.extend(new)
         for app in self._apps:
+            self._check_backend(app)
             for mount in new:
                 _add_rules(app.add_url_rule, self.url_prefix, mount)
         return resource
+
+    def _row_level_security(self, resource: type[Resource]) -> tuple[str, ...]:
+        if not issubclass(resource, TenantScopeMixin):
+            return ()
+        own = resource.row_level_security
+        columns = tuple(self.row_level_security if own is None else own)
+        options = options_for(resource)
+        for column in columns:
+            options.column(column)  # a misspelled column must not leave a table unguarded
+        return columns
 
     def _check_mount(self, mount: Mount, url_variable: str) -> None:
         taken = {m.endpoint for m in self.mounts}
@@ -148,6 +167,12 @@ class Router:
                 f"by a parent at {mount.rule!r}; set `url_variable` on one of them."
             )
 
+    def _check_backend(self, app: Flask | App) -> None:
+        guarded = [m for m in self.mounts if m.row_level_security]
+        if guarded:
+            url = app.config.get("SQLALCHEMY_DATABASE_URI")
+            check_backend(url, guarded[0].resource.__name__)
+
     # -- building ---------------------------------------------------------------------------
 
     def init_app(self, app_or_blueprint: Flask | Blueprint) -> None:
@@ -161,9 +186,11 @@ class Router:
         self._add_docs(app.add_url_rule, self.url_prefix, self.url_prefix)
         install_error_handler(app, self.url_prefix)
         install_cli(app, self.url_prefix, self.mounts)
+        self._check_backend(app)
         self._apps.append(app)
 
     def _on_blueprint(self, state: BlueprintSetupState) -> None:
+        self._check_backend(state.app)
         for mount in self.mounts:
             _add_rules(state.add_url_rule, self.url_prefix, mount)
         full_prefix = (state.url_prefix or "").rstrip("/") + self.url_prefix

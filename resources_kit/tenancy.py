@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import HTTPError
 
@@ -28,7 +28,15 @@ class TenantScopeMixin(_Base):
       refuse the request with 403 before any query runs.
     - A body that tries to set a scoped column to another value is a 422.
     - Another tenant's row is a 404, as is anything nested under it.
+
+    On PostgreSQL the database can enforce the scope as well: name the columns in
+    ``row_level_security`` (or give ``Router(row_level_security=...)``), and each
+    transaction of a request sets them for the tables' policies (see Deployment).
     """
+
+    #: Scope columns PostgreSQL enforces with row-level security as well (``None``: the
+    #: router's ``row_level_security``; ``()``: off).
+    row_level_security: ClassVar[Sequence[str] | None] = None
 
     def get_base_query_kwargs(self) -> Mapping[str, Any] | None:
         raise NotImplementedError(

@@ -1,8 +1,9 @@
 """Fixtures: ``app -> db -> client`` on a real database.
 
 ``RESOURCES_KIT_TEST_DB`` picks it: ``sqlite`` (default, a temporary file), ``postgresql`` or
-``mysql`` (the local servers; the run is skipped with a message when none answers), or a
-full SQLAlchemy URL.
+``mysql`` (the local servers; the run is skipped with a message when none answers),
+``pgbouncer`` (PostgreSQL through PgBouncer in transaction mode on port 6432), or a full
+SQLAlchemy URL.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy import create_engine, event, make_url, text
 from sqlalchemy.engine import Engine
 
 from resources_kit import Router
+from resources_kit.database import pooled_engine_options
 
 from . import models
 from .models import db
@@ -30,16 +32,20 @@ URLS = {
     "sqlite": f"sqlite:///{SQLITE_FILE}",
     "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
     "mysql": "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4",
+    # PostgreSQL through PgBouncer in transaction pooling mode (.ci/services starts it).
+    "pgbouncer": "postgresql+psycopg://postgres@127.0.0.1:6432/test",
 }
 DB = os.environ.get("RESOURCES_KIT_TEST_DB", "sqlite")
 DB_URL = URLS.get(DB, DB)
+#: What every engine of the tests needs for this database (a pooler's, say).
+ENGINE_OPTIONS = pooled_engine_options(DB_URL) if make_url(DB_URL).port == 6432 else {}
 
 
 def _server_reachable(url: str) -> str | None:
     if url.startswith("sqlite"):
         return None
     try:
-        engine = create_engine(url)
+        engine = create_engine(url, **ENGINE_OPTIONS)
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         engine.dispose()
@@ -98,6 +104,7 @@ def make_app(
         {
             "TESTING": True,
             "SQLALCHEMY_DATABASE_URI": DB_URL,
+            "SQLALCHEMY_ENGINE_OPTIONS": ENGINE_OPTIONS,
             "SECRET_KEY": "test",
             "MAX_CONTENT_LENGTH": 64 * 1024,
             **config,
@@ -242,7 +249,7 @@ def separate_database_url(name: str) -> str:
     url = make_url(DB_URL)
     if url.get_backend_name() == "sqlite":
         return f"sqlite:///{SQLITE_FILE[: -len('.sqlite3')]}_{name}.sqlite3"
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", **ENGINE_OPTIONS)
     with engine.connect() as connection:
         if url.get_backend_name() == "postgresql":
             exists = connection.execute(

@@ -16,7 +16,7 @@ from resources_kit import (
     Router,
 )
 
-from .conftest import DB_URL, make_app, running, seed
+from .conftest import DB_URL, ENGINE_OPTIONS, make_app, running, seed
 from .models import (
     Grade,
     GradeResource,
@@ -253,7 +253,9 @@ def test_same_resource_at_two_places(database: Any) -> None:
 
 def test_blueprint_and_router_prefixes(database: Any) -> None:
     app = Flask(__name__)
-    app.config.update(SQLALCHEMY_DATABASE_URI=DB_URL, TESTING=True)
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=DB_URL, SQLALCHEMY_ENGINE_OPTIONS=ENGINE_OPTIONS, TESTING=True
+    )
     db.init_app(app)
     bp = Blueprint("v1", __name__, url_prefix="/v1")
     router = Router(bp, url_prefix="/api")
