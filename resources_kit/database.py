@@ -247,13 +247,24 @@ def pooled_engine_options(url: str) -> dict[str, Any]:
     return {}
 
 
+def _unknown_bind(key: str) -> ImproperlyConfigured:
+    return ImproperlyConfigured(
+        f"RESOURCES_KIT_READ_REPLICA names the bind {key!r}, which SQLALCHEMY_BINDS does "
+        "not define."
+    )
+
+
+def check_read_replica(config: Mapping[str, Any]) -> None:
+    """Refuse, at startup, a read replica naming a bind the app does not have."""
+    key = config.get("RESOURCES_KIT_READ_REPLICA")
+    if key is not None and key not in (config.get("SQLALCHEMY_BINDS") or {}):
+        raise _unknown_bind(key)
+
+
 def replica_engine(key: str) -> Engine:
     """The Flask-SQLAlchemy engine of bind ``key`` (``SQLALCHEMY_BINDS``)."""
     extension = current_app.extensions.get("sqlalchemy")
     engines: Mapping[str | None, Engine] = extension.engines if extension is not None else {}
     if key not in engines:
-        raise ImproperlyConfigured(
-            f"RESOURCES_KIT_READ_REPLICA names the bind {key!r}, which SQLALCHEMY_BINDS "
-            "does not define."
-        )
+        raise _unknown_bind(key)
     return engines[key]

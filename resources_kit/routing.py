@@ -16,7 +16,7 @@ from flask.blueprints import BlueprintSetupState
 from flask.sansio.app import App
 
 from .actions import ACTIONS, extra_actions
-from .database import check_backend
+from .database import check_backend, check_read_replica
 from .errors import ImproperlyConfigured
 from .extension import add_docs_routes, install_cli, install_error_handler
 from .nesting import Mount, find_parent_key
@@ -172,6 +172,7 @@ class Router:
         if guarded:
             url = app.config.get("SQLALCHEMY_DATABASE_URI")
             check_backend(url, guarded[0].resource.__name__)
+        check_read_replica(app.config)
 
     # -- building ---------------------------------------------------------------------------
 
