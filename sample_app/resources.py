@@ -206,6 +206,8 @@ class StudentResource(
     #: Admins change any student, teachers their own, auditors none; all may read.
     permissions = [IsAuthenticated, SchoolAdmin | OwnStudents | ReadOnly]
     default_sort = "name"
+    #: Signed keyset cursors: a page link made on one app host works on every other.
+    pagination = "cursor"
     filter_fields = ["name", "grade_level"]
     sort_fields = ["name", "grade_level"]
     search_fields = ["name"]

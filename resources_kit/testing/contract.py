@@ -359,12 +359,17 @@ def walk(self: CrudContract, body: dict[str, Any] | None = None) -> None:
     lived = set(self.rows)
     seen: list[Any] = []
     offset = 0
-    for _ in range(2 * len(self.rows) + 10):
+    # Items created during the walk may sort after the cursor and so extend it: create at
+    # most as many as there were, so that the walk ends within twice its length.
+    writes = len(lived)
+    for _ in range(2 * len(lived) + 10):
         seen += [item[config.id_field] for item in page["items"]]
         if (cursors and page["next"] is None) or (not cursors and offset + 1 >= page["total"]):
             break
         if cursors:
-            self.write_during_walk(body, lived, seen)
+            if writes > 0:
+                writes -= 1
+                self.write_during_walk(body, lived, seen)
             next_url = f"{url}&cursor={page['next']}"
         else:
             offset += 1
