@@ -73,8 +73,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_gunicorn(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SAMPLE_APP_DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
+def start_gunicorn(
+    url: str, port: int, workers: int, environ: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SAMPLE_APP_DATABASE_URL": url, "PYTHONPATH": str(ROOT), **(environ or {})}
     process = subprocess.Popen(
         [
             sys.executable,

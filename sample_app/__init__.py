@@ -19,23 +19,50 @@ from flask import Flask
 from flask_jwt_extended import JWTManager
 
 from resources_kit import Router
+from resources_kit.database import pooled_engine_options, row_level_security_ddl
 
-from .models import db
+from .models import Teacher, db
 from .resources import StudentResource, TeacherResource
 from .seed import seed
+
+#: The scope column PostgreSQL enforces when row-level security is on.
+ROW_LEVEL_SECURITY = ("school_id",)
+
+
+def policies() -> list[str]:
+    """The DDL of the row-level security policy on teachers (run it as the table owner)."""
+    return row_level_security_ddl(Teacher, ROW_LEVEL_SECURITY)
+
 
 #: The demo's signing key; set SAMPLE_APP_JWT_SECRET_KEY for anything but a demo.
 DEMO_JWT_SECRET = "resources-kit-sample-app-demo-signing-key"
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """The app. Its environment, all optional:
+
+    - ``SAMPLE_APP_DATABASE_URL`` (default: an in-memory SQLite database);
+    - ``SAMPLE_APP_POOLED=1``: the URL is a pooler in transaction mode (PgBouncer);
+    - ``SAMPLE_APP_READ_REPLICA_URL``: lists and item reads go to this replica;
+    - ``SAMPLE_APP_ROW_LEVEL_SECURITY=1``: PostgreSQL enforces the school scope of
+      teachers too (the policy must exist: ``python -m sample_app policies`` prints it);
+    - ``SAMPLE_APP_SECRET_KEY`` (cursors) and ``SAMPLE_APP_JWT_SECRET_KEY`` (tokens): the
+      same on every host.
+    """
+    environ = os.environ
+    url = environ.get("SAMPLE_APP_DATABASE_URL", "sqlite://")
     app = Flask(__name__)
     app.config.update(
-        SQLALCHEMY_DATABASE_URI=os.environ.get("SAMPLE_APP_DATABASE_URL", "sqlite://"),
+        SQLALCHEMY_DATABASE_URI=url,
         MAX_CONTENT_LENGTH=1024 * 1024,
-        SECRET_KEY=os.environ.get("SAMPLE_APP_SECRET_KEY", "change-me"),
-        JWT_SECRET_KEY=os.environ.get("SAMPLE_APP_JWT_SECRET_KEY", DEMO_JWT_SECRET),
+        SECRET_KEY=environ.get("SAMPLE_APP_SECRET_KEY", "change-me"),
+        JWT_SECRET_KEY=environ.get("SAMPLE_APP_JWT_SECRET_KEY", DEMO_JWT_SECRET),
     )
+    if environ.get("SAMPLE_APP_POOLED") == "1":
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = pooled_engine_options(url)
+    if environ.get("SAMPLE_APP_READ_REPLICA_URL"):
+        app.config["SQLALCHEMY_BINDS"] = {"replica": environ["SAMPLE_APP_READ_REPLICA_URL"]}
+        app.config["RESOURCES_KIT_READ_REPLICA"] = "replica"
     app.config.update(config or {})
     db.init_app(app)
     JWTManager(app)
@@ -46,6 +73,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         version="1.0.0",
         security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
         security=[{"bearer": []}],
+        row_level_security=ROW_LEVEL_SECURITY
+        if environ.get("SAMPLE_APP_ROW_LEVEL_SECURITY") == "1"
+        else (),
     )
     api.register(TeacherResource)
     api.register(StudentResource, parent=TeacherResource)
@@ -56,4 +86,4 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
-__all__ = ["create_app", "seed"]
+__all__ = ["create_app", "policies", "seed"]

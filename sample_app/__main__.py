@@ -1,5 +1,6 @@
 """``python -m sample_app``: seed a database and serve the school API.
-``python -m sample_app token LOGIN``: print the access token of one demo login."""
+``python -m sample_app token LOGIN``: print the access token of one demo login.
+``python -m sample_app policies``: print the row-level security DDL (PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import os
 import sys
 import tempfile
 
-from . import create_app, seed
+from . import create_app, policies, seed
 
 
 def main(argv: list[str]) -> int:
+    if argv == ["policies"]:
+        print(";\n".join(policies()) + ";")
+        return 0
     default = f"sqlite:///{os.path.join(tempfile.gettempdir(), 'resources_kit_sample_2.sqlite3')}"
     os.environ.setdefault("SAMPLE_APP_DATABASE_URL", default)
     app = create_app()
