@@ -52,8 +52,9 @@ class RawTenantRead(Callback):
     """A callback running raw SQL, as a report or an audit step would."""
 
     def execute(self) -> None:
-        rows = db.session.execute(text("SELECT school_id FROM teachers")).all()
-        SEEN.append({row.school_id for row in rows})
+        for table in ("teachers", "students"):
+            rows = db.session.execute(text(f"SELECT * FROM {table}")).mappings().all()
+            SEEN.append({row["school_id"] for row in rows})
 
 
 class RawForeignInsert(Callback):
@@ -150,10 +151,15 @@ def rls(rls_app: Flask, database: Any) -> Any:
 def two_schools() -> dict[str, int]:
     one, two = models.School(name="One"), models.School(name="Two")
     seed(one, two)
-    seed(
+    ada, bea, bob = (
         Teacher(name="Ada", school_id=one.id),
         Teacher(name="Bea", school_id=one.id),
         Teacher(name="Bob", school_id=two.id),
+    )
+    seed(ada, bea, bob)
+    seed(
+        Student(name="Cy", teacher_id=ada.id, school_id=one.id),
+        Student(name="Di", teacher_id=bob.id, school_id=two.id),
     )
     return {"one": one.id, "two": two.id}
 
@@ -169,8 +175,9 @@ def test_raw_sql_in_callbacks_sees_only_the_tenants_rows(rls: Any) -> None:
         "/api/teachers", json={"name": "Cy"}, headers={"X-School": str(schools["one"])}
     )
     assert answer.status_code == 201, answer.json
-    # Before and after the flush, in the request's transaction: school one only.
-    assert [{schools["one"]}, {schools["one"]}] == SEEN
+    # SELECT * FROM teachers, then students, before and after the flush, in the
+    # request's transaction: school one's rows only, though both schools have some.
+    assert [{schools["one"]}] * 4 == SEEN
 
 
 @needs_postgres
@@ -269,11 +276,10 @@ def test_nested_children_are_scoped_by_the_database_too(rls: Any) -> None:
     bob = db.session.scalar(select(Teacher).where(Teacher.name == "Bob"))
     assert ada is not None
     assert bob is not None
-    seed(Student(name="Sid", teacher_id=ada.id, school_id=schools["one"]))
     one = {"X-School": str(schools["one"])}
     assert [
         s["name"] for s in rls.get(f"/api/teachers/{ada.id}/students", headers=one).json["items"]
-    ] == ["Sid"]
+    ] == ["Cy"]
     assert rls.get(f"/api/teachers/{bob.id}/students", headers=one).status_code == 404
     made = rls.post(f"/api/teachers/{ada.id}/students", json={"name": "Tia"}, headers=one)
     assert made.status_code == 201
