@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy import create_engine, event, func, make_url, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -359,3 +359,24 @@ def test_flask_resources_checks_the_policies(rls_app: Flask) -> None:
         )
     assert result.exit_code == 1
     assert "connects as a role that bypasses row-level security" in result.output
+
+
+@needs_postgres
+def test_the_settings_cost_one_statement_per_transaction(rls: Any) -> None:
+    schools = two_schools()
+    with rls.application.app_context():
+        engine = db.engine
+    ran: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        ran.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        one = {"X-School": str(schools["one"])}
+        assert rls.get("/api/teachers", headers=one).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(ran) == 2  # the settings, then the list's one statement
+    assert "set_config" in ran[0]
+    assert "set_config" not in ran[1]
