@@ -70,7 +70,11 @@ class ListMixin(_Base):
 
     @classmethod
     def check_configuration(cls) -> None:
-        super().check_configuration()
+        # After Resource in some MROs (see Resource.check_configuration): then nothing
+        # follows that has the method.
+        next_check = getattr(super(), "check_configuration", None)
+        if next_check is not None:
+            next_check()
         cls.get_list_config()
 
     @classmethod

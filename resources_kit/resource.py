@@ -179,10 +179,16 @@ class Resource(MethodView):
     @classmethod
     def check_configuration(cls) -> None:
         """Check and compile the class's configuration; the router calls it at
-        registration, and a mistake raises ``ImproperlyConfigured`` naming the fix."""
+        registration, and a mistake raises ``ImproperlyConfigured`` naming the fix.
+
+        Cooperative: a mixin placed after ``Resource`` in the MRO (``class
+        Students(MyBase, ListMixin)`` with ``MyBase`` a ``Resource``) is checked too."""
         options_for(cls)
         reference_targets(cls)
         permission_rule(cls)
+        next_check = getattr(super(), "check_configuration", None)
+        if next_check is not None:
+            next_check()
 
     def __init__(self, mount: Mount, kind: str, extra: ExtraAction | None = None) -> None:
         #: Where this resource is mounted (its parent chain).

@@ -170,3 +170,23 @@ def test_loader_options_keep_page_and_total_right(database: Any, loader: Any) ->
         page = client.get("/api/loaded?limit=2").json
         assert page["total"] == 3
         assert [len(t["students"]) for t in page["items"]] == [3, 1]
+
+
+class OwnBase(Resource):
+    """A project's own base resource, placed before the mixins: Resource then comes
+    before ListMixin in the MRO."""
+
+    model = Teacher
+    schema = TeacherSchema
+
+
+@pytest.mark.parametrize("own_base_first", [True, False])
+def test_a_list_mistake_is_refused_at_registration_whatever_the_base_order(
+    own_base_first: bool,
+) -> None:
+    bases = (OwnBase, ListMixin) if own_base_first else (ListMixin, OwnBase)
+    # Only the list's own check knows pagination; before it was cooperative, this one
+    # surfaced at the first request instead.
+    broken = type("Broken", bases, {"name": "broken", "pagination": "pages"})
+    with pytest.raises(ImproperlyConfigured, match="pagination must be"):
+        Router().register(broken)
