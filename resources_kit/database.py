@@ -55,7 +55,9 @@ def _apply(connection: Connection, settings: Mapping[str, str]) -> None:
 
 def _after_begin(session: Session, transaction: Any, connection: Connection) -> None:
     settings = _settings.get()
-    if settings:
+    # Another database the request also uses (a bind of another kind, a second session)
+    # has no policies to feed: only PostgreSQL connections get the settings.
+    if settings and connection.dialect.name == "postgresql":
         _apply(connection, settings)
 
 

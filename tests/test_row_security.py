@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, event, func, make_url, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from resources_kit import (
     Callback,
@@ -380,3 +381,21 @@ def test_the_settings_cost_one_statement_per_transaction(rls: Any) -> None:
     assert len(ran) == 2  # the settings, then the list's one statement
     assert "set_config" in ran[0]
     assert "set_config" not in ran[1]
+
+
+@needs_postgres
+def test_another_database_in_the_same_request_is_left_alone(rls_app: Flask) -> None:
+    other = create_engine("sqlite://")
+    with rls_app.app_context():
+        token = bind_settings({"school_id": 1}, db.session)
+        try:
+            with Session(other) as session:  # a second session, say for a cache
+                assert session.execute(text("SELECT 1")).scalar() == 1
+            setting = db.session.execute(
+                text("SELECT current_setting('resources_kit.school_id', true)")
+            ).scalar()
+            assert setting == "1"  # while the app's own transaction has the setting
+        finally:
+            db.session.rollback()
+            unbind_settings(token)
+    other.dispose()
