@@ -47,15 +47,20 @@ EXPECTED = {
 }
 
 
-def prepare_database() -> tuple[str, list[str]]:
+def fresh_database(name: str) -> str:
+    """Drop and create database ``name`` on the local server; its superuser URL."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{DATABASE}"'))
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
-    url = f"{SERVER}/{DATABASE}"
+    return f"{SERVER}/{name}"
+
+
+def prepare_database() -> tuple[str, list[str]]:
+    url = fresh_database(DATABASE)
     from sample_app import create_app, seed
     from sample_app.models import db
 
@@ -65,6 +70,63 @@ def prepare_database() -> tuple[str, list[str]]:
         db.session.remove()
         db.engine.dispose()
     return url, [tokens[login] for login in LOGINS]
+
+
+def missing_from_database(url: str, created: list[int]) -> list[int]:
+    """The acknowledged creates whose teacher is not in the database at ``url``."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        found = {row[0] for row in connection.execute(text("SELECT id FROM teachers"))}
+    engine.dispose()
+    return [teacher for teacher in created if teacher not in found]
+
+
+def request_json(
+    connection: http.client.HTTPConnection,
+    latencies: list[float],
+    method: str,
+    path: str,
+    token: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """One request as the bearer of ``token``, its time added to ``latencies``; the
+    status and the JSON body."""
+    sent = {"Authorization": f"Bearer {token}", **(headers or {})}
+    payload = None
+    if body is not None:
+        payload = json.dumps(body)
+        sent["Content-Type"] = "application/json"
+    start = time.perf_counter()
+    connection.request(method, path, body=payload, headers=sent)
+    response = connection.getresponse()
+    data = response.read()
+    latencies.append(time.perf_counter() - start)
+    if response.will_close:
+        connection.close()
+    return response.status, json.loads(data) if data else None
+
+
+def summarize(results: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
+    """The clients' results together: request count and rate, p50/p99 in ms, statuses,
+    5xx, unexpected statuses and the acknowledged creates."""
+    latencies = sorted(x for r in results for x in r["latencies"])
+    statuses: dict[str, int] = {}
+    for r in results:
+        for key, count in r["statuses"].items():
+            statuses[key] = statuses.get(key, 0) + count
+    return {
+        "requests": len(latencies),
+        "rate": len(latencies) / elapsed,
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "statuses": statuses,
+        "5xx": sum(n for key, n in statuses.items() if key.split()[1][0] == "5"),
+        "unexpected": sum(len(r["unexpected"]) for r in results),
+        "created": [teacher for r in results for teacher in r["created"]],
+    }
 
 
 def free_port() -> int:
@@ -118,19 +180,7 @@ def client(
     deadline = time.monotonic() + seconds
 
     def call(method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {token}"}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body)
-            headers["Content-Type"] = "application/json"
-        start = time.perf_counter()
-        connection.request(method, path, body=payload, headers=headers)
-        response = connection.getresponse()
-        data = response.read()
-        latencies.append(time.perf_counter() - start)
-        if response.will_close:
-            connection.close()
-        return response.status, json.loads(data) if data else None
+        return request_json(connection, latencies, method, path, token, body)
 
     for _ in range(requests):
         if time.monotonic() > deadline:
@@ -205,36 +255,21 @@ def main() -> int:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
 
-    latencies = sorted(x for r in results for x in r["latencies"])
-    statuses: dict[str, int] = {}
-    for r in results:
-        for key, count in r["statuses"].items():
-            statuses[key] = statuses.get(key, 0) + count
-    unexpected = [key for r in results for key in r["unexpected"]]
-    server_errors = sum(count for key, count in statuses.items() if key.split()[1][0] == "5")
-    created = [teacher for r in results for teacher in r["created"]]
-
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(url)
-    with engine.connect() as connection:
-        found = {row[0] for row in connection.execute(text("SELECT id FROM teachers"))}
-    engine.dispose()
-    lost = [teacher for teacher in created if teacher not in found]
-
-    p50 = statistics.median(latencies) * 1000
-    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+    figures = summarize(results, elapsed)
+    lost = missing_from_database(url, figures["created"])
     print(
         f"load test: sample app, gunicorn {args.workers} workers, PostgreSQL, "
         f"{args.clients} client processes"
     )
-    print(f"  requests     {len(latencies)} in {elapsed:.1f} s = {len(latencies) / elapsed:.0f}/s")
-    print(f"  latency      p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(f"  requests     {figures['requests']} in {elapsed:.1f} s = {figures['rate']:.0f}/s")
+    print(f"  latency      p50 {figures['p50']:.1f} ms, p99 {figures['p99']:.1f} ms")
+    statuses = figures["statuses"]
     print(f"  statuses     {', '.join(f'{k}: {v}' for k, v in sorted(statuses.items()))}")
-    print(f"  5xx          {server_errors}")
-    print(f"  unexpected   {len(unexpected)}")
+    print(f"  5xx          {figures['5xx']}")
+    print(f"  unexpected   {figures['unexpected']}")
+    created = figures["created"]
     print(f"  creates      {len(created)} acknowledged, {len(lost)} missing from the database")
-    return 1 if server_errors or unexpected or lost else 0
+    return 1 if figures["5xx"] or figures["unexpected"] or lost else 0
 
 
 if __name__ == "__main__":

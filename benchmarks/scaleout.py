@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import multiprocessing
 import random
 import signal
-import statistics
 import sys
 import time
 import uuid
@@ -34,9 +32,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from loadtest import free_port, start_gunicorn  # noqa: E402
+from loadtest import (  # noqa: E402
+    SERVER,
+    free_port,
+    fresh_database,
+    missing_from_database,
+    request_json,
+    start_gunicorn,
+    summarize,
+)
 
-SUPERUSER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 DATABASE = "resources_kit_scale"
 #: The role the hosts connect as: subject to row-level security.
 APP_ROLE = "resources_kit_app"
@@ -69,10 +74,9 @@ def prepare_database() -> tuple[list[str], dict[str, int]]:
     replica has it. Returns the admins' tokens and their schools."""
     from sqlalchemy import create_engine, text
 
-    admin = create_engine(f"{SUPERUSER}/postgres", isolation_level="AUTOCOMMIT")
+    url = fresh_database(DATABASE)
+    admin = create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{DATABASE}"'))
         if not connection.execute(
             text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": APP_ROLE}
         ).first():
@@ -81,7 +85,7 @@ def prepare_database() -> tuple[list[str], dict[str, int]]:
     from sample_app import create_app, policies, seed
     from sample_app.models import User, db
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": f"{SUPERUSER}/{DATABASE}"})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url})
     with app.app_context():
         tokens = seed()
         schools = {user.login: user.school_id for user in db.session.query(User)}
@@ -140,19 +144,7 @@ def client(
     ) -> tuple[int, Any]:
         connection = connections[turn[0] % len(connections)]  # the next host, round robin
         turn[0] += 1
-        sent = {"Authorization": f"Bearer {token}", **(headers or {})}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body)
-            sent["Content-Type"] = "application/json"
-        start = time.perf_counter()
-        connection.request(method, path, body=payload, headers=sent)
-        response = connection.getresponse()
-        data = response.read()
-        result["latencies"].append(time.perf_counter() - start)
-        if response.will_close:
-            connection.close()
-        return response.status, json.loads(data) if data else None
+        return request_json(connection, result["latencies"], method, path, token, body, headers)
 
     def record(operation: str, status: int) -> None:
         key = f"{operation} {status}"
@@ -247,35 +239,13 @@ def run(hosts: int, args: argparse.Namespace, schools: dict[str, int]) -> dict[s
             server.wait(timeout=30)
     time.sleep(0.6)  # the statistics collector reports every 500 ms
     replica_reads = replica_transactions() - replica_before
-    latencies = sorted(x for r in results for x in r["latencies"])
-    statuses: dict[str, int] = {}
-    for r in results:
-        for key, count in r["statuses"].items():
-            statuses[key] = statuses.get(key, 0) + count
     return {
-        "requests": len(latencies),
-        "rate": len(latencies) / elapsed,
-        "p50": statistics.median(latencies) * 1000,
-        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        "5xx": sum(n for key, n in statuses.items() if key.split()[1][0] == "5"),
-        "unexpected": sum(len(r["unexpected"]) for r in results),
-        "created": [t for r in results for t in r["created"]],
+        **summarize(results, elapsed),
         "lost": sum(r["lost"] for r in results),
         "leaked": sum(r["leaked"] for r in results),
         "carried": sum(r["carried"] for r in results) if hosts > 1 else "n/a",
         "replica": replica_reads,
-        "statuses": statuses,
     }
-
-
-def missing_from_database(created: list[int]) -> int:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(f"{SUPERUSER}/{DATABASE}")
-    with engine.connect() as connection:
-        found = {row[0] for row in connection.execute(text("SELECT id FROM teachers"))}
-    engine.dispose()
-    return sum(1 for teacher in created if teacher not in found)
 
 
 def main() -> int:
@@ -288,7 +258,7 @@ def main() -> int:
     _, schools = prepare_database()
     figures = {hosts: run(hosts, args, schools) for hosts in (1, 2)}
     for each in figures.values():
-        each["lost"] += missing_from_database(each["created"])
+        each["lost"] += len(missing_from_database(f"{SERVER}/{DATABASE}", each["created"]))
     rows = [
         ("requests", "{requests}"),
         ("requests/s", "{rate:.0f}"),
