@@ -61,18 +61,14 @@ def _after_begin(session: Session, transaction: Any, connection: Connection) -> 
         _apply(connection, settings)
 
 
-_installed: list[bool] = []
-
-
 def bind_settings(
     settings: Mapping[str, Any], session: Session | scoped_session[Session]
 ) -> Token[Mapping[str, str] | None]:
     """Make ``settings`` (column -> value) the tenant settings of every transaction the
     session begins until :func:`unbind_settings`, on every engine it uses (a replica's
     too), and of the transaction it is in already, if any."""
-    if not _installed:
+    if not event.contains(Session, "after_begin", _after_begin):
         event.listen(Session, "after_begin", _after_begin)
-        _installed.append(True)
     values = {key: str(value) for key, value in settings.items()}
     token = _settings.set(values)
     real = session() if isinstance(session, scoped_session) else session

@@ -138,7 +138,7 @@ class Router:
             self._check_mount(mount, options.url_variable)
         self.mounts.extend(new)
         for app in self._apps:
-            self._check_backend(app)
+            self._check_database(app)
             for mount in new:
                 _add_rules(app.add_url_rule, self.url_prefix, mount)
         return resource
@@ -167,7 +167,9 @@ class Router:
                 f"by a parent at {mount.rule!r}; set `url_variable` on one of them."
             )
 
-    def _check_backend(self, app: Flask | App) -> None:
+    def _check_database(self, app: Flask | App) -> None:
+        """Refuse at startup what the app's database settings cannot serve: row-level
+        security off PostgreSQL, a read replica bind the app does not define."""
         guarded = [m for m in self.mounts if m.row_level_security]
         if guarded:
             url = app.config.get("SQLALCHEMY_DATABASE_URI")
@@ -187,11 +189,11 @@ class Router:
         self._add_docs(app.add_url_rule, self.url_prefix, self.url_prefix)
         install_error_handler(app, self.url_prefix)
         install_cli(app, self.url_prefix, self.mounts)
-        self._check_backend(app)
+        self._check_database(app)
         self._apps.append(app)
 
     def _on_blueprint(self, state: BlueprintSetupState) -> None:
-        self._check_backend(state.app)
+        self._check_database(state.app)
         for mount in self.mounts:
             _add_rules(state.add_url_rule, self.url_prefix, mount)
         full_prefix = (state.url_prefix or "").rstrip("/") + self.url_prefix
