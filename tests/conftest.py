@@ -249,6 +249,9 @@ def separate_database_url(name: str) -> str:
     url = make_url(DB_URL)
     if url.get_backend_name() == "sqlite":
         return f"sqlite:///{SQLITE_FILE[: -len('.sqlite3')]}_{name}.sqlite3"
+    # Named after the test database too, so runs against different databases of one
+    # server (two checkouts at once) never share the second one.
+    name = f"{url.database}_{name}" if url.database != "test" else name
     engine = create_engine(url, isolation_level="AUTOCOMMIT", **ENGINE_OPTIONS)
     with engine.connect() as connection:
         if url.get_backend_name() == "postgresql":
