@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     Enum,
@@ -23,8 +24,12 @@ from sqlalchemy import (
     Numeric,
     SmallInteger,
     String,
+    bindparam,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.schema import Column
+from sqlalchemy.sql.visitors import InternalTraversal
 
 #: A check returns an error message, or ``None`` when the value is fine.
 Check = Callable[[Any], str | None]
@@ -128,3 +133,49 @@ def column_normalizer(column: Column[Any]) -> Callable[[Any], Any] | None:
         return rounded if isinstance(value, Decimal) or type_.asdecimal else float(rounded)
 
     return normalize
+
+
+# -- exact comparison --------------------------------------------------------------------
+
+
+class ExactEquals(ColumnElement[bool]):
+    """``column = value``, compared byte for byte on every database.
+
+    MariaDB and MySQL compare strings in the column's collation, which by default ignores
+    case and trailing spaces: a scope of ``"ACME.COM"`` would reach tenant ``acme.com``'s
+    rows. There the comparison is made twice, in the collation (so an index on the column
+    still serves it) and as binary strings (so only the same bytes match)."""
+
+    inherit_cache = True
+    type = Boolean()
+    _is_implicitly_boolean = True
+    _traverse_internals = [
+        ("column", InternalTraversal.dp_clauseelement),
+        ("value", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column: Any, value: Any) -> None:
+        self.column = column
+        self.value = value
+
+
+@compiles(ExactEquals)
+def _exact_default(element: ExactEquals, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.column == element.value, **kw))
+
+
+@compiles(ExactEquals, "mysql")
+@compiles(ExactEquals, "mariadb")
+def _exact_mysql(element: ExactEquals, compiler: Any, **kw: Any) -> str:
+    column = compiler.process(element.column, **kw)
+    value = compiler.process(element.value, **kw)
+    return f"({column} = {value} AND CAST({column} AS BINARY) = CAST({value} AS BINARY))"
+
+
+def exact_equals(column: Any, value: Any) -> Any:
+    """``column == value``; for a text column, byte-exact on every backend."""
+    if isinstance(getattr(column, "type", None), String) and not isinstance(column.type, Enum):
+        if not isinstance(value, ColumnElement):
+            value = bindparam(None, value, type_=column.type)
+        return ExactEquals(column, value)
+    return column == value

@@ -10,11 +10,12 @@ Nothing outlives the transaction, so it works through PgBouncer in transaction m
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
 
-from flask import current_app
+from flask import Response, after_this_request, current_app, request
 from sqlalchemy import Table, event, func, inspect, make_url, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
@@ -98,6 +99,21 @@ def request_settings(levels: Iterable[Any]) -> dict[str, Any]:
                     "different values; one transaction has one setting per column."
                 )
     return settings
+
+
+@contextmanager
+def row_level_security_settings(view: Any) -> Iterator[None]:
+    """The tenant settings of ``view``'s request (every level of its URL) applied to each
+    transaction begun inside the block; nothing when no level asks for them."""
+    settings = request_settings(view.place.levels)
+    if not settings:
+        yield
+        return
+    token = bind_settings(settings, view.get_session())
+    try:
+        yield
+    finally:
+        unbind_settings(token)
 
 
 def check_backend(url: str | None, what: str) -> None:
@@ -257,6 +273,37 @@ def check_read_replica(config: Mapping[str, Any]) -> None:
     key = config.get("RESOURCES_KIT_READ_REPLICA")
     if key is not None and key not in (config.get("SQLALCHEMY_BINDS") or {}):
         raise _unknown_bind(key)
+
+
+#: The ``Prefer`` token (RFC 7240) a client sends to read from the primary.
+READ_YOUR_WRITES = "read-your-writes"
+
+
+def preferences() -> set[str]:
+    """The preference names of the request's ``Prefer`` headers, lowercased."""
+    return {
+        part.split(";")[0].split("=")[0].strip().lower()
+        for header in request.headers.getlist("Prefer")
+        for part in header.split(",")
+    }
+
+
+def _preference_applied(response: Response) -> Response:
+    response.headers.add("Preference-Applied", READ_YOUR_WRITES)
+    return response
+
+
+def read_engine(reading: bool) -> Engine | None:
+    """The engine a request reads from: the ``RESOURCES_KIT_READ_REPLICA`` bind when the
+    request only ``reading`` and the client did not ask for ``Prefer: read-your-writes``
+    (then the response says ``Preference-Applied``); ``None`` for the primary."""
+    key = current_app.config.get("RESOURCES_KIT_READ_REPLICA")
+    if key is None or not reading:
+        return None
+    if READ_YOUR_WRITES in preferences():
+        after_this_request(_preference_applied)
+        return None
+    return replica_engine(key)
 
 
 def replica_engine(key: str) -> Engine:

@@ -23,6 +23,10 @@ class ResourcesKitError(Exception):
     """Root of every exception this library raises."""
 
 
+class ResourcesKitWarning(UserWarning):
+    """A configuration that works but may leak or surprise (a unique value across tenants)."""
+
+
 class ImproperlyConfigured(ResourcesKitError):
     """A resource or router is configured wrongly; the message names the class and the fix."""
 

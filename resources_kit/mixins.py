@@ -18,7 +18,8 @@ from .options import options_for
 from .pagination import PAGINATIONS, Page, Pagination
 from .parsing import check_query_args, parse_query
 from .querying import Filtering, Sorting, sort_spec, sparse_fields_field
-from .resource import ITEM_QUERY_ARGS, Resource
+from .resource import Resource
+from .writing import Write, created_object, updated_object
 
 if TYPE_CHECKING:
     _Base = Resource
@@ -91,7 +92,7 @@ class ListMixin(_Base):
         query = self.filter_list_query(query, args)
         query = self.sort_list_query(query, args)
         if not self.get_list_config().default_chain:
-            query = self.guard_query(query)
+            query = self.guard_query(query)  # whatever an overridden step built
         return self.list_response(self.paginate_list_query(query, args))
 
     def parse_list_args(self) -> dict[str, Any]:
@@ -103,28 +104,36 @@ class ListMixin(_Base):
         return args
 
     def get_list_query(self, args: Mapping[str, Any]) -> Select[Any]:
-        """:meth:`get_scoped_query` with the resource's loader options."""
-        resolved = "rk_0_parent" in self.guard_values
+        """:meth:`get_scoped_query` (the row policy) with the resource's loader options."""
         options = self.query_options
         return cached(
-            self.levels, resolved, "list", lambda: self.get_scoped_query().options(*options)
+            self.place.levels,
+            self.place.parent_checked,
+            "list",
+            lambda: self.get_scoped_query().options(*options),
         )
 
     def filter_list_query(self, query: Select[Any], args: Mapping[str, Any]) -> Select[Any]:
-        return self.get_list_config().filtering.filter(query, args)
+        """``query`` narrowed by ``?filters=`` and ``?search=`` (``Filtering.filter``)."""
+        return self.get_list_config().filtering.filter(self, query, args)
 
     def sort_list_query(self, query: Select[Any], args: Mapping[str, Any]) -> Select[Any]:
+        """``query`` ordered by ``?sort=`` (``Sorting.sort``); kept per sort order unless
+        it joins a related model, whose row policy is this caller's."""
         sorting = self.get_list_config().sorting
         plan = sorting.get_plan(args)
+        if any(path.relationship is not None for path, _ in plan):
+            return sorting.sort(self, query, args)
         return self.mount.statements.derive(
-            query, ("sort", sort_spec(plan)), lambda: sorting.sort(query, plan)
+            query, ("sort", sort_spec(plan)), lambda: sorting.sort(self, query, args)
         )
 
     def paginate_list_query(self, query: Select[Any], args: Mapping[str, Any]) -> Page:
-        config = self.get_list_config()
-        return config.pagination.paginate(self, query, args, config.sorting.get_plan(args))
+        """One page of ``query`` (``Pagination.paginate``)."""
+        return self.get_list_config().pagination.paginate(self, query, args)
 
     def list_response(self, page: Page) -> Response:
+        """The page as ``{"items": [...], **page.meta}`` with its ``Link`` header."""
         response = cast(
             Response, current_app.json.response({"items": self.serialize(page.items), **page.meta})
         )
@@ -192,7 +201,7 @@ class RetrieveMixin(_Base):
     """``GET`` on an item: :meth:`get_object`, :meth:`check_object`, :meth:`serialize`."""
 
     def retrieve(self) -> Response:
-        check_query_args(ITEM_QUERY_ARGS)
+        check_query_args(("fields",))
         self.read_sparse_fields("detail")
         obj = self.get_object()
         self.check_object(obj)
@@ -205,7 +214,11 @@ class CreateMixin(_Base):
     def create(self) -> Response:
         server_values = self.get_server_values()
         data = self.get_request_data("create", server_values)
-        return self.save("create", data, server_values)
+        return self.save(Write("create", data, server_values, self.perform_create_step))
+
+    def perform_create_step(self, write: Write) -> Any:
+        """The create's perform step: :meth:`perform_create`, and the object it made."""
+        return created_object(self, self.perform_create(write.data))
 
 
 class UpdateMixin(_Base):
@@ -216,9 +229,12 @@ class UpdateMixin(_Base):
         self.check_object(obj)
         self.check_preconditions(obj)
         server_values = self.get_server_values(obj)
-        return self.save(
-            "update", self.get_request_data("update", server_values), server_values, obj
-        )
+        data = self.get_request_data("update", server_values)
+        return self.save(Write("update", data, server_values, self.perform_update_step, obj))
+
+    def perform_update_step(self, write: Write) -> Any:
+        """The perform step of a PUT or PATCH: :meth:`perform_update` on the item."""
+        return updated_object(self, write.item, self.perform_update(write.item, write.data))
 
 
 class PatchMixin(_Base):
@@ -229,7 +245,12 @@ class PatchMixin(_Base):
         self.check_object(obj)
         self.check_preconditions(obj)
         server_values = self.get_server_values(obj)
-        return self.save("patch", self.get_request_data("patch", server_values), server_values, obj)
+        data = self.get_request_data("patch", server_values)
+        return self.save(Write("patch", data, server_values, self.perform_patch_step, obj))
+
+    def perform_patch_step(self, write: Write) -> Any:
+        """The patch's perform step: :meth:`perform_update` with the fields sent."""
+        return updated_object(self, write.item, self.perform_update(write.item, write.data))
 
 
 class DeleteMixin(_Base):
@@ -241,7 +262,15 @@ class DeleteMixin(_Base):
         self.check_object(obj)
         self.check_preconditions(obj)
         server_values = self.get_server_values(obj)
-        return self.save("delete", dict(server_values), server_values, obj)
+        write = Write("delete", dict(server_values), server_values, self.perform_delete_step, obj)
+        write.stays_reachable = False  # an archived row may leave the policy
+        return self.save(write)
+
+    def perform_delete_step(self, write: Write) -> Any:
+        """The delete's perform step: :meth:`perform_delete`; callbacks and signals see the
+        deleted row."""
+        self.perform_delete(write.item)
+        return write.item
 
 
 class ModelResource(

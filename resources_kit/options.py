@@ -17,6 +17,7 @@ from sqlalchemy.orm.attributes import InstrumentedAttribute
 from .actions import extra_actions
 from .columns import Check, column_check, column_normalizer, url_converter
 from .errors import ImproperlyConfigured
+from .permissions import Permission, combine
 from .querying import FieldPath, SortKey, compile_paths, split_sort
 
 #: Operations whose schema ``Resource.get_schema`` returns.
@@ -66,6 +67,11 @@ class ResourceOptions:
     #: relationship -> the column attributes holding its key, to reload a relationship a
     #: write re-pointed.
     relationship_keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: The class's ``permissions`` as one rule (``None``: no permissions).
+    permission: Permission | None = None
+    #: ``references`` compiled: column -> (resource, the column of its model the foreign
+    #: key refers to).
+    references: Mapping[str, tuple[type[Any], str]] = field(default_factory=dict)
     #: (operation, field names) -> the schema trimmed to them, for ``?fields=``
     sparse_schemas: OrderedDict[tuple[str, tuple[str, ...]], ma.Schema] = field(
         default_factory=OrderedDict, repr=False
@@ -180,8 +186,47 @@ def _compile(cls: type[Any]) -> ResourceOptions:
         sort_paths=sort_paths,
         search_paths=compile_paths(cls, mapper, list_schema, "search_fields"),
         primary_key_paths=tuple(compile_paths(cls, mapper, list_schema, "pk", pk_keys).values()),
+        permission=_permission(cls),
+        references=_references(cls, mapper),
         **_read_back_keys(mapper),
     )
+
+
+def _permission(cls: type[Any]) -> Permission | None:
+    try:
+        return combine(cls.permissions)
+    except TypeError as exc:
+        raise ImproperlyConfigured(
+            f"{cls.__name__}.permissions must list Permission classes or instances: {exc}"
+        ) from None
+
+
+def _references(cls: type[Any], mapper: Mapper[Any]) -> dict[str, tuple[type[Any], str]]:
+    targets: dict[str, tuple[type[Any], str]] = {}
+    for key, target in dict(cls.references).items():
+        resolved = cls if target == "self" else target
+        target_model = getattr(resolved, "model", None)
+        if not (isinstance(resolved, type) and hasattr(resolved, "get_scoped_query")) or (
+            target_model is None
+        ):
+            raise ImproperlyConfigured(
+                f'{cls.__name__}.references[{key!r}] must be a Resource class or "self".'
+            )
+        target_mapper: Mapper[Any] = sa.inspect(target_model)
+        prop = mapper.column_attrs.get(key)
+        fks = [
+            fk
+            for column in (prop.columns if prop is not None else [])
+            for fk in getattr(column, "foreign_keys", ())
+            if fk.column.table in target_mapper.tables
+        ]
+        if len(fks) != 1:
+            raise ImproperlyConfigured(
+                f"{cls.__name__}.references names {key!r}, which is not a foreign key to "
+                f"{resolved.__name__}'s table."
+            )
+        targets[key] = (resolved, target_mapper.get_property_by_column(fks[0].column).key)
+    return targets
 
 
 def _read_back_keys(mapper: Mapper[Any]) -> dict[str, Any]:

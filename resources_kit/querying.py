@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -109,10 +109,13 @@ class FieldPath:
     #: Refuses values the column could never hold (integers out of its range).
     check: Check | None = None
 
-    def where(self, clause: Any) -> Any:
-        """Wrap a condition on the column so it applies through the relationship."""
+    def where(self, clause: Any, reachable: Any = None) -> Any:
+        """Wrap a condition on the column so it applies through the relationship, to
+        related rows that also meet ``reachable`` (the related resource's row policy)."""
         if self.relationship is None:
             return clause
+        if reachable is not None:
+            clause = and_(clause, reachable)
         relation = getattr(self.relationship.parent.class_, self.relationship.key)
         return relation.any(clause) if self.relationship.uselist else relation.has(clause)
 
@@ -278,9 +281,13 @@ def _condition(path: FieldPath, operator: str, value: Any) -> Any:
     }[operator](converted)
 
 
-def parse_filters(raw: str, paths: Mapping[str, FieldPath]) -> list[Any]:
-    """``{"name": "Eve", "years__gte": 3}`` (JSON text) to WHERE clauses; a
-    ``ValidationError`` names each bad key."""
+#: A parsed filter: the column's path and the condition on the column.
+Condition = tuple[FieldPath, Any]
+
+
+def parse_filters(raw: str, paths: Mapping[str, FieldPath]) -> list[Condition]:
+    """``{"name": "Eve", "years__gte": 3}`` (JSON text) to conditions on columns (wrapped
+    for a relationship by ``Filtering.filter``); a ``ValidationError`` names each bad key."""
     try:
         spec = load_json(raw)
     except (ValueError, RecursionError) as exc:
@@ -290,7 +297,8 @@ def parse_filters(raw: str, paths: Mapping[str, FieldPath]) -> list[Any]:
         raise ma.ValidationError("Must be a JSON object.")
     if len(spec) > MAX_FILTERS:
         raise ma.ValidationError(f"At most {MAX_FILTERS} filters.")
-    clauses, errors = [], {}
+    clauses: list[Condition] = []
+    errors = {}
     allowed = ", ".join(sorted(paths))
     for key, value in spec.items():
         name, operator = key, ""
@@ -303,7 +311,7 @@ def parse_filters(raw: str, paths: Mapping[str, FieldPath]) -> list[Any]:
             errors[key] = [f"Unknown operator {operator!r}. Allowed: {', '.join(OPERATORS)}."]
             continue
         try:
-            clauses.append(paths[name].where(_condition(paths[name], operator, value)))
+            clauses.append((paths[name], _condition(paths[name], operator, value)))
         except ma.ValidationError as exc:
             messages = exc.messages
             errors[key] = messages if isinstance(messages, list) else [str(messages)]
@@ -329,9 +337,19 @@ def parse_sort(raw: str, paths: Mapping[str, FieldPath]) -> list[SortKey]:
     return keys
 
 
-def search_clause(term: str, paths: Mapping[str, FieldPath]) -> Any:
+#: ``reachable(path)``: the related rows a path through a relationship may match (the
+#: related resource's row policy), ``None`` for every row.
+Reachable = Callable[[FieldPath], Any]
+
+
+def search_clause(term: str, paths: Mapping[str, FieldPath], reachable: Reachable) -> Any:
     """Case-insensitive substring over every search field; LIKE wildcards match literally."""
-    return or_(*(path.where(path.attr.icontains(term, autoescape=True)) for path in paths.values()))
+    return or_(
+        *(
+            path.where(path.attr.icontains(term, autoescape=True), reachable(path))
+            for path in paths.values()
+        )
+    )
 
 
 class StoredAs(FunctionElement[Any]):
@@ -391,13 +409,18 @@ def sort_plan(
     return plan
 
 
-def apply_sort(query: Select[Any], plan: Sequence[tuple[FieldPath, bool]]) -> Select[Any]:
+def apply_sort(
+    query: Select[Any], plan: Sequence[tuple[FieldPath, bool]], reachable: Reachable
+) -> Select[Any]:
+    """ORDER BY the plan; a column through a relationship is joined only on related rows
+    ``reachable`` admits (another row sorts as if it had no value)."""
     joined = set()
     terms: list[Any] = []
     for path, descending in plan:
         if path.relationship is not None and path.relationship.key not in joined:
             relation = getattr(path.relationship.parent.class_, path.relationship.key)
-            query = query.outerjoin(relation)
+            condition = reachable(path)
+            query = query.outerjoin(relation if condition is None else relation.and_(condition))
             joined.add(path.relationship.key)
         terms.extend(order_terms(path, descending))
     return query.order_by(*terms)
@@ -522,10 +545,16 @@ class Filtering:
             f"of at most {MAX_IN_VALUES})."
         )
 
-    def filter(self, query: Select[Any], args: Mapping[str, Any]) -> Select[Any]:
-        clauses = list(args.get("filters", ()))
+    def filter(self, view: Any, query: Select[Any], args: Mapping[str, Any]) -> Select[Any]:
+        """``query`` narrowed by the parsed ``filters`` and ``search`` of ``args``. A
+        condition through a relationship holds only for related rows the related
+        resource's row policy lets the caller reach (``view.related_rows(path)``)."""
+        clauses = [
+            path.where(condition, view.related_rows(path))
+            for path, condition in args.get("filters", ())
+        ]
         if "search" in args:
-            clauses.append(search_clause(args["search"], self.search_paths))
+            clauses.append(search_clause(args["search"], self.search_paths, view.related_rows))
         return query.where(*clauses) if clauses else query
 
 
@@ -577,8 +606,10 @@ class Sorting:
         plan: SortPlan = args.get("sort", self.default)
         return plan
 
-    def sort(self, query: Select[Any], plan: SortPlan) -> Select[Any]:
-        return apply_sort(query, plan)
+    def sort(self, view: Any, query: Select[Any], args: Mapping[str, Any]) -> Select[Any]:
+        """``query`` ordered by the plan of ``args`` (see :meth:`get_plan`); a related
+        column sorts only rows of the related resource's row policy."""
+        return apply_sort(query, self.get_plan(args), view.related_rows)
 
 
 def sort_spec(plan: SortPlan) -> str:

@@ -16,10 +16,12 @@ from flask.blueprints import BlueprintSetupState
 from flask.sansio.app import App
 
 from .actions import ACTIONS, extra_actions
+from .apidocs import add_docs_routes
+from .cli import install_cli
 from .database import check_backend, check_read_replica
 from .errors import ImproperlyConfigured
-from .extension import add_docs_routes, install_cli, install_error_handler
-from .nesting import Mount, find_parent_key
+from .extension import install_error_handler
+from .nesting import Mount, Registry, find_parent_key
 from .openapi import build_document
 from .options import options_for
 from .resource import Resource, restricts_rows
@@ -69,7 +71,8 @@ class Router:
         if url_prefix and not url_prefix.startswith("/"):
             raise ImproperlyConfigured(f"Router url_prefix must start with '/': {url_prefix!r}.")
         self.url_prefix = url_prefix.rstrip("/")
-        self.mounts: list[Mount] = []
+        #: Every place a resource is mounted on this router.
+        self.registry = Registry()
         #: OpenAPI ``info.title`` and ``info.version``.
         self.title, self.version = title, version
         #: OpenAPI security schemes (``{"bearer": {"type": "http", "scheme": "bearer"}}``) and
@@ -81,8 +84,13 @@ class Router:
         #: tenant-scoped resource that does not set its own ``row_level_security``.
         self.row_level_security = tuple(row_level_security)
         self._apps: list[Flask] = []
+        self._checked = False
         if app_or_blueprint is not None:
             self.init_app(app_or_blueprint)
+
+    @property
+    def mounts(self) -> list[Mount]:
+        return self.registry.mounts
 
     # -- registration -----------------------------------------------------------------------
 
@@ -131,13 +139,16 @@ class Router:
                 extra_actions=extras,
                 cacheable=_cacheable(resource, above),
                 row_level_security=self._row_level_security(resource),
+                narrowed=resource.get_query is not Resource.get_query,
+                registry=self.registry,
             )
             for above in parents
         ]
         for mount in new:
             self._check_mount(mount, options.url_variable)
         self.mounts.extend(new)
-        for app in self._apps:
+        for app in self._apps:  # registered after init_app: checked at the first request
+            self._checked = False
             self._check_database(app)
             for mount in new:
                 _add_rules(app.add_url_rule, self.url_prefix, mount)
@@ -184,6 +195,8 @@ class Router:
             app_or_blueprint.record(self._on_blueprint)
             return
         app = app_or_blueprint
+        self._check_mounts()
+        app.before_request(self._check_late_mounts)
         for mount in self.mounts:
             _add_rules(app.add_url_rule, self.url_prefix, mount)
         self._add_docs(app.add_url_rule, self.url_prefix, self.url_prefix)
@@ -192,7 +205,21 @@ class Router:
         self._check_database(app)
         self._apps.append(app)
 
+    def _check_mounts(self) -> None:
+        """What can be checked only once every resource is registered: that the row
+        policy can be applied on every path of every mount."""
+        for mount in self.mounts:
+            mount.resource.check_mount(mount)
+        self._checked = True
+
+    def _check_late_mounts(self) -> None:
+        # A resource registered after init_app(app) (its children may follow it) is
+        # checked before the first request that could use it.
+        if not self._checked:
+            self._check_mounts()
+
     def _on_blueprint(self, state: BlueprintSetupState) -> None:
+        self._check_mounts()
         self._check_database(state.app)
         for mount in self.mounts:
             _add_rules(state.add_url_rule, self.url_prefix, mount)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import HTTPError
+from sqlalchemy import Index, UniqueConstraint, inspect
+
+from .errors import HTTPError, ImproperlyConfigured, ResourcesKitWarning
 
 if TYPE_CHECKING:
     from .resource import Resource
@@ -37,6 +40,18 @@ class TenantScopeMixin(_Base):
     #: Scope columns PostgreSQL enforces with row-level security as well (``None``: the
     #: router's ``row_level_security``; ``()``: off).
     row_level_security: ClassVar[Sequence[str] | None] = None
+    #: The columns ``get_base_query_kwargs()`` returns. Declared, they are checked at
+    #: registration (a unique value across tenants is reported) and every request's
+    #: kwargs must name exactly them; left ``None``, the first request's keys are checked.
+    scope_columns: ClassVar[Sequence[str] | None] = None
+
+    @classmethod
+    def check_configuration(cls) -> None:
+        next_check = getattr(super(), "check_configuration", None)
+        if next_check is not None:
+            next_check()
+        if cls.scope_columns is not None:
+            warn_cross_tenant_uniques(cls, cls.scope_columns)
 
     def get_base_query_kwargs(self) -> Mapping[str, Any] | None:
         raise NotImplementedError(
@@ -49,8 +64,62 @@ class TenantScopeMixin(_Base):
         # caller's missing header often becomes: refuse both like no scope at all.
         if not kwargs or any(missing_scope_value(value) for value in kwargs.values()):
             raise HTTPError(403, "No tenant scope for this request.")
+        declared = type(self).scope_columns
+        if declared is None:
+            warn_cross_tenant_uniques(type(self), tuple(kwargs))
+        elif set(kwargs) != set(declared):
+            raise ImproperlyConfigured(
+                f"{type(self).__name__}.get_base_query_kwargs() returned {sorted(kwargs)}, "
+                f"but scope_columns declares {sorted(declared)}."
+            )
 
 
 def missing_scope_value(value: Any) -> bool:
     """``None``, and strings that are empty or only whitespace, name no tenant."""
     return value is None or (isinstance(value, str) and not value.strip())
+
+
+def cross_tenant_uniques(model: Any, columns: Sequence[str]) -> list[tuple[str, ...]]:
+    """The unique constraints and indexes of ``model``'s table (the primary key aside) that
+    do not include every scope column: one tenant's 409 there tells it another tenant holds
+    the value. Each as the names of its columns."""
+    mapper = inspect(model)
+    table = mapper.local_table
+    scope = {
+        mapper.column_attrs[key].columns[0].name for key in columns if key in mapper.column_attrs
+    }
+    found: list[tuple[str, ...]] = []
+    candidates: list[Any] = [
+        constraint.columns
+        for constraint in getattr(table, "constraints", ())
+        if isinstance(constraint, UniqueConstraint)
+    ]
+    candidates += [
+        index.columns
+        for index in getattr(table, "indexes", ())
+        if isinstance(index, Index) and index.unique
+    ]
+    candidates += [[column] for column in table.columns if column.unique and not column.primary_key]
+    for group in candidates:
+        names = tuple(column.name for column in group)
+        if names and not scope <= set(names) and names not in found:
+            found.append(names)
+    return found
+
+
+_warned: set[type[Any]] = set()
+
+
+def warn_cross_tenant_uniques(resource: type[Any], columns: Sequence[str]) -> None:
+    """Warn, once per resource class, of each unique value that spans tenants."""
+    if resource in _warned:
+        return
+    _warned.add(resource)
+    for names in cross_tenant_uniques(resource.model, columns):
+        warnings.warn(
+            f"{resource.__name__}: {resource.model.__name__} is unique on "
+            f"({', '.join(names)}) across tenants, so a 409 tells one tenant that another "
+            f"holds the value; make it unique together with ({', '.join(columns)}).",
+            ResourcesKitWarning,
+            stacklevel=2,
+        )

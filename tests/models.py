@@ -60,7 +60,7 @@ class Teacher(db.Model):  # type: ignore[name-defined,misc]
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     school_id: Mapped[int | None] = mapped_column(ForeignKey("schools.id"))
     name: Mapped[str] = mapped_column(String(50))
-    email: Mapped[str | None] = mapped_column(String(120), unique=True)
+    email: Mapped[str | None] = mapped_column(String(120))
     years_teaching: Mapped[int | None] = mapped_column(Integer)
     region: Mapped[str | None] = mapped_column(String(20))
     mentor_id: Mapped[int | None] = mapped_column(ForeignKey("teachers.id", ondelete="SET NULL"))
@@ -68,6 +68,8 @@ class Teacher(db.Model):  # type: ignore[name-defined,misc]
     # passive_deletes: let the database refuse deleting a teacher with students (409),
     # instead of the ORM loading them and nulling their teacher_id first.
     students: Mapped[list[Student]] = relationship(back_populates="teacher", passive_deletes="all")
+    # Unique per school: across schools, a 409 would tell one school of another's value.
+    __table_args__ = (UniqueConstraint("school_id", "email"),)
 
 
 class Student(db.Model):  # type: ignore[name-defined,misc]
@@ -94,7 +96,7 @@ class Counter(db.Model):  # type: ignore[name-defined,misc]
 
     __tablename__ = "counters"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    label: Mapped[str] = mapped_column(String(10), nullable=False)
+    label: Mapped[str] = mapped_column(String(10), nullable=False, unique=True)
     value: Mapped[int | None] = mapped_column(BigInteger)
 
 
@@ -206,6 +208,13 @@ class TeacherResource(ModelResource):
     filter_fields = ["name", "email", "years_teaching", "region", "students.name"]
     sort_fields = ["name", "years_teaching", "region"]
     search_fields = ["name", "email"]
+
+
+class LoneTeacherResource(TeacherResource):
+    """``TeacherResource`` for apps that register it without a resource of students: the
+    ``students.name`` filter then has no row policy to apply, and must be declared public."""
+
+    public_relationships = ["students"]
 
 
 class StudentResource(ModelResource):

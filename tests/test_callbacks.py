@@ -21,7 +21,15 @@ from resources_kit import (
 )
 
 from .conftest import make_app, reset_database, running, seed
-from .models import Audit, Student, StudentResource, Teacher, TeacherResource, TeacherSchema, db
+from .models import (
+    Audit,
+    LoneTeacherResource,
+    Student,
+    StudentResource,
+    Teacher,
+    TeacherSchema,
+    db,
+)
 from .test_errors import snapshot
 
 EVENTS: list[tuple[str, ...]] = []
@@ -256,11 +264,9 @@ def test_callback_kwargs_include_scope_and_parent_key(database: Any) -> None:
         post_create_callbacks = [Capture]
         post_delete_callbacks = [Capture]
 
-    from .models import TeacherResource
-
     def register(router: Router) -> None:
-        router.register(TeacherResource)
-        router.register(Students, parent=TeacherResource)
+        router.register(LoneTeacherResource)
+        router.register(Students, parent=LoneTeacherResource)
 
     app = make_app(register)
     with app.app_context():
@@ -371,7 +377,7 @@ def test_pre_callbacks_run_with_nothing_flushed(database: Any) -> None:
         def execute(self) -> None:
             seen.append(db.session.query(Teacher).count())
 
-    class Peeking(TeacherResource):
+    class Peeking(LoneTeacherResource):
         name = "peeking"
         pre_create_callbacks = [Peek]
 
@@ -392,7 +398,7 @@ def test_failing_receiver_cannot_break_the_after_commit_callbacks(database: Any)
             db.session.add(Audit(operation="after", table="teachers", row_id=self.resource.id))
             db.session.commit()
 
-    class Recorded(TeacherResource):
+    class Recorded(LoneTeacherResource):
         name = "recorded"
         after_commit_create_callbacks = [Record]
 

@@ -15,7 +15,7 @@ from sqlalchemy import update
 from resources_kit import Callback
 
 from .conftest import DB, make_app, seed
-from .models import Note, NoteResource, Teacher, db
+from .models import LoneTeacherResource, Note, NoteResource, Teacher, db
 from .test_errors import snapshot
 
 servers_only = pytest.mark.skipif(
@@ -209,12 +209,12 @@ def test_if_match_with_joined_eager_loading_locks_only_the_item(database: Any, m
     from sqlalchemy.orm import joinedload
 
     from .conftest import running
-    from .models import Student, TeacherResource, TeacherSchema
+    from .models import Student, TeacherSchema
 
     class WithStudents(TeacherSchema):
         students = ma.fields.List(ma.fields.Nested(ma.Schema.from_dict({"name": ma.fields.Str()})))
 
-    class Loaded(TeacherResource):
+    class Loaded(LoneTeacherResource):
         name = "loaded"
         schema = WithStudents
         # LEFT OUTER JOIN students: PostgreSQL refuses FOR UPDATE on its nullable side.

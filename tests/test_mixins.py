@@ -20,11 +20,11 @@ from resources_kit import (
 )
 
 from .conftest import make_app, running, seed
-from .models import Student, Teacher, TeacherResource, TeacherSchema
+from .models import LoneTeacherResource, Student, Teacher, TeacherResource, TeacherSchema
 from .test_errors import assert_problem
 
 
-class Experienced(TeacherResource):
+class Experienced(LoneTeacherResource):
     name = "experienced"
     list_args = {"min_years": ma.fields.Integer(validate=ma.validate.Range(min=0))}
 
@@ -86,8 +86,8 @@ class EvenOnly(Filtering):
     def get_args(self) -> dict[str, Any]:
         return {**super().get_args(), "even": ma.fields.Boolean()}
 
-    def filter(self, query: Select[Any], args: Any) -> Select[Any]:
-        query = super().filter(query, args)
+    def filter(self, view: Any, query: Select[Any], args: Any) -> Select[Any]:
+        query = super().filter(view, query, args)
         if args.get("even"):
             query = query.where(Teacher.years_teaching % 2 == 0)
         return query
@@ -101,14 +101,14 @@ class Numbered(Pagination):
     def get_args(self) -> dict[str, ma.fields.Field[Any]]:
         return {"page": ma.fields.Integer(load_default=1, validate=ma.validate.Range(min=1))}
 
-    def paginate(self, view: Any, query: Select[Any], args: Any, plan: Any) -> Page:
+    def paginate(self, view: Any, query: Select[Any], args: Any) -> Page:
         size = view.page_size
         query = query.limit(size).offset((args["page"] - 1) * size)
         return Page(list(view.get_session().execute(query).scalars()), {"page": args["page"]})
 
 
 def test_filtering_and_pagination_can_be_replaced(database: Any) -> None:
-    class Custom(TeacherResource):
+    class Custom(LoneTeacherResource):
         name = "custom"
         filtering = EvenOnly
         pagination = Numbered
@@ -129,7 +129,7 @@ def test_replaced_pieces_still_cannot_widen_the_scope(database: Any) -> None:
     from .models import ScopedTeacherResource
 
     class Leaky(Filtering):
-        def filter(self, query: Select[Any], args: Any) -> Select[Any]:
+        def filter(self, view: Any, query: Select[Any], args: Any) -> Select[Any]:
             return select(Teacher)  # drops everything it was given
 
     class Scoped(ScopedTeacherResource):

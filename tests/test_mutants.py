@@ -23,6 +23,7 @@ from resources_kit.testing.contract import ContractViolation
 from .conftest import make_app, reset_database, running, seed
 from .models import (
     Gadget,
+    LoneTeacherResource,
     School,
     ScopedTeacherResource,
     Student,
@@ -45,7 +46,7 @@ CAUGHT = settings(
 )
 
 
-class PatchResetsUnsent(TeacherResource):
+class PatchResetsUnsent(LoneTeacherResource):
     name = "m-patch-resets"
 
     def perform_update(self, obj: Any, data: dict[str, Any]) -> None:
@@ -55,7 +56,7 @@ class PatchResetsUnsent(TeacherResource):
         super().perform_update(obj, data)
 
 
-class DeleteDoesNothing(TeacherResource):
+class DeleteDoesNothing(LoneTeacherResource):
     name = "m-delete-nothing"
 
     def perform_delete(self, obj: Any) -> None:
@@ -67,20 +68,20 @@ class Shout(Callback):
         self.resource.name = self.resource.name.upper()
 
 
-class CallbackChangesField(TeacherResource):
+class CallbackChangesField(LoneTeacherResource):
     name = "m-callback-changes"
     pre_patch_callbacks = [Shout]
     pre_update_callbacks = [Shout]
 
 
-class ListDropsLastRow(TeacherResource):
+class ListDropsLastRow(LoneTeacherResource):
     name = "m-list-drops"
 
     def list_response(self, page: Page) -> Response:
         return super().list_response(Page(page.items[:-1], page.meta, page.links))
 
 
-class CreateIgnoresField(TeacherResource):
+class CreateIgnoresField(LoneTeacherResource):
     name = "m-create-ignores"
 
     def perform_create(self, data: dict[str, Any]) -> Any:
@@ -91,12 +92,12 @@ class LaxTeacherSchema(TeacherSchema):
     name = ma.fields.String(load_default="Unnamed")  # no longer required
 
 
-class PutAcceptsMissingRequired(TeacherResource):
+class PutAcceptsMissingRequired(LoneTeacherResource):
     name = "m-put-lax"
     update_schema = LaxTeacherSchema
 
 
-class WrongSuccessStatus(TeacherResource):
+class WrongSuccessStatus(LoneTeacherResource):
     name = "m-wrong-status"
 
     def get_write_response(self, operation: str, obj: Any) -> Response:
@@ -106,7 +107,7 @@ class WrongSuccessStatus(TeacherResource):
         return response
 
 
-class ListTotalOffByOne(TeacherResource):
+class ListTotalOffByOne(LoneTeacherResource):
     name = "m-total-off"
 
     def list_response(self, page: Page) -> Response:
@@ -135,7 +136,7 @@ class DecimalDoesNotRoundTrip(ModelResource):
     name, model, schema = "m-price", Gadget, PriceSchema
 
 
-class ItemHidesWhatTheListShows(TeacherResource):
+class ItemHidesWhatTheListShows(LoneTeacherResource):
     name = "m-item-hides"
 
     def get_object(self) -> Any:
@@ -147,7 +148,7 @@ class ItemHidesWhatTheListShows(TeacherResource):
         return obj
 
 
-class WriteEtagIsNotTheReadEtag(TeacherResource):
+class WriteEtagIsNotTheReadEtag(LoneTeacherResource):
     name = "m-etag"
 
     def get_write_response(self, operation: str, obj: Any) -> Response:
@@ -157,7 +158,7 @@ class WriteEtagIsNotTheReadEtag(TeacherResource):
         return response
 
 
-class IgnoresIfMatch(TeacherResource):
+class IgnoresIfMatch(LoneTeacherResource):
     name = "m-if-match"
 
     def check_preconditions(self, obj: Any) -> None:
@@ -172,24 +173,25 @@ class OffsetInDisguise(Pagination):
     def get_args(self) -> dict[str, Any]:
         return {**super().get_args(), "cursor": ma.fields.Integer(load_default=0)}
 
-    def paginate(self, view: Any, query: Any, args: Any, plan: Any) -> Page:
+    def paginate(self, view: Any, query: Any, args: Any) -> Page:
         limit, offset = args["limit"], args["cursor"]
         rows = list(view.get_session().scalars(query.limit(limit + 1).offset(offset)))
         more = len(rows) > limit
         return Page(rows[:limit], {"next": offset + limit if more else None})
 
 
-class CursorSkipsAfterDelete(TeacherResource):
+class CursorSkipsAfterDelete(LoneTeacherResource):
     name = "m-cursor-offset"
     pagination = OffsetInDisguise
 
 
 class AlwaysAscending(Sorting):
-    def sort(self, query: Any, plan: Any) -> Any:
-        return super().sort(query, [(path, False) for path, _ in plan])
+    def sort(self, view: Any, query: Any, args: Any) -> Any:
+        ascending = [(path, False) for path, _ in self.get_plan(args)]
+        return super().sort(view, query, {**args, "sort": ascending})
 
 
-class SortIgnoresDirection(TeacherResource):
+class SortIgnoresDirection(LoneTeacherResource):
     name = "m-sort"
     sorting = AlwaysAscending
 

@@ -12,7 +12,7 @@ from openapi_spec_validator import validate
 
 from resources_kit import ListMixin, Resource, RetrieveMixin, Router
 
-from .models import Teacher, TeacherResource, TeacherSchema
+from .models import LoneTeacherResource, Teacher, TeacherResource, TeacherSchema
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,7 @@ def test_schema_classes_shared_between_resources_and_same_names() -> None:
         schema = type("TeacherSchema", (TeacherSchema,), {})  # same class name, other class
 
     router = Router()
-    router.register(TeacherResource)
+    router.register(LoneTeacherResource)
     router.register(type("Again", (TeacherResource,), {"name": "again"}))
     router.register(Other)
     document = router.openapi()
@@ -171,7 +171,7 @@ def test_schema_classes_shared_between_resources_and_same_names() -> None:
 def test_security_is_documented() -> None:
     router = Router(security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
                     security=[{"bearer": []}], title="School", version="2")  # fmt: skip
-    router.register(TeacherResource)
+    router.register(LoneTeacherResource)
     document = router.openapi()
     validate(document)
     assert document["security"] == [{"bearer": []}]
@@ -200,7 +200,7 @@ def test_document_under_a_blueprint_has_the_full_prefix() -> None:
     app = Flask(__name__)
     bp = Blueprint("v2", __name__, url_prefix="/v2")
     router = Router(bp, url_prefix="/api")
-    router.register(TeacherResource)
+    router.register(LoneTeacherResource)
     app.register_blueprint(bp)
     document = app.test_client().get("/v2/api/openapi.json").get_json()
     assert "/v2/api/teachers/{teacher_id}" in document["paths"]
@@ -209,7 +209,7 @@ def test_document_under_a_blueprint_has_the_full_prefix() -> None:
 
 def test_docs_can_be_turned_off() -> None:
     app = Flask(__name__)
-    Router(app, url_prefix="/api", docs=False).register(TeacherResource)
+    Router(app, url_prefix="/api", docs=False).register(LoneTeacherResource)
     response = app.test_client().get("/api/openapi.json")
     assert response.status_code == 404
     assert response.content_type == "application/problem+json"

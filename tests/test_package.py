@@ -103,7 +103,12 @@ def test_public_names() -> None:
         name for name in vars(resources_kit) if not name.startswith("_")
     } - {
         "actions",
+        "apidocs",
         "callbacks",
+        "cli",
+        "conditional",
+        "policy",
+        "writing",
         "database",
         "errors",
         "extension",

@@ -210,6 +210,6 @@ def test_a_replica_bind_the_app_lacks_is_refused_at_startup() -> None:
     app = Flask(__name__)
     app.config.update(SQLALCHEMY_DATABASE_URI=DB_URL, RESOURCES_KIT_READ_REPLICA="reader")
     router = Router()
-    router.register(models.TeacherResource)
+    router.register(models.LoneTeacherResource)
     with pytest.raises(ImproperlyConfigured, match="names the bind 'reader'"):
         router.init_app(app)

@@ -15,6 +15,7 @@ from .conftest import make_app, reset_database, running, seed
 from .models import (
     Counter,
     CounterSchema,
+    LoneTeacherResource,
     Student,
     StudentResource,
     Teacher,
@@ -143,7 +144,7 @@ def test_delete_is_204_empty_then_404(client: Any, teacher: int) -> None:
 
 
 def test_get_query_override_narrows_every_action(database: Any) -> None:
-    class NorthTeachers(TeacherResource):
+    class NorthTeachers(LoneTeacherResource):
         name = "north"
 
         def get_query(self) -> Select[Any]:
@@ -167,8 +168,8 @@ def test_overridden_perform_create_cannot_move_a_child(database: Any) -> None:
             return obj
 
     def register(router: Router) -> None:
-        router.register(TeacherResource)
-        router.register(Sneaky, parent=TeacherResource)
+        router.register(LoneTeacherResource)
+        router.register(Sneaky, parent=LoneTeacherResource)
 
     with running(make_app(register)) as client:
         mine, other = Teacher(name="Mine"), Teacher(name="Other")
@@ -188,7 +189,7 @@ def test_per_operation_schemas(database: Any) -> None:
         name = ma.fields.String()
         label = ma.fields.Function(lambda t: f"{t.name} ({t.years_teaching})")
 
-    class Detailed(TeacherResource):
+    class Detailed(LoneTeacherResource):
         name = "detailed"
         create_schema = CreateSchema
         detail_schema = DetailSchema
@@ -214,7 +215,7 @@ def test_explicit_session_attribute_is_used(database: Any, app: Flask) -> None:
     with app.app_context():
         own = scoped_session(sessionmaker(bind=db.engine))
 
-    class OwnSession(TeacherResource):
+    class OwnSession(LoneTeacherResource):
         name = "own"
         session = own
 
@@ -230,7 +231,7 @@ def test_explicit_session_attribute_is_used(database: Any, app: Flask) -> None:
 def test_missing_session_is_improperly_configured() -> None:
     app = Flask(__name__)
     app.config["PROPAGATE_EXCEPTIONS"] = True
-    Router(app).register(TeacherResource)
+    Router(app).register(LoneTeacherResource)
     from resources_kit import ImproperlyConfigured
 
     with pytest.raises(ImproperlyConfigured, match="Flask-SQLAlchemy"):
@@ -315,7 +316,7 @@ def test_request_failing_validation_leaves_tables_unchanged(
 
 def _perform_create_app(perform_create: Any, **attributes: Any) -> Flask:
     resource = type(
-        "Custom", (TeacherResource,), {"name": "custom", "perform_create": perform_create}
+        "Custom", (LoneTeacherResource,), {"name": "custom", "perform_create": perform_create}
     )
     for key, value in attributes.items():
         setattr(resource, key, value)
@@ -372,7 +373,7 @@ def test_perform_create_returning_a_wrong_object_writes_nothing(
 
 
 def test_perform_update_returning_another_object_writes_nothing(database: Any) -> None:
-    class Swapping(TeacherResource):
+    class Swapping(LoneTeacherResource):
         name = "swapping"
 
         def perform_update(self, obj: Any, data: dict[str, Any]) -> Any:
@@ -389,7 +390,7 @@ def test_perform_update_returning_another_object_writes_nothing(database: Any) -
 
 
 def test_create_with_no_value_for_a_nullable_lookup_field_is_422(database: Any) -> None:
-    class ByEmail(TeacherResource):
+    class ByEmail(LoneTeacherResource):
         name = "by-email"
         lookup_field = "email"
 
@@ -418,7 +419,7 @@ def test_a_resource_defining_an_http_verb_is_refused(verb: str) -> None:
 
 
 def test_response_is_built_before_the_commit(database: Any) -> None:
-    class FailingBody(TeacherResource):
+    class FailingBody(LoneTeacherResource):
         name = "failing-body"
 
         def serialize(self, obj_or_objs: Any) -> Any:

@@ -20,6 +20,7 @@ from .conftest import DB_URL, ENGINE_OPTIONS, make_app, running, seed
 from .models import (
     Grade,
     GradeResource,
+    LoneTeacherResource,
     School,
     Student,
     StudentResource,
@@ -239,9 +240,9 @@ def test_ids_past_the_column_range_are_404(client: Any, database: Any, path: str
 
 def test_same_resource_at_two_places(database: Any) -> None:
     def register(router: Router) -> None:
-        router.register(TeacherResource)
+        router.register(LoneTeacherResource)
         router.register(StudentResource)
-        router.register(StudentResource, parent=TeacherResource)
+        router.register(StudentResource, parent=LoneTeacherResource)
 
     with running(make_app(register)) as client:
         seed(Teacher(name="Ada"), Teacher(name="Bob"))
@@ -259,8 +260,8 @@ def test_blueprint_and_router_prefixes(database: Any) -> None:
     db.init_app(app)
     bp = Blueprint("v1", __name__, url_prefix="/v1")
     router = Router(bp, url_prefix="/api")
-    router.register(TeacherResource)
-    router.register(StudentResource, parent=TeacherResource)
+    router.register(LoneTeacherResource)
+    router.register(StudentResource, parent=LoneTeacherResource)
     app.register_blueprint(bp)
     with running(app) as client:
         created = client.post("/v1/api/teachers", json={"name": "Ada"})
@@ -278,7 +279,7 @@ def test_blueprint_and_router_prefixes(database: Any) -> None:
 def test_router_given_the_app_builds_on_register(database: Any) -> None:
     app = Flask(__name__)
     router = Router(app, url_prefix="/x")
-    router.register(TeacherResource)
+    router.register(LoneTeacherResource)
     assert "/x/teachers" in rules(app)
 
 
@@ -320,10 +321,10 @@ class SchoolResource(ListMixin, RetrieveMixin, Resource):
 
 def test_two_foreign_keys_need_parent_field() -> None:
     router = Router()
-    router.register(TeacherResource)
+    router.register(LoneTeacherResource)
     with pytest.raises(ImproperlyConfigured, match=r"2 foreign keys.*parent_field="):
-        router.register(OtherResource, parent=TeacherResource)
-    router.register(OtherResource, parent=TeacherResource, parent_field="second_teacher")
+        router.register(OtherResource, parent=LoneTeacherResource)
+    router.register(OtherResource, parent=LoneTeacherResource, parent_field="second_teacher")
     assert router.mounts[-1].parent_key == "second_teacher"
 
 
@@ -341,21 +342,21 @@ def test_no_foreign_key_is_improperly_configured() -> None:
 @pytest.mark.parametrize("field", ["school_id", "nope"])
 def test_parent_field_must_refer_to_the_parent(field: str) -> None:
     router = Router()
-    router.register(TeacherResource)
+    router.register(LoneTeacherResource)
     with pytest.raises(ImproperlyConfigured, match="parent_field"):
-        router.register(OtherResource, parent=TeacherResource, parent_field=field)
+        router.register(OtherResource, parent=LoneTeacherResource, parent_field=field)
 
 
 def test_parent_must_be_registered_first() -> None:
-    with pytest.raises(ImproperlyConfigured, match="register the parent TeacherResource"):
-        Router().register(StudentResource, parent=TeacherResource)
+    with pytest.raises(ImproperlyConfigured, match="register the parent LoneTeacherResource"):
+        Router().register(StudentResource, parent=LoneTeacherResource)
 
 
 def test_same_place_twice_is_refused() -> None:
     router = Router()
-    router.register(TeacherResource)
+    router.register(LoneTeacherResource)
     with pytest.raises(ImproperlyConfigured, match="registered twice"):
-        router.register(TeacherResource)
+        router.register(LoneTeacherResource)
 
 
 class Node(db.Model):  # type: ignore[name-defined,misc]

@@ -4,7 +4,7 @@ page of the docs shows ``EXAMPLES``; the test suite checks each against the real
 import marshmallow as ma
 from flask import Flask, abort, g, request
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import String
+from sqlalchemy import String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from werkzeug.datastructures import WWWAuthenticate
 
@@ -21,7 +21,8 @@ db = SQLAlchemy(model_class=Base)
 class Teacher(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     school_id: Mapped[int]
-    email: Mapped[str] = mapped_column(String(40), unique=True)
+    email: Mapped[str] = mapped_column(String(40))
+    __table_args__ = (UniqueConstraint("school_id", "email"),)  # unique per school
 
 
 class TeacherSchema(ma.Schema):

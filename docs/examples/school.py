@@ -4,6 +4,7 @@ named by the ``X-School`` header."""
 import marshmallow as ma
 from flask import Flask, g, request
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from resources_kit import ModelResource, Router, TenantScopeMixin
@@ -20,9 +21,11 @@ class Teacher(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     school_id: Mapped[int]
     name: Mapped[str]
-    email: Mapped[str] = mapped_column(unique=True)
+    email: Mapped[str]
     years: Mapped[int] = mapped_column(default=0)
     archived: Mapped[bool] = mapped_column(default=False)
+    # Unique per school: unique across schools, a 409 would tell one school of another's.
+    __table_args__ = (UniqueConstraint("school_id", "email"),)
 
 
 class TeacherSchema(ma.Schema):
