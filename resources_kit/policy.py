@@ -9,7 +9,7 @@ every path that reads or writes rows asks it, never a partial copy of it:
 path                                      how the policy applies
 ========================================  ===============================================
 list, item, total, cursor page            built on :meth:`RowPolicy.query`
-a step's or an override's query           :meth:`RowPolicy.guard` (an aliased entity too)
+a step's or an override's query           :meth:`RowPolicy.guard` (another entity: refused)
 an object ``get_object()`` returned       :meth:`RowPolicy.contains`
 the row a write leaves behind             :meth:`RowPolicy.contains`, after the flush
 ``references`` in a body                  :func:`reaches_row`: the target's policy
@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Select, false, inspect, or_, select, tuple_
+from sqlalchemy import Select, false, or_, select, tuple_
 
 from .columns import exact_equals
 from .errors import ImproperlyConfigured, ResourcesKitError
@@ -92,22 +92,18 @@ class RowPolicy:
 
     def guard(self, query: Select[Any]) -> Select[Any]:
         """``query`` (which an overridden step may have built from anything) kept inside
-        the policy. A query of the model gets the scope, the parent chain and ``visible``
-        again; a query of an aliased model is restricted to the keys the policy reaches;
-        a query of anything else cannot be scoped and is refused."""
+        the policy: the scope, the parent chain and ``visible`` applied again. A query of
+        anything but the model itself (another model, an alias of it, whose rows the
+        later steps and the policy would not name) is refused."""
         options = self.view.options
         entity = query.column_descriptions[0].get("entity") if query.column_descriptions else None
-        if entity is options.model:
-            return query.where(*self.clauses())
-        info: Any = inspect(entity, raiseerr=False)
-        if getattr(info, "is_aliased_class", False) and info.mapper.class_ is options.model:
-            keys = [getattr(entity, column.key) for column in options.primary_key]
-            return query.where(_key(keys).in_(self.query().with_only_columns(*options.primary_key)))
-        raise ResourcesKitError(
-            f"{type(self.view).__name__}: a list step returned a query of {entity!r}; return "
-            f"one of {options.model.__name__} (or an aliased {options.model.__name__}), "
-            "which the row policy can scope."
-        )
+        if entity is not options.model:
+            raise ResourcesKitError(
+                f"{type(self.view).__name__}: a list step returned a query of {entity!r}; "
+                f"return one of {options.model.__name__} itself (build on "
+                "get_scoped_query()), which the row policy, the filters and the sort name."
+            )
+        return query.where(*self.clauses())
 
     def contains(self, obj: Any) -> bool:
         """Whether ``obj`` is one of the rows the policy reaches (one statement)."""

@@ -201,7 +201,10 @@ def compile_paths(
             relationship=relationship,
             field=field,
             is_text=isinstance(column.type, sa.String) and not isinstance(column.type, sa.Enum),
-            nullable=bool(getattr(column, "nullable", True)) and not column.primary_key,
+            # Through a relationship the column comes from an outer join: NULL when no
+            # related row is reachable, whatever the column allows.
+            nullable=relationship is not None
+            or (bool(getattr(column, "nullable", True)) and not column.primary_key),
             check=_integer_check(column),
             is_float=isinstance(column.type, sa.Float),
             is_enum=isinstance(column.type, sa.Enum),

@@ -79,6 +79,8 @@ class Student(db.Model):  # type: ignore[name-defined,misc]
     school_id: Mapped[int | None] = mapped_column(ForeignKey("schools.id"))
     name: Mapped[str] = mapped_column(String(50))
     age: Mapped[int | None] = mapped_column(Integer)
+    #: Another student (``references = {"buddy_id": "self"}`` in the policy tests).
+    buddy_id: Mapped[int | None] = mapped_column(ForeignKey("students.id", ondelete="SET NULL"))
     teacher: Mapped[Teacher] = relationship(back_populates="students")
 
 
@@ -89,6 +91,16 @@ class Grade(db.Model):  # type: ignore[name-defined,misc]
     subject: Mapped[str] = mapped_column(String(30))
     score: Mapped[int] = mapped_column(Integer)
     __table_args__ = (UniqueConstraint("student_id", "subject"),)
+
+
+class Enrolment(db.Model):  # type: ignore[name-defined,misc]
+    """A school's record naming a student: a reference to a row mounted under a parent."""
+
+    __tablename__ = "enrolments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    school_id: Mapped[int | None] = mapped_column(ForeignKey("schools.id"))
+    student_id: Mapped[int | None] = mapped_column(ForeignKey("students.id"))
+    note: Mapped[str | None] = mapped_column(String(20))
 
 
 class Counter(db.Model):  # type: ignore[name-defined,misc]
@@ -134,7 +146,7 @@ class Gadget(db.Model):  # type: ignore[name-defined,misc]
     rating: Mapped[int | None] = mapped_column(Integer, CheckConstraint("rating >= 0"))
 
 
-ALL_MODELS = (Audit, Grade, Student, Counter, Teacher, School, Note, Gadget)  # children first
+ALL_MODELS = (Audit, Enrolment, Grade, Student, Counter, Teacher, School, Note, Gadget)  # children first
 
 
 class TeacherSchema(ma.Schema):
