@@ -192,7 +192,7 @@ class RetrieveMixin(_Base):
     """``GET`` on an item: :meth:`get_object`, :meth:`check_object`, :meth:`serialize`."""
 
     def retrieve(self) -> Response:
-        check_query_args(ITEM_QUERY_ARGS)
+        check_query_args(ITEM_QUERY_ARGS, repeatable=ITEM_QUERY_ARGS)
         self.read_sparse_fields("detail")
         obj = self.get_object()
         self.check_object(obj)

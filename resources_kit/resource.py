@@ -506,9 +506,10 @@ class Resource(MethodView):
 
     def read_sparse_fields(self, operation: str) -> None:
         """Read ``?fields=`` for the ``operation`` schema; 400 naming unknown fields."""
-        raw = request.args.get("fields")
-        if raw is None:
+        values = request.args.getlist("fields")  # comma-separated, or repeated
+        if not values:
             return
+        raw = ",".join(values)
         try:
             self.sparse_fields = sparse_field_names(raw, self.options.schemas[operation])
         except ma.ValidationError as exc:
@@ -804,7 +805,7 @@ class Resource(MethodView):
         method = getattr(self, extra.name)
         args = ([obj] if extra.detail else []) + ([data] if extra.schema else [])
         if not extra.writes:
-            return action_response(method(*args))
+            return extra.respond(method(*args))
         result: list[Any] = []
 
         def perform() -> Any:
@@ -813,7 +814,7 @@ class Resource(MethodView):
 
         perform.item = obj  # type: ignore[attr-defined]
         return self._transaction(
-            extra.name, perform, data, server_values, lambda _: action_response(result[0])
+            extra.name, perform, data, server_values, lambda _: extra.respond(result[0])
         )
 
     # -- responses ------------------------------------------------------------------------
@@ -925,15 +926,6 @@ def validation_messages(exc: ma.ValidationError) -> dict[str, Any]:
     if isinstance(messages, dict):
         return messages
     return {"_schema": messages if isinstance(messages, list) else [messages]}
-
-
-def action_response(result: Any) -> Response:
-    """An extra action's return value as a response: itself, 204 for ``None``, else JSON."""
-    if isinstance(result, Response):
-        return result
-    if result is None:
-        return Response(status=204)
-    return cast(Response, current_app.json.response(result))
 
 
 def _added_here(obj: Any) -> bool:
