@@ -1,0 +1,153 @@
+"""The OpenAPI component schemas of a document: one per marshmallow schema and side.
+
+One marshmallow schema serves a request and a response, but a generated client needs each
+side typed exactly, so each side gets a component of its own:
+
+=============  =================  ==========================================================
+side           name               what it holds
+=============  =================  ==========================================================
+``response``   ``Teacher``        dump fields, every one required, ``nullable`` where the
+                                  column (or the field) is
+``fields``     ``TeacherFields``  the same, nothing required (``?fields=`` trims responses)
+``create``     ``TeacherCreate``  load fields, ``required`` and ``default`` as marshmallow
+                                  loads them
+``replace``    ``TeacherReplace`` the same, for PUT
+``patch``      ``TeacherPatch``   load fields, nothing required, no ``default`` (a partial
+                                  update applies none)
+``input``      ``RenameInput``    an ``@action``'s body, loaded like a create
+=============  =================  ==========================================================
+
+Read-only (``dump_only``) fields are absent from request sides and write-only
+(``load_only``) fields from response sides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import marshmallow as ma
+import sqlalchemy as sa
+from apispec import APISpec
+from apispec.ext.marshmallow.common import resolve_schema_cls
+
+#: Side -> component name suffix.
+SUFFIXES: Mapping[str, str] = {
+    "response": "",
+    "fields": "Fields",
+    "create": "Create",
+    "replace": "Replace",
+    "patch": "Patch",
+    "input": "Input",
+}
+RESPONSE_SIDES = ("response", "fields")
+
+
+class Names:
+    """Deterministic names: ``Teacher`` for ``TeacherSchema``, a number added when two
+    classes share a name. Also apispec's resolver, for schemas nested in fields."""
+
+    def __init__(self) -> None:
+        self.by_class: dict[type[ma.Schema], str] = {}
+
+    def base(self, cls: type[ma.Schema]) -> str:
+        base = self.by_class.get(cls)
+        if base is None:
+            base = cls.__name__.removesuffix("Schema") or cls.__name__
+            taken = set(self.by_class.values())
+            candidate, n = base, 2
+            while candidate in taken:
+                candidate, n = f"{base}{n}", n + 1
+            base = self.by_class[cls] = candidate
+        return base
+
+    def __call__(self, schema: Any) -> str:
+        resolved = resolve_schema_cls(schema)
+        cls: type[ma.Schema] = resolved[0] if isinstance(resolved, list) else resolved
+        base = self.base(cls)
+        return f"{base}Partial" if isinstance(schema, ma.Schema) and schema.partial else base
+
+
+class Components:
+    """Registers each (schema class, side) once on ``spec`` and hands out ``$ref``\\ s."""
+
+    def __init__(self, spec: APISpec, converter: Any, names: Names) -> None:
+        self.spec = spec
+        self.converter = converter
+        self.names = names
+        self.made: dict[tuple[type[ma.Schema], str], str] = {}
+
+    def ref(
+        self, schema: ma.Schema, side: str, columns: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A ``$ref`` to ``schema``'s component for ``side`` (``many`` schemas: an array of
+        them); ``columns`` (attribute -> column attribute) tell a response which fields
+        may be null."""
+        key = (type(schema), side)
+        name = self.made.get(key)
+        if name is None:
+            name = self.made[key] = self.names.base(type(schema)) + SUFFIXES[side]
+            self.spec.components.schema(name, component=self.component(schema, side, columns))
+        ref = {"$ref": f"#/components/schemas/{name}"}
+        return {"type": "array", "items": ref} if schema.many else ref
+
+    def component(
+        self, schema: ma.Schema, side: str, columns: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        response = side in RESPONSE_SIDES
+        fields = schema.dump_fields if response else schema.load_fields
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        for name, field in fields.items():
+            key = field.data_key or name
+            column = column_of(columns or {}, field.attribute or name)
+            properties[key] = self.property(field, side, column)
+            if side == "response" or (side in ("create", "replace", "input") and field.required):
+                required.append(key)
+        component: dict[str, Any] = {"type": "object", "properties": properties}
+        if required:
+            component["required"] = required
+        if response or schema.unknown == ma.RAISE:
+            component["additionalProperties"] = False
+        return component
+
+    def property(self, field: ma.fields.Field[Any], side: str, column: Any) -> dict[str, Any]:
+        prop: dict[str, Any] = dict(self.converter.field2property(field))
+        prop.pop("readOnly", None)
+        prop.pop("writeOnly", None)
+        if side in RESPONSE_SIDES or side == "patch":
+            prop.pop("default", None)  # a response has no default; a patch applies none
+        if column is not None and isinstance(column.type, sa.Enum) and "enum" not in prop:
+            prop["enum"] = list(column.type.enums)  # the only values the column stores
+        if side in RESPONSE_SIDES:
+            if isinstance(field, ma.fields.Nested):  # a to-one relationship may be empty
+                nullable = field.allow_none or not field.many
+            else:
+                nullable = field.allow_none or (column is not None and column.nullable)
+            if nullable:
+                prop["nullable"] = True
+            else:
+                prop.pop("nullable", None)
+        return nullable_enum(prop)
+
+
+def column_of(columns: Mapping[str, Any], key: str) -> Any:
+    """The table column behind model attribute ``key``, or ``None``."""
+    attribute = columns.get(key)
+    if attribute is None:
+        return None
+    found = getattr(attribute.property, "columns", None)
+    return found[0] if found else None
+
+
+def nullable_enum(prop: dict[str, Any]) -> dict[str, Any]:
+    """A nullable enum as ``allOf`` of the enum plus ``nullable``: generators then type it
+    ``Kind | None`` (an enum with ``null`` among its values makes a union of enums)."""
+    if "enum" not in prop or not prop.get("nullable"):
+        return prop
+    inner = {key: value for key, value in prop.items() if key not in ("nullable", "default")}
+    inner["enum"] = [value for value in inner["enum"] if value is not None]
+    outer: dict[str, Any] = {"nullable": True, "allOf": [inner]}
+    if "default" in prop:
+        outer["default"] = prop["default"]
+    return outer
