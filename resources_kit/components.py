@@ -18,7 +18,9 @@ side           name               what it holds
 =============  =================  ==========================================================
 
 Read-only (``dump_only``) fields are absent from request sides and write-only
-(``load_only``) fields from response sides.
+(``load_only``) fields from response sides. A field with fixed values (``OneOf``, an
+``Enum`` field or column) refers to one enum component, ``GadgetKind``, from every side,
+so a generated client has one enum type for it.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class Components:
         self.converter = converter
         self.names = names
         self.made: dict[tuple[type[ma.Schema], str], str] = {}
+        self.enums: dict[str, list[Any]] = {}
 
     def ref(
         self, schema: ma.Schema, side: str, columns: Mapping[str, Any] | None = None
@@ -102,6 +105,7 @@ class Components:
             key = field.data_key or name
             column = column_of(columns or {}, field.attribute or name)
             properties[key] = self.property(field, side, column)
+            properties[key] = self.named_enum(properties[key], self.names.base(type(schema)), key)
             if side == "response" or (side in ("create", "replace", "input") and field.required):
                 required.append(key)
         component: dict[str, Any] = {"type": "object", "properties": properties}
@@ -113,6 +117,8 @@ class Components:
 
     def property(self, field: ma.fields.Field[Any], side: str, column: Any) -> dict[str, Any]:
         prop: dict[str, Any] = dict(self.converter.field2property(field))
+        if isinstance(field, ma.fields.Decimal) and field.as_string:
+            prop.update(type="string", format="decimal")  # apispec says number; it is sent as text
         prop.pop("readOnly", None)
         prop.pop("writeOnly", None)
         if side in RESPONSE_SIDES or side == "patch":
@@ -128,7 +134,30 @@ class Components:
                 prop["nullable"] = True
             else:
                 prop.pop("nullable", None)
-        return nullable_enum(prop)
+        return prop
+
+    def named_enum(self, prop: dict[str, Any], base: str, key: str) -> dict[str, Any]:
+        """``prop`` with its enum as a component ``<base><Key>``: a ``$ref``, in ``allOf``
+        beside ``nullable`` (generators then type it ``Kind | None``) and any default."""
+        if "enum" not in prop:
+            return prop
+        values = [value for value in prop["enum"] if value is not None]
+        enum = {k: v for k, v in prop.items() if k in ("type", "format")} | {"enum": values}
+        name = base + "".join(part.capitalize() for part in key.replace(".", "_").split("_"))
+        candidate, n = name, 2
+        while self.enums.get(candidate, values) != values:
+            candidate, n = f"{name}{n}", n + 1
+        if candidate not in self.enums:
+            self.enums[candidate] = values
+            self.spec.components.schema(candidate, component=enum)
+        ref = {"$ref": f"#/components/schemas/{candidate}"}
+        rest = {k: v for k, v in prop.items() if k not in ("type", "format", "enum", "nullable")}
+        if not prop.get("nullable") and not rest:
+            return ref
+        outer: dict[str, Any] = {"allOf": [ref], **rest}
+        if prop.get("nullable"):
+            outer["nullable"] = True
+        return outer
 
 
 def column_of(columns: Mapping[str, Any], key: str) -> Any:
@@ -138,16 +167,3 @@ def column_of(columns: Mapping[str, Any], key: str) -> Any:
         return None
     found = getattr(attribute.property, "columns", None)
     return found[0] if found else None
-
-
-def nullable_enum(prop: dict[str, Any]) -> dict[str, Any]:
-    """A nullable enum as ``allOf`` of the enum plus ``nullable``: generators then type it
-    ``Kind | None`` (an enum with ``null`` among its values makes a union of enums)."""
-    if "enum" not in prop or not prop.get("nullable"):
-        return prop
-    inner = {key: value for key, value in prop.items() if key not in ("nullable", "default")}
-    inner["enum"] = [value for value in inner["enum"] if value is not None]
-    outer: dict[str, Any] = {"nullable": True, "allOf": [inner]}
-    if "default" in prop:
-        outer["default"] = prop["default"]
-    return outer

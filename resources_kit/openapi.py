@@ -114,20 +114,25 @@ def _filter_values(mount: Mount, components: Components) -> dict[str, Any]:
     (``field`` or ``field__operator``), typed as the server converts it."""
     properties: dict[str, Any] = {}
     converter = components.converter
+    base = components.names.base(type(options_for(mount.resource).schemas["list"]))
     for key, path in mount.resource.get_list_config().filtering.filter_paths.items():
         prop = converter.field2property(path.field)
-        value = {k: v for k, v in prop.items() if k not in ("default", "nullable")}
+        plain = {k: v for k, v in prop.items() if k not in ("default", "nullable")}
+        value = components.named_enum(plain, base, key)
         for operator in ("", *OPERATORS):
             if operator in TEXT_OPERATORS and not path.is_text:
                 continue
             if operator in ("", "ne"):
-                schema: dict[str, Any] = {**value, "nullable": True}  # null: IS (NOT) NULL
+                # null: IS (NOT) NULL
+                schema: dict[str, Any] = components.named_enum(
+                    {**plain, "nullable": True}, base, key
+                )
             elif operator in ("in", "not_in"):
                 schema = {"type": "array", "items": value, "maxItems": MAX_IN_VALUES}
             elif operator == "isnull":
                 schema = {"type": "boolean"}
             else:
-                schema = {"type": "string"} if operator in TEXT_OPERATORS else dict(value)
+                schema = {"type": "string"} if operator in TEXT_OPERATORS else value
             properties[f"{key}__{operator}" if operator else key] = schema
     name = f"{_camel(mount.endpoint)}Filters"
     components.spec.components.schema(

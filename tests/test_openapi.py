@@ -291,9 +291,14 @@ def test_enum_columns_and_nullable_enums_are_typed(document: dict[str, Any]) -> 
     gadget = component(document, created["content"]["application/json"]["schema"])
     kind = gadget["properties"]["kind"]
     # nullable around the enum, so that generators type it Kind | None.
-    assert kind == {"nullable": True, "allOf": [{"type": "string", "enum": ["small", "large"]}]}
-    filters = document["components"]["schemas"]["GadgetsFilters"]["properties"]
-    assert filters["kind__in"]["items"]["enum"] == ["small", "large"]
+    assert kind == {"nullable": True, "allOf": [{"$ref": "#/components/schemas/GadgetKind"}]}
+    schemas = document["components"]["schemas"]
+    assert schemas["GadgetKind"] == {"type": "string", "enum": ["small", "large"]}
+    create = component(document, body_schema(document["paths"]["/api/gadgets"]["post"]))
+    assert create["properties"]["kind"] == kind  # one enum type on every side
+    assert gadget["properties"]["price"]["type"] == "string"  # Decimal(as_string=True)
+    filters = schemas["GadgetsFilters"]["properties"]
+    assert filters["kind__in"]["items"] == {"$ref": "#/components/schemas/GadgetKind"}
     assert filters["label__isnull"] == {"type": "boolean"}
     assert "price__icontains" not in filters  # text operators on text fields only
 
