@@ -43,6 +43,8 @@ SUFFIXES: Mapping[str, str] = {
     "input": "Input",
 }
 RESPONSE_SIDES = ("response", "fields")
+#: The side of a schema nested in a field of each side (``?fields=`` trims the top only).
+NESTED_SIDES: Mapping[str, str] = {"fields": "response", "input": "create"}
 
 
 class Names:
@@ -77,7 +79,7 @@ class Components:
         self.spec = spec
         self.converter = converter
         self.names = names
-        self.made: dict[tuple[type[ma.Schema], str], str] = {}
+        self.made: dict[tuple[Any, ...], str] = {}
         self.enums: dict[str, list[Any]] = {}
 
     def ref(
@@ -86,10 +88,15 @@ class Components:
         """A ``$ref`` to ``schema``'s component for ``side`` (``many`` schemas: an array of
         them); ``columns`` (attribute -> column attribute) tell a response which fields
         may be null."""
-        key = (type(schema), side)
+        # An instance with only= or exclude= is another shape than its class.
+        key = (type(schema), side, tuple(sorted(schema.only or ())), tuple(sorted(schema.exclude)))
         name = self.made.get(key)
         if name is None:
-            name = self.made[key] = self.names.base(type(schema)) + SUFFIXES[side]
+            base = self.names.base(type(schema)) + SUFFIXES[side]
+            taken, name, n = set(self.made.values()), base, 2
+            while name in taken:
+                name, n = f"{base}{n}", n + 1
+            self.made[key] = name
             self.spec.components.schema(name, component=self.component(schema, side, columns))
         ref = {"$ref": f"#/components/schemas/{name}"}
         return {"type": "array", "items": ref} if schema.many else ref
@@ -116,6 +123,11 @@ class Components:
         return component
 
     def property(self, field: ma.fields.Field[Any], side: str, column: Any) -> dict[str, Any]:
+        if isinstance(field, ma.fields.Nested) and not isinstance(field, ma.fields.Pluck):
+            # The nested schema's own component for this side.
+            nested = self.ref(field.schema, NESTED_SIDES.get(side, side))
+            nullable = field.allow_none or (side in RESPONSE_SIDES and not field.many)
+            return {"allOf": [nested], "nullable": True} if nullable else nested
         prop: dict[str, Any] = dict(self.converter.field2property(field))
         if isinstance(field, ma.fields.Decimal) and field.as_string:
             prop.update(type="string", format="decimal")  # apispec says number; it is sent as text
@@ -126,10 +138,7 @@ class Components:
         if column is not None and isinstance(column.type, sa.Enum) and "enum" not in prop:
             prop["enum"] = list(column.type.enums)  # the only values the column stores
         if side in RESPONSE_SIDES:
-            if isinstance(field, ma.fields.Nested):  # a to-one relationship may be empty
-                nullable = field.allow_none or not field.many
-            else:
-                nullable = field.allow_none or (column is not None and column.nullable)
+            nullable = field.allow_none or (column is not None and column.nullable)
             if nullable:
                 prop["nullable"] = True
             else:

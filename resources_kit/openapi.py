@@ -110,12 +110,18 @@ def _camel(endpoint: str) -> str:
 
 
 def _filter_values(mount: Mount, components: Components) -> dict[str, Any]:
-    """The ``filters`` object as a component: one property per allowed key
-    (``field`` or ``field__operator``), typed as the server converts it."""
+    """The ``filters`` parameter: a JSON string, with an example and a component typing
+    its object (one property per allowed ``field`` or ``field__operator``, typed as the
+    server converts it) when the resource's filtering has the built-in allow-list."""
+    paths: Mapping[str, Any] = getattr(
+        mount.resource.get_list_config().filtering, "filter_paths", {}
+    )
+    if not paths:
+        return {"schema": {"type": "string"}}
     properties: dict[str, Any] = {}
     converter = components.converter
     base = components.names.base(type(options_for(mount.resource).schemas["list"]))
-    for key, path in mount.resource.get_list_config().filtering.filter_paths.items():
+    for key, path in paths.items():
         prop = converter.field2property(path.field)
         plain = {k: v for k, v in prop.items() if k not in ("default", "nullable")}
         value = components.named_enum(plain, base, key)
@@ -145,7 +151,7 @@ def _filter_values(mount: Mount, components: Components) -> dict[str, Any]:
             "maxProperties": MAX_FILTERS,
         },
     )
-    first, path = next(iter(mount.resource.get_list_config().filtering.filter_paths.items()))
+    first, path = next(iter(paths.items()))
     example = {f"{first}__icontains": "a"} if path.is_text else {f"{first}__isnull": False}
     return {
         "schema": {"type": "string"},
@@ -171,10 +177,13 @@ def _list_parameters(mount: Mount, components: Components) -> list[dict[str, Any
         if field is not None and getattr(field, "is_multiple", False):
             parameter.update(_array(field.metadata.get("terms")))
         if field is not None and field.metadata.get("json_object"):
+            parameter.pop("content", None)
             parameter.update(_filter_values(mount, components))
-            parameter["description"] += (
-                f" Its keys and values: the ``{_camel(mount.endpoint)}Filters`` schema."
-            )
+            if "x-json-schema" in parameter:
+                parameter["description"] = (
+                    parameter.get("description", "")
+                    + f" Its keys and values: the ``{_camel(mount.endpoint)}Filters`` schema."
+                )
     return parameters
 
 

@@ -7,13 +7,14 @@ import json
 import re
 from typing import Any
 
+import marshmallow as ma
 import pytest
 from flask import Blueprint, Flask
 from openapi_spec_validator import validate
 
-from resources_kit import ListMixin, Resource, RetrieveMixin, Router
+from resources_kit import ListMixin, ModelResource, Resource, RetrieveMixin, Router, action
 
-from .models import Teacher, TeacherResource, TeacherSchema
+from .models import Student, StudentSchema, Teacher, TeacherResource, TeacherSchema
 
 
 @pytest.fixture(scope="module")
@@ -317,3 +318,38 @@ def test_offset_page_envelope_documents_its_links(document: dict[str, Any]) -> N
     assert page["properties"]["links"]["required"] == ["next", "prev"]
     cursor = document["paths"]["/api/cursor-teachers"]["get"]["responses"]["200"]
     assert set(cursor["content"]["application/json"]["schema"]["required"]) == {"items", "next"}
+
+
+def test_nested_schemas_and_trimmed_instances_get_components_per_side() -> None:
+    class Brief(ma.Schema):
+        id = ma.fields.Integer(dump_only=True)
+        name = ma.fields.String(required=True)
+
+    class WithTeacher(StudentSchema):
+        teacher = ma.fields.Nested(Brief, dump_only=True)
+        friends = ma.fields.Nested(Brief, many=True, load_default=list)
+
+    class Pupils(ModelResource):
+        name, model, schema = "pupils", Student, WithTeacher
+
+        @action(detail=True, methods=["GET"], response=TeacherSchema(only=("id", "name")))
+        def teacher_card(self, obj: Any) -> Any:
+            return obj.teacher
+
+    router = Router()
+    router.register(TeacherResource)
+    router.register(Pupils)
+    document = router.openapi()
+    validate(document)
+    schemas = document["components"]["schemas"]
+    teacher = schemas["WithTeacher"]["properties"]["teacher"]
+    assert teacher == {"allOf": [{"$ref": "#/components/schemas/Brief"}], "nullable": True}
+    assert schemas["Brief"]["required"] == ["id", "name"]  # the response side
+    friends = schemas["WithTeacherCreate"]["properties"]["friends"]
+    assert friends == {"type": "array", "items": {"$ref": "#/components/schemas/BriefCreate"}}
+    assert set(schemas["BriefCreate"]["properties"]) == {"name"}
+    assert "teacher" not in schemas["WithTeacherCreate"]["properties"]
+    card = document["paths"]["/pupils/{student_id}/teacher-card"]["get"]["responses"]["200"]
+    ref = card["content"]["application/json"]["schema"]["$ref"]
+    assert ref == "#/components/schemas/Teacher2"  # not the full Teacher
+    assert set(schemas["Teacher2"]["properties"]) == {"id", "name"}
