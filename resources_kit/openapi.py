@@ -282,12 +282,8 @@ def _page_response(mount: Mount, components: Components) -> dict[str, Any]:
     }
     envelope |= {key: dict(value) for key, value in pagination.envelope.items()}
     link = {"description": "RFC 8288 next and prev pages.", "schema": {"type": "string"}}
-    page = {
-        "type": "object",
-        "properties": envelope,
-        "required": list(envelope),
-        "additionalProperties": False,
-    }
+    # No additionalProperties: False: a Pagination of the user's may add to its envelope.
+    page = {"type": "object", "properties": envelope, "required": list(envelope)}
     return {
         "200": {
             "description": "A page of items.",
