@@ -129,6 +129,11 @@ class Components:
             nullable = field.allow_none or (side in RESPONSE_SIDES and not field.many)
             return {"allOf": [nested], "nullable": True} if nullable else nested
         prop: dict[str, Any] = dict(self.converter.field2property(field))
+        regexps = [v for v in field.validators if isinstance(v, ma.validate.Regexp)]
+        pattern = regexps[0].regex.pattern if regexps else None
+        if isinstance(pattern, str) and prop.get("pattern") == pattern:
+            # marshmallow's Regexp matches at the start (re.match); JSON Schema searches.
+            prop["pattern"] = f"^(?:{pattern})"
         if isinstance(field, ma.fields.Decimal) and field.as_string:
             prop.update(type="string", format="decimal")  # apispec says number; it is sent as text
         prop.pop("readOnly", None)

@@ -281,6 +281,10 @@ def test_request_and_response_components_are_separate_and_exact() -> None:
     assert response["properties"]["mentor_id"]["nullable"] is True
     assert "nullable" not in response["properties"]["email"]
     assert patch["properties"]["mentor_id"]["nullable"] is True
+    # marshmallow's Regexp matches from the start: so does the documented pattern.
+    pattern = create["properties"]["credential"]["pattern"]
+    assert re.search(pattern, "LIC-1234")
+    assert not re.search(pattern, "xLIC-1234")
     # A GET may be trimmed by ?fields=: the full item, or the trimmed one.
     read = item["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert read["anyOf"][0] == created
