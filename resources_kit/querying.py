@@ -473,12 +473,6 @@ def sparse_fields_field(schema: ma.Schema) -> ma.fields.Field[Any]:
     )
 
 
-def list_pattern(names: Sequence[str]) -> str:
-    """A regular expression for a comma-separated list of ``names``."""
-    one = "(" + "|".join(re.escape(name) for name in names) + ")"
-    return f"^{one}(,{one})*$"
-
-
 class Filtering:
     """``?filters=`` and ``?search=`` over ``filter_fields`` and ``search_fields``.
 
