@@ -43,8 +43,8 @@ def tests_mysql(session: nox.Session) -> None:
 @nox.session
 def marshmallow3(session: nox.Session) -> None:
     """The newest marshmallow 3 (the default install gets marshmallow 4)."""
-    session.install("-e", ".[test]", "marshmallow>=3.26,<4")
-    session.run("pytest", *session.posargs)
+    session.install("-e", ".[test,client]", "marshmallow>=3.26,<4")
+    session.run("pytest", *session.posargs, env={"RESOURCES_KIT_REQUIRE_CLIENT": "1"})
 
 
 @nox.session

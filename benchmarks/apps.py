@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 import marshmallow as ma
 from flask import Flask, Response, g, request, url_for
@@ -134,6 +135,20 @@ def page(query: Any, limit: int, offset: int) -> tuple[list[Any], int]:
     return list(items), int(total or 0)
 
 
+def page_links(limit: int, offset: int, total: int) -> dict[str, str | None]:
+    """The next and prev page URLs a list body carries (a careful hand-written API does
+    the same for its clients)."""
+
+    def at(start: int) -> str:
+        args = {**request.args.to_dict(), "limit": limit, "offset": start}
+        return f"{request.base_url}?{urlencode(args)}"
+
+    return {
+        "next": at(offset + limit) if offset + limit < total else None,
+        "prev": at(max(offset - limit, 0)) if offset > 0 else None,
+    }
+
+
 def visible_teacher(school: int, teacher_id: int) -> bool:
     query = select(Teacher.id).where(Teacher.id == teacher_id, Teacher.school_id == school)
     return db.session.execute(query).first() is not None
@@ -157,6 +172,7 @@ class TeacherList(MethodView):
             "total": total,
             "limit": limit,
             "offset": offset,
+            "links": page_links(limit, offset, total),
         }
 
     def post(self) -> Any:
@@ -237,6 +253,7 @@ class StudentList(MethodView):
             "total": total,
             "limit": limit,
             "offset": offset,
+            "links": page_links(limit, offset, total),
         }
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import marshmallow as ma
+from flask import Response, current_app
 
 from .errors import ImproperlyConfigured
 
@@ -47,6 +48,9 @@ VERB_METHODS: Mapping[str, str] = {
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: The success statuses ``@action(status=...)`` may declare.
+SUCCESS_STATUSES = (200, 201, 202, 204)
+
 
 @dataclass(frozen=True)
 class ExtraAction:
@@ -64,6 +68,35 @@ class ExtraAction:
     #: Schema the JSON body is loaded with; ``None``: the action takes no body.
     schema: type[ma.Schema] | None
     summary: str | None
+    #: Schema instance the result is dumped with (and documented by); ``None``: any JSON.
+    response: ma.Schema | None = None
+    #: The success status; ``None``: 200 with a body, or 204 when the action returns ``None``.
+    status: int | None = None
+
+    def statuses(self) -> tuple[int, ...]:
+        """Every success status the action can answer (what the document lists)."""
+        if self.status is not None:
+            return (self.status,)
+        return (200,) if self.response is not None else (200, 204)
+
+    def respond(self, result: Any) -> Response:
+        """The action's return value as a response: a ``Response`` as it is; otherwise
+        dumped with ``response`` (if set) and sent with ``status``, or 204 for ``None``
+        when no status is declared."""
+        if isinstance(result, Response):
+            return result
+        if self.status == 204 or (result is None and self.statuses() == (200, 204)):
+            if result is not None:
+                raise TypeError(f"@action {self.name} declares status 204 but returned a body.")
+            return Response(status=204)
+        if result is None:
+            raise TypeError(
+                f"@action {self.name} declares a {self.status or 200} response but returned None."
+            )
+        body = self.response.dump(result) if self.response is not None else result
+        response = cast(Response, current_app.json.response(body))
+        response.status_code = self.status or 200
+        return response
 
 
 def action(
@@ -74,6 +107,8 @@ def action(
     writes: bool | None = None,
     schema: type[ma.Schema] | None = None,
     summary: str | None = None,
+    response: type[ma.Schema] | ma.Schema | None = None,
+    status: int | None = None,
 ) -> Callable[[F], F]:
     """Add a route to a resource, on the item or on the collection::
 
@@ -89,7 +124,12 @@ def action(
 
     An item action receives the object, found under the tenant scope and the whole parent
     chain (another tenant's item is a 404); with ``schema=``, also the loaded body. It
-    returns a JSON-able body (200), a ``Response``, or ``None`` (204). A writing action
+    returns a JSON-able body (200), a ``Response``, or ``None`` (204).
+
+    ``response=`` (a schema class or instance, ``many=True`` for a list) dumps what the
+    action returns and is its documented response, so generated clients get a typed
+    result; ``status=`` sets the success status (``201``, ``202``; ``204`` for an action
+    that returns nothing). With either, the document lists exactly that status. A writing action
     runs in one transaction with ``pre_/post_/after_commit_<name>_callbacks`` and sends
     ``signals.action_performed`` after the commit; any error rolls everything back.
     """
@@ -102,11 +142,7 @@ def action(
             raise ImproperlyConfigured(
                 f"@action {name}: url_path must be one URL segment, not {path!r}."
             )
-        unknown = [verb for verb in verbs if verb not in ("GET", "POST", "PUT", "PATCH", "DELETE")]
-        if not verbs or unknown:
-            raise ImproperlyConfigured(
-                f"@action {name}: methods must be GET, POST, PUT, PATCH or DELETE; got {verbs}."
-            )
+        check_signature(name, verbs, status, response)
         func.extra_action = ExtraAction(  # type: ignore[attr-defined]
             name=name,
             detail=detail,
@@ -115,10 +151,34 @@ def action(
             writes=writes if writes is not None else verbs != ("GET",),
             schema=schema,
             summary=summary,
+            response=response() if isinstance(response, type) else response,
+            status=status,
         )
         return func
 
     return decorate
+
+
+def check_signature(name: str, verbs: tuple[str, ...], status: int | None, response: Any) -> None:
+    """``ImproperlyConfigured`` for methods, a status or a response ``@action`` refuses."""
+    unknown = [verb for verb in verbs if verb not in ("GET", "POST", "PUT", "PATCH", "DELETE")]
+    if not verbs or unknown:
+        raise ImproperlyConfigured(
+            f"@action {name}: methods must be GET, POST, PUT, PATCH or DELETE; got {verbs}."
+        )
+    if status is not None and status not in SUCCESS_STATUSES:
+        raise ImproperlyConfigured(
+            f"@action {name}: status must be one of {', '.join(map(str, SUCCESS_STATUSES))}."
+        )
+    if status == 204 and response is not None:
+        raise ImproperlyConfigured(f"@action {name}: a 204 has no body; drop response=.")
+    if response is not None and not (
+        isinstance(response, ma.Schema)
+        or (isinstance(response, type) and issubclass(response, ma.Schema))
+    ):
+        raise ImproperlyConfigured(
+            f"@action {name}: response= must be a marshmallow Schema class or instance."
+        )
 
 
 def extra_actions(cls: type[Any]) -> list[ExtraAction]:

@@ -201,7 +201,7 @@ class RetrieveMixin(_Base):
     """``GET`` on an item: :meth:`get_object`, :meth:`check_object`, :meth:`serialize`."""
 
     def retrieve(self) -> Response:
-        check_query_args(("fields",))
+        check_query_args(("fields",), repeatable=("fields",))
         self.read_sparse_fields("detail")
         obj = self.get_object()
         self.check_object(obj)

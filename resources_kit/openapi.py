@@ -10,16 +10,15 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-import marshmallow as ma
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from apispec.ext.marshmallow.common import resolve_schema_cls
 
 from .actions import ACTIONS, ExtraAction
 from .callbacks import CallbackMixin
+from .components import Components, Names
 from .nesting import Mount
 from .options import options_for
-from .querying import list_pattern
+from .querying import MAX_FILTERS, MAX_IN_VALUES, OPERATORS, TEXT_OPERATORS
 from .resource import permission_rule
 from .tenancy import TenantScopeMixin
 
@@ -33,11 +32,24 @@ PROBLEM = {
         "detail": {"type": "string"},
         "errors": {
             "type": "object",
-            "description": "Messages per field or parameter.",
-            "additionalProperties": True,
+            "description": "Messages per field or parameter: a list of messages, or an "
+            "object of them for a nested field or an item of a list (keyed by its index).",
+            "additionalProperties": {
+                "anyOf": [
+                    {"type": "array", "items": {"type": "string"}},
+                    {"type": "object", "additionalProperties": True},
+                ]
+            },
         },
     },
     "required": ["type", "title", "status", "detail"],
+}
+
+#: A method a path does not offer: every path answers it, so no operation lists it.
+METHOD_NOT_ALLOWED = {
+    "description": "The path does not offer this method; ``Allow`` lists those it does.",
+    "headers": {"Allow": {"description": "The methods offered.", "schema": {"type": "string"}}},
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
 }
 
 ERRORS = {
@@ -58,29 +70,6 @@ _CONVERTERS = {
     "uuid": {"type": "string", "format": "uuid"},
     "string": {"type": "string"},
 }
-
-
-class _Names:
-    """Deterministic component names: ``Teacher`` for ``TeacherSchema``, ``TeacherPartial``
-    for a partial one, a number added when two classes share a name."""
-
-    def __init__(self) -> None:
-        self.by_class: dict[type[ma.Schema], str] = {}
-
-    def __call__(self, schema: Any) -> str:
-        resolved = resolve_schema_cls(schema)
-        cls: type[ma.Schema] = resolved[0] if isinstance(resolved, list) else resolved
-        base = self.by_class.get(cls)
-        if base is None:
-            base = cls.__name__.removesuffix("Schema") or cls.__name__
-            taken = set(self.by_class.values())
-            candidate, n = base, 2
-            while candidate in taken:
-                candidate, n = f"{base}{n}", n + 1
-            base = self.by_class[cls] = candidate
-        if isinstance(schema, ma.Schema) and schema.partial:
-            return f"{base}Partial"
-        return base
 
 
 def _chain_tenant_scoped(mount: Mount) -> bool:
@@ -116,17 +105,95 @@ def _path(prefix: str, rule: str) -> tuple[str, list[dict[str, Any]]]:
     return prefix + "/".join(parts), parameters
 
 
-def _list_parameters(mount: Mount, converter: Any) -> list[dict[str, Any]]:
+def _camel(endpoint: str) -> str:
+    return "".join(part.capitalize() for part in endpoint.replace("-", "_").split("_"))
+
+
+def _filter_values(mount: Mount, components: Components) -> dict[str, Any]:
+    """The ``filters`` parameter: a JSON string, with an example and a component typing
+    its object (one property per allowed ``field`` or ``field__operator``, typed as the
+    server converts it) when the resource's filtering has the built-in allow-list."""
+    paths: Mapping[str, Any] = getattr(
+        mount.resource.get_list_config().filtering, "filter_paths", {}
+    )
+    if not paths:
+        return {"schema": {"type": "string"}}
+    properties: dict[str, Any] = {}
+    converter = components.converter
+    base = components.names.base(type(options_for(mount.resource).schemas["list"]))
+    for key, path in paths.items():
+        prop = converter.field2property(path.field)
+        plain = {k: v for k, v in prop.items() if k not in ("default", "nullable")}
+        value = components.named_enum(plain, base, key)
+        for operator in ("", *OPERATORS):
+            if operator in TEXT_OPERATORS and not path.is_text:
+                continue
+            if operator in ("", "ne"):
+                # null: IS (NOT) NULL
+                schema: dict[str, Any] = components.named_enum(
+                    {**plain, "nullable": True}, base, key
+                )
+            elif operator in ("in", "not_in"):
+                schema = {"type": "array", "items": value, "maxItems": MAX_IN_VALUES}
+            elif operator == "isnull":
+                schema = {"type": "boolean"}
+            else:
+                schema = {"type": "string"} if operator in TEXT_OPERATORS else value
+            properties[f"{key}__{operator}" if operator else key] = schema
+    name = f"{_camel(mount.endpoint)}Filters"
+    components.spec.components.schema(
+        name,
+        component={
+            "type": "object",
+            "description": f"What ``filters`` of ``{mount.endpoint}_list`` accepts, as JSON.",
+            "properties": properties,
+            "additionalProperties": False,
+            "maxProperties": MAX_FILTERS,
+        },
+    )
+    first, path = next(iter(paths.items()))
+    example = {f"{first}__icontains": "a"} if path.is_text else {f"{first}__isnull": False}
+    return {
+        "schema": {"type": "string"},
+        "example": json.dumps(example),
+        "x-json-schema": {"$ref": f"#/components/schemas/{name}"},
+    }
+
+
+def _list_parameters(mount: Mount, components: Components) -> list[dict[str, Any]]:
     """The list's arguments schema as OpenAPI query parameters: the same schema parses
-    and validates them."""
+    and validates them. Every one has a ``schema`` and none a ``default``: a generated
+    client would send it on every call."""
     schema = mount.resource.get_list_config().schema
-    parameters: list[dict[str, Any]] = converter.schema2parameters(schema, location="query")
+    parameters: list[dict[str, Any]] = components.converter.schema2parameters(
+        schema, location="query"
+    )
     for parameter in parameters:
+        default = parameter.get("schema", {}).pop("default", None)
+        if default is not None:
+            described = parameter.get("description", "")
+            parameter["description"] = f"{described} Default: {default}.".strip()
         field = schema.fields.get(parameter["name"])
+        if field is not None and getattr(field, "is_multiple", False):
+            parameter.update(_array(field.metadata.get("terms")))
         if field is not None and field.metadata.get("json_object"):
-            parameter.pop("schema", None)
-            parameter["content"] = {"application/json": {"schema": {"type": "object"}}}
+            parameter.pop("content", None)
+            parameter.update(_filter_values(mount, components))
+            if "x-json-schema" in parameter:
+                parameter["description"] = (
+                    parameter.get("description", "")
+                    + f" Its keys and values: the ``{_camel(mount.endpoint)}Filters`` schema."
+                )
     return parameters
+
+
+def _array(terms: Sequence[str] | None) -> dict[str, Any]:
+    """A list parameter: repeated (``sort=a&sort=b``, how generated clients send a list;
+    the server also takes ``sort=a,b``), each item one of ``terms``."""
+    items: dict[str, Any] = {"type": "string"}
+    if terms:
+        items["enum"] = list(terms)
+    return {"schema": {"type": "array", "items": items}, "style": "form", "explode": True}
 
 
 def _fields_parameter(mount: Mount, operation: str) -> dict[str, Any]:
@@ -135,8 +202,9 @@ def _fields_parameter(mount: Mount, operation: str) -> dict[str, Any]:
     return {
         "name": "fields",
         "in": "query",
-        "schema": {"type": "string", "pattern": list_pattern(names)},
-        "description": f"Comma-separated fields to return, of: {', '.join(names)}.",
+        **_array(names),
+        "description": "The fields to return (comma-separated, or the parameter repeated), "
+        f"of: {', '.join(names)}.",
     }
 
 
@@ -167,13 +235,15 @@ class Doc:
     """How one action appears in the document."""
 
     summary: str
-    #: Success status and what it returns: "page", "item", "items" or "empty".
+    #: Success status and what it returns: "page", "item", "empty" or "action".
     status: int
     returns: str
     #: Error statuses besides the common ones; 404 is added for nested mounts anyway.
     errors: tuple[int, ...] = ()
-    #: Schema operation of the request body, if any.
+    #: Side of the request body's component ("create", "replace", "patch", "input").
     body: str | None = None
+    #: Schema operation of the request body.
+    schema: str | None = None
     if_match: bool = False
 
 
@@ -181,46 +251,84 @@ WRITE_ERRORS = (409, 413, 415, 422)
 #: The per-action table the CRUD operations are built from.
 DOCS: Mapping[str, Doc] = {
     "list": Doc("List {name}", 200, "page"),
-    "create": Doc("Create a {model}", 201, "item", WRITE_ERRORS, body="create"),
+    "create": Doc("Create a {model}", 201, "item", WRITE_ERRORS, "create", "create"),
     "retrieve": Doc("Read a {model}", 200, "item", (404,)),
     "update": Doc(
-        "Replace a {model}", 200, "item", (*WRITE_ERRORS, 404, 412), "update", if_match=True
+        "Replace a {model}", 200, "item", (*WRITE_ERRORS, 404, 412), "replace", "update", True
     ),
     "partial_update": Doc(
-        "Change fields of a {model}", 200, "item", (*WRITE_ERRORS, 404, 412), "patch", True
+        "Change fields of a {model}", 200, "item", (*WRITE_ERRORS, 404, 412), "patch", "patch", True
     ),
     "destroy": Doc("Delete a {model}", 204, "empty", (404, 409, 412), if_match=True),
 }
 
 
-def _responses(mount: Mount, action: str, doc: Doc) -> dict[str, Any]:
+def _trimmable(mount: Mount, operation: str, components: Components) -> dict[str, Any]:
+    """A GET's item: all fields, or those ``?fields=`` names (the first that matches)."""
     options = options_for(mount.resource)
-    detail = type(options.schemas["detail"])
-    # Responses may be trimmed by ?fields=: their schemas require nothing.
-    item = {"application/json": {"schema": detail(partial=True)}}
+    schema = options.schemas[operation]
+    return {
+        "anyOf": [
+            components.ref(schema, "response", options.columns),
+            components.ref(schema, "fields", options.columns),
+        ]
+    }
+
+
+def _page_response(mount: Mount, components: Components) -> dict[str, Any]:
+    pagination = mount.resource.get_list_config().pagination
+    envelope: dict[str, Any] = {
+        "items": {"type": "array", "items": _trimmable(mount, "list", components)}
+    }
+    envelope |= {key: dict(value) for key, value in pagination.envelope.items()}
+    link = {"description": "RFC 8288 next and prev pages.", "schema": {"type": "string"}}
+    # No additionalProperties: False: a Pagination of the user's may add to its envelope.
+    page = {"type": "object", "properties": envelope, "required": list(envelope)}
+    return {
+        "200": {
+            "description": "A page of items.",
+            "headers": {"Link": link},
+            "content": {"application/json": {"schema": page}},
+        }
+    }
+
+
+def _action_responses(extra: ExtraAction, mount: Mount, components: Components) -> dict[str, Any]:
+    """Exactly the statuses the action answers, typed by its ``response`` schema."""
+    responses: dict[str, Any] = {}
+    for status in extra.statuses():
+        if status == 204:
+            responses["204"] = {"description": "Done; no body."}
+            continue
+        schema: dict[str, Any] = {}
+        if extra.response is not None:
+            schema = components.ref(extra.response, "response", options_for(mount.resource).columns)
+        responses[str(status)] = {
+            "description": "Done.",
+            "content": {"application/json": {"schema": schema}},
+        }
+    return responses
+
+
+def _responses(mount: Mount, action: str, doc: Doc, components: Components) -> dict[str, Any]:
     etag = {"ETag": {"description": "The version of the item.", "schema": {"type": "string"}}}
     if doc.returns == "empty":
         return {str(doc.status): {"description": "Done; no body."}}
-    if doc.returns == "json":
-        return {
-            str(doc.status): {"description": "Done.", "content": {"application/json": {}}},
-            "204": {"description": "Done; no body."},
-        }
+    if doc.returns == "action":
+        extra = next(extra for extra in mount.extra_actions if extra.name == action)
+        return _action_responses(extra, mount, components)
     if doc.returns == "page":
-        pagination = mount.resource.get_list_config().pagination
-        listed = type(options.schemas["list"])
-        envelope = {"items": {"type": "array", "items": listed(partial=True)}}
-        envelope |= {key: dict(value) for key, value in pagination.envelope.items()}
-        link = {"description": "RFC 8288 next and prev pages.", "schema": {"type": "string"}}
-        page = {"type": "object", "properties": envelope, "required": list(envelope)}
-        return {
-            "200": {
-                "description": "A page of items.",
-                "headers": {"Link": link},
-                "content": {"application/json": {"schema": page}},
-            }
-        }
-    response: dict[str, Any] = {"description": "The item.", "headers": etag, "content": item}
+        return _page_response(mount, components)
+    options = options_for(mount.resource)
+    if action == "retrieve":
+        schema = _trimmable(mount, "detail", components)
+    else:  # a write's response: no ?fields=, every field
+        schema = components.ref(options.schemas["detail"], "response", options.columns)
+    response: dict[str, Any] = {
+        "description": "The item.",
+        "headers": etag,
+        "content": {"application/json": {"schema": schema}},
+    }
     if action == "create":
         location = {"description": "The new item's URL.", "schema": {"type": "string"}}
         response["headers"] = {**etag, "Location": location}
@@ -231,13 +339,20 @@ def _responses(mount: Mount, action: str, doc: Doc) -> dict[str, Any]:
     return responses
 
 
-def _parameters(mount: Mount, action: str, doc: Doc, converter: Any) -> list[dict[str, Any]]:
+def _parameters(
+    mount: Mount, action: str, doc: Doc, components: Components
+) -> list[dict[str, Any]]:
     if action == "list":
-        return _list_parameters(mount, converter)
+        return _list_parameters(mount, components)
     if action == "retrieve":
         return [
             _fields_parameter(mount, "detail"),
-            {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
+            {
+                "name": "If-None-Match",
+                "in": "header",
+                "schema": {"type": "string"},
+                "description": "The ETag of the version you hold; 304 when it is current.",
+            },
         ]
     if doc.if_match:
         return [
@@ -253,7 +368,7 @@ def _parameters(mount: Mount, action: str, doc: Doc, converter: Any) -> list[dic
 
 
 def _operation(
-    mount: Mount, action: str, doc: Doc, converter: Any, security: Any
+    mount: Mount, action: str, doc: Doc, components: Components, security: Any
 ) -> dict[str, Any]:
     resource = mount.resource
     options = options_for(resource)
@@ -261,15 +376,14 @@ def _operation(
         "operationId": f"{mount.endpoint}_{action}",
         "summary": doc.summary.format(name=resource.name, model=options.model.__name__),
         "tags": [mount.endpoint.replace("_", " / ")],
-        "parameters": _parameters(mount, action, doc, converter),
-        "responses": _responses(mount, action, doc),
+        "parameters": _parameters(mount, action, doc, components),
+        "responses": _responses(mount, action, doc, components),
     }
-    if doc.body is not None:
-        body = type(options.schemas[doc.body])
-        schema = body(partial=True) if doc.body == "patch" else body
+    if doc.body is not None and doc.schema is not None:
+        body = components.ref(options.schemas[doc.schema], doc.body, options.columns)
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": schema}},
+            "content": {"application/json": {"schema": body}},
         }
     errors = {400, 500, *doc.errors}
     rule = permission_rule(resource)
@@ -293,20 +407,24 @@ def _operation(
 
 def _extra_doc(extra: ExtraAction) -> Doc:
     errors: tuple[int, ...] = (404,) if extra.detail else ()
+    # An item action that writes honours If-Match like PUT (412, 428).
+    if_match = extra.detail and extra.writes
     if extra.writes:
-        errors += (409, 412) if extra.detail else (409,)
+        errors += (409, 412) if if_match else (409,)
     if extra.schema is not None:
         errors += (413, 415, 422)
     return Doc(
         extra.summary or f"{extra.name.replace('_', ' ').capitalize()} ({{name}})",
-        200,
-        "json",
+        extra.statuses()[0],
+        "action",
         errors,
-        body=extra.name if extra.schema is not None else None,
+        body="input" if extra.schema is not None else None,
+        schema=extra.name if extra.schema is not None else None,
+        if_match=if_match,
     )
 
 
-def _paths(mount: Mount, converter: Any, security: Any) -> list[tuple[str, dict[str, Any]]]:
+def _paths(mount: Mount, components: Components, security: Any) -> list[tuple[str, dict[str, Any]]]:
     """(rule, operations by method) for every route of the mount."""
     paths: list[tuple[str, dict[str, Any]]] = []
     for kind, rule, methods in (
@@ -315,7 +433,7 @@ def _paths(mount: Mount, converter: Any, security: Any) -> list[tuple[str, dict[
     ):
         operations = {
             method.lower(): _operation(
-                mount, ACTIONS[(kind, method)], DOCS[ACTIONS[(kind, method)]], converter, security
+                mount, ACTIONS[(kind, method)], DOCS[ACTIONS[(kind, method)]], components, security
             )
             for method in methods
         }
@@ -325,7 +443,7 @@ def _paths(mount: Mount, converter: Any, security: Any) -> list[tuple[str, dict[
         doc = _extra_doc(extra)
         operations = {}
         for method in extra.methods:
-            operation = _operation(mount, extra.name, doc, converter, security)
+            operation = _operation(mount, extra.name, doc, components, security)
             if len(extra.methods) > 1:
                 operation["operationId"] += f"_{method.lower()}"
             operations[method.lower()] = operation
@@ -343,13 +461,16 @@ def build_document(
     security: Sequence[Mapping[str, Sequence[str]]] | None = None,
 ) -> dict[str, Any]:
     """The OpenAPI 3.0 document of ``mounts`` served under ``prefix``."""
-    plugin = MarshmallowPlugin(schema_name_resolver=_Names())
+    names = Names()
+    plugin = MarshmallowPlugin(schema_name_resolver=names)
     spec = APISpec(title=title, version=version, openapi_version="3.0.3", plugins=[plugin])
     spec.components.schema("Problem", PROBLEM)
+    spec.components.response("MethodNotAllowed", METHOD_NOT_ALLOWED)
     for name, scheme in (security_schemes or {}).items():
         spec.components.security_scheme(name, dict(scheme))
+    components = Components(spec, plugin.converter, names)
     for mount in mounts:
-        for rule, operations in _paths(mount, plugin.converter, list(security or [])):
+        for rule, operations in _paths(mount, components, list(security or [])):
             path, parameters = _path(prefix, rule)
             spec.path(path=path, operations=operations, parameters=parameters)
     document = spec.to_dict()

@@ -93,8 +93,9 @@ class Pagination:
 
 
 def page_url(**changes: Any) -> str:
-    """This request's URL with some query parameters changed."""
-    return f"{request.base_url}?{urlencode({**request.args.to_dict(), **changes})}"
+    """This request's URL with some query parameters changed (repeated ones kept)."""
+    args = request.args.to_dict(flat=False) | {key: [value] for key, value in changes.items()}
+    return f"{request.base_url}?{urlencode(args, doseq=True)}"
 
 
 def fetch(view: Resource, statement: Select[Any], values: Mapping[str, Any]) -> list[Any]:
@@ -131,9 +132,27 @@ def limited(query: Select[Any]) -> Select[Any]:
 
 
 class OffsetPagination(Pagination):
-    """``?limit=&offset=``; the body has ``total``, ``limit`` and ``offset``."""
+    """``?limit=&offset=``; the body has ``total``, ``limit`` and ``offset``, and
+    ``links``: the URLs of the ``next`` and ``prev`` pages (``null`` at either end), as
+    in the ``Link`` header. (Not top-level ``next``: on a cursor page that is a cursor.)"""
 
-    envelope = {key: {"type": "integer"} for key in ("total", "limit", "offset")}
+    envelope = {
+        **{key: {"type": "integer"} for key in ("total", "limit", "offset")},
+        "links": {
+            "type": "object",
+            "description": "The URLs of the pages around this one, as in the Link header.",
+            "properties": {
+                rel: {
+                    "type": "string",
+                    "nullable": True,
+                    "description": f"The {rel} page; null when there is none.",
+                }
+                for rel in ("next", "prev")
+            },
+            "required": ["next", "prev"],
+            "additionalProperties": False,
+        },
+    }
 
     def get_args(self) -> dict[str, ma.fields.Field[Any]]:
         return {
@@ -159,14 +178,22 @@ class OffsetPagination(Pagination):
             links["next"] = page_url(limit=limit, offset=offset + limit)
         if offset > 0:
             links["prev"] = page_url(limit=limit, offset=max(offset - limit, 0))
-        return Page(items, {"total": total, "limit": limit, "offset": offset}, links)
+        meta = {"total": total, "limit": limit, "offset": offset}
+        body_links = {"next": links.get("next"), "prev": links.get("prev")}
+        return Page(items, meta | {"links": body_links}, links)
 
 
 class CursorPagination(Pagination):
     """``?cursor=&limit=``; the body has ``next``, an opaque cursor or ``null``, and no
     count. The sort may use the resource's own columns only."""
 
-    envelope = {"next": {"type": "string", "nullable": True}}
+    envelope = {
+        "next": {
+            "type": "string",
+            "nullable": True,
+            "description": "The cursor of the next page; null on the last one.",
+        }
+    }
 
     def __init__(self, resource: type[Resource]) -> None:
         super().__init__(resource)

@@ -95,14 +95,19 @@ def _json_kind(value: Any) -> str:
     return "an array"
 
 
-def check_query_args(allowed: Collection[str], disabled: Mapping[str, str] | None = None) -> None:
+def check_query_args(
+    allowed: Collection[str],
+    disabled: Mapping[str, str] | None = None,
+    *,
+    repeatable: Collection[str] = (),
+) -> None:
     """Refuse any query parameter not in ``allowed`` (``disabled`` says why for some), and
-    any given more than once."""
+    any but the ``repeatable`` ones given more than once."""
     errors: dict[str, list[str]] = {}
     for key in request.args:
         if key not in allowed:
             errors[key] = [(disabled or {}).get(key, "Unknown query parameter.")]
-        elif len(request.args.getlist(key)) > 1:
+        elif key not in repeatable and len(request.args.getlist(key)) > 1:
             errors[key] = ["Given more than once."]
     if errors:
         names = ", ".join(sorted(errors))
@@ -131,6 +136,8 @@ query_parser = QueryParser(location="query", unknown=ma.EXCLUDE)
 def parse_query(schema: ma.Schema, disabled: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The query string loaded with ``schema``: strict (every name one of its fields, each
     given once) and typed; a 400 names every bad parameter."""
-    check_query_args([field.data_key or name for name, field in schema.fields.items()], disabled)
+    names = {field.data_key or name: field for name, field in schema.fields.items()}
+    repeatable = [key for key, field in names.items() if getattr(field, "is_multiple", False)]
+    check_query_args(names, disabled, repeatable=repeatable)
     args: dict[str, Any] = query_parser.parse(schema, request)
     return args

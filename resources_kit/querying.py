@@ -469,14 +469,19 @@ def sparse_field_names(raw: str, schema: ma.Schema) -> tuple[str, ...]:
 
 class _Parsed(ma.fields.String):
     """A query parameter given as text and parsed by ``parse(text)``; ``metadata`` feeds
-    the OpenAPI parameter."""
+    the OpenAPI parameter. A ``multiple`` one is a comma-separated list that may also be
+    given as repeated parameters (``sort=a&sort=b``, how generated clients send arrays);
+    its ``metadata["terms"]`` are the allowed items (an enum in the document)."""
 
-    def __init__(self, parse: Any, **kwargs: Any) -> None:
+    def __init__(self, parse: Any, *, multiple: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.parse = parse
+        #: webargs reads every value of a parameter for a field with ``is_multiple``.
+        self.is_multiple = multiple
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        text = super()._deserialize(value, attr, data, **kwargs)
+        values = value if self.is_multiple and isinstance(value, list) else [value]
+        text = ",".join(super(_Parsed, self)._deserialize(v, attr, data, **kwargs) for v in values)
         return self.parse(text)
 
 
@@ -485,17 +490,13 @@ def sparse_fields_field(schema: ma.Schema) -> ma.fields.Field[Any]:
     names = sorted(field.data_key or name for name, field in schema.dump_fields.items())
     return _Parsed(
         lambda raw: sparse_field_names(raw, schema),
+        multiple=True,
         metadata={
-            "description": f"Comma-separated fields to return, of: {', '.join(names)}.",
-            "pattern": list_pattern(names),
+            "description": "The fields to return (comma-separated, or the parameter "
+            f"repeated), of: {', '.join(names)}.",
+            "terms": names,
         },
     )
-
-
-def list_pattern(names: Sequence[str]) -> str:
-    """A regular expression for a comma-separated list of ``names``."""
-    one = "(" + "|".join(re.escape(name) for name in names) + ")"
-    return f"^{one}(,{one})*$"
 
 
 class Filtering:
@@ -596,11 +597,13 @@ class Sorting:
         return {
             "sort": _Parsed(
                 lambda raw: self.plan(parse_sort(raw, self.paths)),
+                multiple=True,
                 load_default=lambda: self.default,
                 metadata={
-                    "description": "Comma-separated; each `field` or `field__desc`. "
+                    "description": "Sort keys in order (comma-separated, or the parameter "
+                    "repeated); each `field` or `field__desc`. "
                     f"Fields: {', '.join(self.paths)}.",
-                    "pattern": list_pattern(terms),
+                    "terms": terms,
                 },
             )
         }

@@ -36,7 +36,7 @@ from .parsing import check_query_args
 from .permissions import READ_ACTIONS, Caller, Permission, refusal
 from .policy import RowPolicy, check_paths, related_rows
 from .querying import FieldPath, SortPlan, sparse_field_names
-from .writing import Write, action_response, load_body, run_write
+from .writing import Write, load_body, run_write
 
 #: Methods that hold a guard; a subclass defining one is refused at class creation.
 GUARDS = (
@@ -407,8 +407,9 @@ class Resource(MethodView):
 
     def read_sparse_fields(self, operation: str) -> None:
         """Read ``?fields=`` for the ``operation`` schema; 400 naming unknown fields."""
-        raw = request.args.get("fields")
-        if raw is not None:
+        values = request.args.getlist("fields")  # comma-separated, or repeated
+        if values:
+            raw = ",".join(values)
             try:
                 self.sparse_fields = sparse_field_names(raw, self.options.schemas[operation])
             except ma.ValidationError as exc:
@@ -517,7 +518,7 @@ class Resource(MethodView):
         server_values = self.get_server_values(obj)
         data = self.get_request_data(extra.name, server_values) if extra.schema else {}
         if not extra.writes:
-            return action_response(getattr(self, extra.name)(*self._action_args(obj, data)))
+            return extra.respond(getattr(self, extra.name)(*self._action_args(obj, data)))
         return self.save(Write(extra.name, data, server_values, self._perform_action, obj))
 
     def _action_args(self, obj: Any, data: dict[str, Any]) -> list[Any]:

@@ -143,7 +143,7 @@ def run_write(view: WriterView, write: Write) -> Response:
 
 def respond(view: WriterView, write: Write, obj: Any) -> Response:
     if view.extra is not None:
-        return action_response(write.result)
+        return cast(Response, view.extra.respond(write.result))
     return view.get_write_response(write.operation, obj)
 
 
@@ -305,15 +305,6 @@ def validation_messages(exc: ma.ValidationError) -> dict[str, Any]:
     if isinstance(messages, dict):
         return messages
     return {"_schema": messages if isinstance(messages, list) else [messages]}
-
-
-def action_response(result: Any) -> Response:
-    """An extra action's return value as a response: itself, 204 for ``None``, else JSON."""
-    if isinstance(result, Response):
-        return result
-    if result is None:
-        return Response(status=204)
-    return cast(Response, current_app.json.response(result))
 
 
 _UNSET: Any = object()

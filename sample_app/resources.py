@@ -98,6 +98,13 @@ class StudentSchema(ma.Schema):
     )
 
 
+class StatsSchema(ma.Schema):
+    """What ``GET /api/teachers/stats`` answers."""
+
+    teachers = ma.fields.Integer(required=True)
+    average_years_teaching = ma.fields.Float(required=True)
+
+
 # -- callbacks ----------------------------------------------------------------------------
 
 
@@ -171,15 +178,21 @@ class TeacherResource(TenantScopeMixin, AuditedResource, ModelResource):
     def get_base_query_kwargs(self) -> dict[str, Any]:
         return {"school_id": self.current_user().school_id}
 
-    @action(detail=True, summary="Record one more year of teaching")
-    def promote(self, obj: Teacher) -> Any:
-        """``POST /api/teachers/<id>/promote``: audited, in one transaction."""
+    @action(detail=True, response=TeacherSchema, summary="Record one more year of teaching")
+    def promote(self, obj: Teacher) -> Teacher:
+        """``POST /api/teachers/<id>/promote``: audited, in one transaction; answers the
+        teacher (dumped with ``TeacherSchema``, documented as the ``Teacher`` schema)."""
         if obj.years_teaching >= MAX_YEARS:
             raise HTTPError(409, f"At most {MAX_YEARS} years of teaching.")
         obj.years_teaching += 1
-        return self.serialize(obj)
+        return obj
 
-    @action(detail=False, methods=["GET"], summary="Head count and average experience")
+    @action(
+        detail=False,
+        methods=["GET"],
+        response=StatsSchema,
+        summary="Head count and average experience",
+    )
     def stats(self) -> Any:
         """``GET /api/teachers/stats``, over the caller's school only."""
         query = self.get_scoped_query().with_only_columns(

@@ -146,7 +146,8 @@ class Gadget(db.Model):  # type: ignore[name-defined,misc]
     rating: Mapped[int | None] = mapped_column(Integer, CheckConstraint("rating >= 0"))
 
 
-ALL_MODELS = (Audit, Enrolment, Grade, Student, Counter, Teacher, School, Note, Gadget)  # children first
+#: Children first.
+ALL_MODELS = (Audit, Enrolment, Grade, Student, Counter, Teacher, School, Note, Gadget)
 
 
 class TeacherSchema(ma.Schema):

@@ -33,6 +33,11 @@ class RenameSchema(ma.Schema):
     name = ma.fields.String(required=True, validate=ma.validate.Length(min=1))
 
 
+class CardSchema(ma.Schema):
+    name = ma.fields.String(required=True)
+    students = ma.fields.Integer(required=True)
+
+
 class Teachers(ScopedTeacherResource):
     post_archive_callbacks = [AuditAction]
 
@@ -41,9 +46,17 @@ class Teachers(ScopedTeacherResource):
         obj.region = "archived"
         return self.serialize(obj)
 
-    @action(detail=True, methods=["POST"], schema=RenameSchema)
+    @action(detail=True, methods=["POST"], schema=RenameSchema, status=204)
     def rename(self, obj: Teacher, data: dict[str, Any]) -> None:
         obj.name = data["name"]
+
+    @action(detail=True, methods=["GET"], response=CardSchema)
+    def card(self, obj: Teacher) -> Any:
+        return {"name": obj.name, "students": len(obj.students), "school_id": obj.school_id}
+
+    @action(detail=False, methods=["POST"], response=CardSchema, status=201, url_path="card")
+    def new_card(self) -> Any:
+        return None  # declares a body: a bug of the action, a 500
 
     @action(detail=True, url_path="archive-then-fail")
     def archive_then_fail(self, obj: Teacher) -> Any:
@@ -166,6 +179,40 @@ def test_actions_are_in_the_openapi_document(tc: Any, rows: dict[str, int]) -> N
     assert "post" in paths["/api/teachers/{teacher_id}/students/{student_id}/promote"]
 
 
+def test_response_schema_dumps_the_result_and_types_the_document(
+    tc: Any, rows: dict[str, int]
+) -> None:
+    card = tc.get(f"/api/teachers/{rows['ada']}/card", headers=school(rows["one"]))
+    assert card.status_code == 200
+    assert card.json == {"name": "Ada", "students": 1}  # dumped: school_id is not in it
+    assert_problem(tc.post("/api/teachers/card", headers=school(rows["one"])), 500)
+    paths = tc.get("/api/openapi.json").json["paths"]
+    documented = paths["/api/teachers/{teacher_id}/card"]["get"]["responses"]
+    assert documented["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Card"
+    }
+    assert "204" not in documented
+    assert "201" in paths["/api/teachers/card"]["post"]["responses"]
+    rename = paths["/api/teachers/{teacher_id}/rename"]["post"]
+    assert {s for s in rename["responses"] if int(s) < 300} == {"204"}
+    archive = paths["/api/teachers/{teacher_id}/archive"]["post"]["responses"]
+    assert {"200", "204"} <= set(archive)  # undeclared: either may come
+
+
+def test_writing_item_actions_declare_and_honour_if_match(tc: Any, rows: dict[str, int]) -> None:
+    paths = tc.get("/api/openapi.json").json["paths"]
+    rename = paths["/api/teachers/{teacher_id}/rename"]["post"]
+    assert [p["name"] for p in rename["parameters"]] == ["If-Match"]
+    card = paths["/api/teachers/{teacher_id}/card"]["get"]
+    assert card["parameters"] == []  # a read: nothing to match
+    path = f"/api/teachers/{rows['ada']}/rename"
+    stale = {**school(rows["one"]), "If-Match": '"not-the-etag"'}
+    assert_problem(tc.post(path, json={"name": "X"}, headers=stale), 412)
+    etag = tc.get(f"/api/teachers/{rows['ada']}", headers=school(rows["one"])).headers["ETag"]
+    fresh = {**school(rows["one"]), "If-Match": etag}
+    assert tc.post(path, json={"name": "X"}, headers=fresh).status_code == 204
+
+
 def test_action_configuration_mistakes() -> None:
     def archive(self: Any, obj: Any) -> None:
         pass
@@ -174,6 +221,12 @@ def test_action_configuration_mistakes() -> None:
         action(detail=True, url_path="a/b")(archive)
     with pytest.raises(ImproperlyConfigured, match="methods"):
         action(detail=True, methods=["BREW"])(archive)
+    with pytest.raises(ImproperlyConfigured, match="status must be one of"):
+        action(detail=True, status=418)(archive)
+    with pytest.raises(ImproperlyConfigured, match="a 204 has no body"):
+        action(detail=True, status=204, response=CardSchema)(archive)
+    with pytest.raises(ImproperlyConfigured, match="marshmallow Schema"):
+        action(detail=True, response=dict)(archive)
 
     class Clash(ModelResource):
         name, model = "clash", Teacher

@@ -3,16 +3,25 @@ the docs page works offline; ``flask resources`` lists what is registered."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
+import marshmallow as ma
 import pytest
 from flask import Blueprint, Flask
 from openapi_spec_validator import validate
 
-from resources_kit import ListMixin, Resource, RetrieveMixin, Router
+from resources_kit import ListMixin, ModelResource, Resource, RetrieveMixin, Router, action
 
-from .models import LoneTeacherResource, Teacher, TeacherResource, TeacherSchema
+from .models import (
+    LoneTeacherResource,
+    Student,
+    StudentSchema,
+    Teacher,
+    TeacherResource,
+    TeacherSchema,
+)
 
 
 @pytest.fixture(scope="module")
@@ -118,9 +127,18 @@ def test_list_query_parameters_describe_the_allow_lists(document: dict[str, Any]
     assert parameters["limit"]["schema"]["maximum"] == 100
     assert "students.name" in parameters["filters"]["description"]
     assert "icontains" in parameters["filters"]["description"]
-    assert re.fullmatch(parameters["sort"]["schema"]["pattern"], "name__desc,region")
-    assert not re.fullmatch(parameters["sort"]["schema"]["pattern"], "email")
-    assert re.fullmatch(parameters["fields"]["schema"]["pattern"], "id,name")
+    sort = parameters["sort"]["schema"]
+    assert sort["type"] == "array"
+    assert {"name__desc", "region", "years_teaching__asc"} <= set(sort["items"]["enum"])
+    assert "email" not in sort["items"]["enum"]
+    assert {"id", "name"} <= set(parameters["fields"]["schema"]["items"]["enum"])
+    for parameter in parameters.values():  # every one typed, and no default sent unasked
+        assert "schema" in parameter
+        assert "content" not in parameter
+        assert "default" not in parameter["schema"]
+    assert parameters["filters"]["schema"] == {"type": "string"}
+    assert json.loads(parameters["filters"]["example"])
+    assert "Default: 20." in parameters["limit"]["description"]
     cursor = {p["name"] for p in document["paths"]["/api/cursor-teachers"]["get"]["parameters"]}
     assert "cursor" in cursor
     assert "offset" not in cursor
@@ -163,7 +181,7 @@ def test_schema_classes_shared_between_resources_and_same_names() -> None:
     router.register(Other)
     document = router.openapi()
     validate(document)
-    assert {"Teacher", "TeacherPartial", "Teacher2Partial"} <= set(
+    assert {"Teacher", "TeacherFields", "TeacherCreate", "Teacher2", "Teacher2Fields"} <= set(
         document["components"]["schemas"]
     )
 
@@ -228,3 +246,121 @@ def test_flask_resources_command_lists_everything() -> None:
     assert "parent chain: TeacherResource" in result.output
     assert "pre_create: VerifyCredentials" in result.output
     assert "after_commit_create: WelcomeEmail" in result.output
+
+
+def component(document: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    return document["components"]["schemas"][ref["$ref"].rsplit("/", 1)[-1]]  # type: ignore[no-any-return]
+
+
+def body_schema(operation: dict[str, Any]) -> dict[str, Any]:
+    return operation["requestBody"]["content"]["application/json"]["schema"]  # type: ignore[no-any-return]
+
+
+def test_request_and_response_components_are_separate_and_exact() -> None:
+    from sample_app import create_app
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"})
+    document = app.test_client().get("/api/openapi.json").get_json()
+    validate(document)
+    collection = document["paths"]["/api/teachers"]
+    item = document["paths"]["/api/teachers/{teacher_id}"]
+    create = component(document, body_schema(collection["post"]))
+    replace = component(document, body_schema(item["put"]))
+    patch = component(document, body_schema(item["patch"]))
+    created = collection["post"]["responses"]["201"]["content"]["application/json"]["schema"]
+    response = component(document, created)
+    # Read-only fields only in responses, write-only only in requests.
+    assert set(response["properties"]) == {
+        "id", "school_id", "name", "email", "years_teaching", "mentor_id"
+    }  # fmt: skip
+    for body in (create, replace, patch):
+        assert set(body["properties"]) == {
+            "name", "email", "credential", "years_teaching", "mentor_id"
+        }  # fmt: skip
+    # required exact on each side; no default in a patch (it applies none).
+    assert set(response["required"]) == set(response["properties"])
+    assert set(create["required"]) == set(replace["required"]) == {"name", "email", "credential"}
+    assert "required" not in patch
+    assert create["properties"]["years_teaching"]["default"] == 0
+    assert all("default" not in prop for prop in patch["properties"].values())
+    assert all("default" not in prop for prop in response["properties"].values())
+    # nullable where the column (or the field) is.
+    assert response["properties"]["mentor_id"]["nullable"] is True
+    assert "nullable" not in response["properties"]["email"]
+    assert patch["properties"]["mentor_id"]["nullable"] is True
+    # marshmallow's Regexp matches from the start: so does the documented pattern.
+    pattern = create["properties"]["credential"]["pattern"]
+    assert re.search(pattern, "LIC-1234")
+    assert not re.search(pattern, "xLIC-1234")
+    # A GET may be trimmed by ?fields=: the full item, or the trimmed one.
+    read = item["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert read["anyOf"][0] == created
+    assert "required" not in component(document, read["anyOf"][1])
+
+
+def test_enum_columns_and_nullable_enums_are_typed(document: dict[str, Any]) -> None:
+    created = document["paths"]["/api/gadgets"]["post"]["responses"]["201"]
+    gadget = component(document, created["content"]["application/json"]["schema"])
+    kind = gadget["properties"]["kind"]
+    # nullable around the enum, so that generators type it Kind | None.
+    assert kind == {"nullable": True, "allOf": [{"$ref": "#/components/schemas/GadgetKind"}]}
+    schemas = document["components"]["schemas"]
+    assert schemas["GadgetKind"] == {"type": "string", "enum": ["small", "large"]}
+    create = component(document, body_schema(document["paths"]["/api/gadgets"]["post"]))
+    assert create["properties"]["kind"] == kind  # one enum type on every side
+    assert gadget["properties"]["price"]["type"] == "string"  # Decimal(as_string=True)
+    filters = schemas["GadgetsFilters"]["properties"]
+    assert filters["kind__in"]["items"] == {"$ref": "#/components/schemas/GadgetKind"}
+    assert filters["label__isnull"] == {"type": "boolean"}
+    assert "price__icontains" not in filters  # text operators on text fields only
+
+
+def test_problem_errors_are_typed(document: dict[str, Any]) -> None:
+    errors = document["components"]["schemas"]["Problem"]["properties"]["errors"]
+    messages = errors["additionalProperties"]["anyOf"]
+    assert {"type": "array", "items": {"type": "string"}} in messages
+    assert document["components"]["responses"]["MethodNotAllowed"]["headers"]["Allow"]
+
+
+def test_offset_page_envelope_documents_its_links(document: dict[str, Any]) -> None:
+    listing = document["paths"]["/api/teachers"]["get"]["responses"]["200"]
+    page = listing["content"]["application/json"]["schema"]
+    assert set(page["required"]) == {"items", "total", "limit", "offset", "links"}
+    assert page["properties"]["links"]["required"] == ["next", "prev"]
+    cursor = document["paths"]["/api/cursor-teachers"]["get"]["responses"]["200"]
+    assert set(cursor["content"]["application/json"]["schema"]["required"]) == {"items", "next"}
+
+
+def test_nested_schemas_and_trimmed_instances_get_components_per_side() -> None:
+    class Brief(ma.Schema):
+        id = ma.fields.Integer(dump_only=True)
+        name = ma.fields.String(required=True)
+
+    class WithTeacher(StudentSchema):
+        teacher = ma.fields.Nested(Brief, dump_only=True)
+        friends = ma.fields.Nested(Brief, many=True, load_default=list)
+
+    class Pupils(ModelResource):
+        name, model, schema = "pupils", Student, WithTeacher
+
+        @action(detail=True, methods=["GET"], response=TeacherSchema(only=("id", "name")))
+        def teacher_card(self, obj: Any) -> Any:
+            return obj.teacher
+
+    router = Router()
+    router.register(TeacherResource)
+    router.register(Pupils)
+    document = router.openapi()
+    validate(document)
+    schemas = document["components"]["schemas"]
+    teacher = schemas["WithTeacher"]["properties"]["teacher"]
+    assert teacher == {"allOf": [{"$ref": "#/components/schemas/Brief"}], "nullable": True}
+    assert schemas["Brief"]["required"] == ["id", "name"]  # the response side
+    friends = schemas["WithTeacherCreate"]["properties"]["friends"]
+    assert friends == {"type": "array", "items": {"$ref": "#/components/schemas/BriefCreate"}}
+    assert set(schemas["BriefCreate"]["properties"]) == {"name"}
+    assert "teacher" not in schemas["WithTeacherCreate"]["properties"]
+    card = document["paths"]["/pupils/{student_id}/teacher-card"]["get"]["responses"]["200"]
+    ref = card["content"]["application/json"]["schema"]["$ref"]
+    assert ref == "#/components/schemas/Teacher2"  # not the full Teacher
+    assert set(schemas["Teacher2"]["properties"]) == {"id", "name"}

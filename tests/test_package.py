@@ -123,6 +123,7 @@ def test_public_names() -> None:
         "routing",
         "tenancy",
         "columns",
+        "components",
         "openapi",
         "testing",
     }

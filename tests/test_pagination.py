@@ -50,6 +50,23 @@ def test_limit_offset_and_link_header(client: Any, teachers: list[int]) -> None:
     assert "Link" not in single.headers
 
 
+def test_offset_pages_carry_the_links_in_the_body_too(client: Any, teachers: list[int]) -> None:
+    for query, rels in [("limit=10", {"next"}), ("limit=10&offset=10", {"next", "prev"}),
+                        ("limit=10&offset=20", {"prev"}), ("limit=100", set())]:  # fmt: skip
+        response = client.get(f"/api/teachers?{query}")
+        header = links(response)
+        assert set(header) == rels
+        for rel in ("next", "prev"):
+            url = response.json["links"][rel]
+            if rel not in rels:
+                assert url is None
+                continue
+            assert parse_qs(urlsplit(url).query) == header[rel]
+            followed = client.get(url[len("http://localhost") :])
+            assert followed.status_code == 200
+            assert followed.json["offset"] == int(header[rel]["offset"][0])
+
+
 def test_link_keeps_other_parameters(client: Any, teachers: list[int]) -> None:
     response = client.get('/api/teachers?limit=5&sort=name__desc&filters={"name__gte":"t"}')
     assert links(response)["next"]["sort"] == ["name__desc"]
@@ -60,7 +77,10 @@ def test_page_past_the_end_still_has_the_total(
     client: Any, teachers: list[int], statements: list[str]
 ) -> None:
     body = client.get("/api/teachers?offset=500").json
-    assert body == {"items": [], "total": 25, "limit": 20, "offset": 500}
+    assert body == {
+        "items": [], "total": 25, "limit": 20, "offset": 500,
+        "links": {"next": None, "prev": "http://localhost/api/teachers?offset=480&limit=20"},
+    }  # fmt: skip
     assert len(statements) == 2
 
 

@@ -1,19 +1,27 @@
 """Recipe: extra actions, on an item (``POST /teachers/<id>/archive``) and on the
 collection (``GET /teachers/stats``)."""
 
-from school import ONE, TWO, Teachers, client_for
+import marshmallow as ma
+from school import ONE, TWO, Teachers, TeacherSchema, client_for
 from sqlalchemy import func
 
 from resources_kit import action
 
 
+class StatsSchema(ma.Schema):
+    count = ma.fields.Integer(required=True)
+    average_years = ma.fields.Float(required=True)
+
+
 class TeachersWithActions(Teachers):
-    @action(detail=True)  # POST; writes: one transaction, callbacks, signal
+    # POST; writes: one transaction, callbacks, signal. The result is dumped with
+    # response= and documented as its schema, so a generated client gets a Teacher.
+    @action(detail=True, response=TeacherSchema)
     def archive(self, obj):
         obj.archived = True
-        return self.serialize(obj)
+        return obj
 
-    @action(detail=False, methods=["GET"])
+    @action(detail=False, methods=["GET"], response=StatsSchema)
     def stats(self):
         query = self.get_scoped_query().with_only_columns(
             func.count(), func.avg(Teachers.model.years)

@@ -64,6 +64,7 @@ def tour() -> None:
         "total": 2,
         "limit": 20,
         "offset": 0,
+        "links": {"next": None, "prev": None},  # the URLs of the pages around this one
     }
 
     patched = client.patch("/api/teachers/1", json={"years_teaching": 4})
