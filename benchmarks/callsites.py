@@ -36,7 +36,9 @@ from resources_kit import (
 )
 
 PACKAGE = str(Path(resources_kit.__file__).resolve().parent)
-#: The request names -> the most call sites across modules each may have.
+#: The request names -> the most call sites across modules each may have: two thirds of
+#: what the issue that moved the write path out of ``Resource`` counted before it (24, 33
+#: and 15). This script counted 22, 30 and 14 then; 14, 20 and 10 after.
 BUDGETS = {"nested create": 16, "filtered cursor list": 22, "nested item action": 10}
 
 

@@ -41,7 +41,8 @@ _INT_BOUNDS = {
 }
 
 
-def _int_bounds(column: Column[Any]) -> tuple[int, int] | None:
+def int_bounds(column: Column[Any]) -> tuple[int, int] | None:
+    """The range of an integer column's values, or ``None`` for another column."""
     for type_, bounds in _INT_BOUNDS.items():
         if isinstance(column.type, type_):
             return bounds
@@ -64,7 +65,7 @@ def column_check(column: Column[Any]) -> Check | None:
             return None
 
         return check_string
-    bounds = _int_bounds(column)
+    bounds = int_bounds(column)
     if bounds is not None:
         low, high = bounds
 

@@ -293,12 +293,11 @@ def _preference_applied(response: Response) -> Response:
     return response
 
 
-def read_engine(reading: bool) -> Engine | None:
-    """The engine a request reads from: the ``RESOURCES_KIT_READ_REPLICA`` bind when the
-    request only ``reading`` and the client did not ask for ``Prefer: read-your-writes``
-    (then the response says ``Preference-Applied``); ``None`` for the primary."""
-    key = current_app.config.get("RESOURCES_KIT_READ_REPLICA")
-    if key is None or not reading:
+def read_engine(key: str, reading: bool) -> Engine | None:
+    """The engine a request reads from: the replica bind ``key`` when the request is only
+    ``reading`` and the client did not ask for ``Prefer: read-your-writes`` (then the
+    response says ``Preference-Applied``); ``None`` for the primary."""
+    if not reading:
         return None
     if READ_YOUR_WRITES in preferences():
         after_this_request(_preference_applied)

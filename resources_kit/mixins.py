@@ -19,7 +19,18 @@ from .pagination import PAGINATIONS, Page, Pagination
 from .parsing import check_query_args, parse_query
 from .querying import Filtering, Sorting, sort_spec, sparse_fields_field
 from .resource import Resource
-from .writing import Write, created_object, updated_object
+from .writing import CreateMixin, DeleteMixin, PatchMixin, UpdateMixin
+
+__all__ = [
+    "CreateMixin",
+    "DeleteMixin",
+    "ListConfig",
+    "ListMixin",
+    "ModelResource",
+    "PatchMixin",
+    "RetrieveMixin",
+    "UpdateMixin",
+]
 
 if TYPE_CHECKING:
     _Base = Resource
@@ -100,6 +111,7 @@ class ListMixin(_Base):
         or unknown parameter); also reads ``?fields=``."""
         config = self.get_list_config()
         args = parse_query(config.schema, config.disabled)
+        args.setdefault("sort", config.sorting.default)  # the order, sortable or not
         self.sparse_fields = args.get("fields")
         return args
 
@@ -120,7 +132,7 @@ class ListMixin(_Base):
     def sort_list_query(self, query: Select[Any], args: Mapping[str, Any]) -> Select[Any]:
         """``query`` ordered by ``?sort=`` (``Sorting.sort``); kept per sort order unless
         it joins a related model, whose row policy is this caller's."""
-        sorting = self.get_list_config().sorting
+        sorting: Sorting = self.get_list_config().sorting
         plan = sorting.get_plan(args)
         if any(path.relationship is not None for path, _ in plan):
             return sorting.sort(self, query, args)
@@ -206,71 +218,6 @@ class RetrieveMixin(_Base):
         obj = self.get_object()
         self.check_object(obj)
         return self.item_response(self.serialize(obj))
-
-
-class CreateMixin(_Base):
-    """``POST`` on the collection: 201 with a ``Location`` header."""
-
-    def create(self) -> Response:
-        server_values = self.get_server_values()
-        data = self.get_request_data("create", server_values)
-        return self.save(Write("create", data, server_values, self.perform_create_step))
-
-    def perform_create_step(self, write: Write) -> Any:
-        """The create's perform step: :meth:`perform_create`, and the object it made."""
-        return created_object(self, self.perform_create(write.data))
-
-
-class UpdateMixin(_Base):
-    """``PUT`` on an item: the full body is validated; the fields it holds are written."""
-
-    def update(self) -> Response:
-        obj = self.get_object()
-        self.check_object(obj)
-        self.check_preconditions(obj)
-        server_values = self.get_server_values(obj)
-        data = self.get_request_data("update", server_values)
-        return self.save(Write("update", data, server_values, self.perform_update_step, obj))
-
-    def perform_update_step(self, write: Write) -> Any:
-        """The perform step of a PUT or PATCH: :meth:`perform_update` on the item."""
-        return updated_object(self, write.item, self.perform_update(write.item, write.data))
-
-
-class PatchMixin(_Base):
-    """``PATCH`` on an item: loaded ``partial=True``; only the fields sent are touched."""
-
-    def partial_update(self) -> Response:
-        obj = self.get_object()
-        self.check_object(obj)
-        self.check_preconditions(obj)
-        server_values = self.get_server_values(obj)
-        data = self.get_request_data("patch", server_values)
-        return self.save(Write("patch", data, server_values, self.perform_patch_step, obj))
-
-    def perform_patch_step(self, write: Write) -> Any:
-        """The patch's perform step: :meth:`perform_update` with the fields sent."""
-        return updated_object(self, write.item, self.perform_update(write.item, write.data))
-
-
-class DeleteMixin(_Base):
-    """``DELETE`` on an item: 204 with an empty body."""
-
-    def destroy(self) -> Response:
-        check_query_args(())
-        obj = self.get_object()
-        self.check_object(obj)
-        self.check_preconditions(obj)
-        server_values = self.get_server_values(obj)
-        write = Write("delete", dict(server_values), server_values, self.perform_delete_step, obj)
-        write.stays_reachable = False  # an archived row may leave the policy
-        return self.save(write)
-
-    def perform_delete_step(self, write: Write) -> Any:
-        """The delete's perform step: :meth:`perform_delete`; callbacks and signals see the
-        deleted row."""
-        self.perform_delete(write.item)
-        return write.item
 
 
 class ModelResource(

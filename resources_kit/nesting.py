@@ -26,14 +26,13 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from flask import request
 from sqlalchemy import Select, bindparam
 from sqlalchemy.orm import Mapper
 from sqlalchemy.sql.elements import BindParameter
 
 from .actions import ExtraAction
 from .columns import exact_equals
-from .errors import ImproperlyConfigured, ResourcesKitError, not_found
+from .errors import ImproperlyConfigured, ResourcesKitError
 from .options import ResourceOptions, options_for
 
 #: Statements kept per mount, least recently used dropped first.
@@ -93,20 +92,23 @@ def guard_param(name: str) -> BindParameter[Any]:
     return bindparam(name, callable_=_reader(name))
 
 
-def guard_values(views: Sequence[GuardedView], url_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The values of every guard parameter of a request (the parent key comes later)."""
-    values: dict[str, Any] = {}
-    for level, view in enumerate(views):
-        for key, value in view.scope.items():
-            values[f"rk_{level}_{key}"] = value
-        lookup = url_kwargs.get(view.options.url_variable)
-        if lookup is not None:
-            values[f"rk_{level}_lookup"] = lookup
-    return values
-
-
 #: The guard parameter of the parent key, once ``check_parent`` found it.
 PARENT_KEY = "rk_0_parent"
+
+
+#: Not worked out yet (the caller, the engine reads go to).
+UNSET: Any = object()
+
+
+@dataclass(eq=False)
+class Caller:
+    """Who makes the request, worked out once and shared by every view of it (each level
+    of a nested URL, a reference's target)."""
+
+    #: What ``get_current_user()`` returned.
+    user: Any = UNSET
+    #: The engine the request reads from (``None``: the session's own).
+    read_bind: Any = UNSET
 
 
 @dataclass(eq=False)
@@ -118,20 +120,11 @@ class Place:
     levels: list[Any]
     url_kwargs: Mapping[str, Any]
     values: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def parent_checked(self) -> bool:
-        """Whether the parent chain was checked, and later statements compare with the
-        parent's key directly."""
-        return PARENT_KEY in self.values
-
-    @property
-    def parent_key(self) -> Any:
-        """The key of the parent in the URL (``check_parent`` first)."""
-        return self.values[PARENT_KEY]
-
-    def resolve_parent(self, key: Any) -> None:
-        self.values[PARENT_KEY] = key
+    #: Whether the parent chain was checked (``check_parent``): later statements then
+    #: compare with the parent's key directly.
+    parent_checked: bool = False
+    #: The key of the parent in the URL, once checked.
+    parent_key: Any = None
 
 
 class Registry:
@@ -208,9 +201,18 @@ class Mount:
     #: The resource overrides ``get_query()``: the rows it reaches are narrowed beyond the
     #: scope and the parent chain.
     narrowed: bool = False
+    #: A written row must be checked against the row policy after the flush: the server
+    #: stamps the scope and the parent key itself, so only a narrowed ``get_query()`` or a
+    #: ``visible`` can leave it outside.
+    rechecks_writes: bool = False
     #: Every mount of the router this one belongs to.
     registry: Registry = field(default_factory=Registry, repr=False)
     statements: Statements = field(default_factory=Statements, repr=False)
+    #: The resource's compiled configuration.
+    options: ResourceOptions = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", options_for(self.resource))
 
     @property
     def item_rule(self) -> str:
@@ -351,46 +353,3 @@ def parent_reference(views: Sequence[GuardedView], level: int) -> Select[Any]:
     if reference is None:  # pragma: no cover - set with every parent
         raise ImproperlyConfigured("A nested mount has no parent reference.")
     return item(views, level, False).with_only_columns(views[level].options.column(reference))
-
-
-# -- the URL ---------------------------------------------------------------------------------
-
-_int_positions: dict[str, tuple[tuple[int, str], ...]] = {}
-
-
-def int_positions(rule: str) -> tuple[tuple[int, str], ...]:
-    """(segment index, variable) of each ``<int:...>`` of a URL rule, worked out once."""
-    positions = _int_positions.get(rule)
-    if positions is None:
-        segments = rule.rstrip("/").split("/")
-        positions = _int_positions[rule] = tuple(
-            (index, segment[5:-1])
-            for index, segment in enumerate(segments)
-            if segment.startswith("<int:")
-        )
-    return positions
-
-
-def check_url(mount: Mount, url_kwargs: dict[str, Any]) -> None:
-    """One URL per item: an integer written another way (``0001``, non-ASCII digits), a
-    value no row could have (past the column's range, not one of an Enum's values, not a
-    canonical date) is simply missing (404). Converts the lookups of every level."""
-    rule = request.url_rule
-    positions = int_positions(rule.rule) if rule is not None else ()
-    if positions:
-        given = request.path.rstrip("/").split("/")
-        for position, name in positions:
-            if position < len(given) and given[position] != str(url_kwargs.get(name)):
-                raise not_found()
-    level: Mount | None = mount
-    while level is not None:
-        options = options_for(level.resource)
-        value = url_kwargs.get(options.url_variable)
-        if value is not None and options.lookup_convert is not None:
-            try:
-                value = url_kwargs[options.url_variable] = options.lookup_convert(value)
-            except ValueError:
-                raise not_found() from None
-        if value is not None and options.lookup_check and options.lookup_check(value):
-            raise not_found()
-        level = level.parent

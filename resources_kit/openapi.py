@@ -17,9 +17,8 @@ from .actions import ACTIONS, ExtraAction
 from .callbacks import CallbackMixin
 from .components import Components, Names
 from .nesting import Mount
-from .options import options_for
+from .options import options_for, permission_rule
 from .querying import MAX_FILTERS, MAX_IN_VALUES, OPERATORS, TEXT_OPERATORS
-from .resource import permission_rule
 from .tenancy import TenantScopeMixin
 
 PROBLEM = {

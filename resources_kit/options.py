@@ -5,17 +5,17 @@ from __future__ import annotations
 import re
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import marshmallow as ma
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapper
+from sqlalchemy.orm import Mapper, Session, scoped_session
 from sqlalchemy.orm.attributes import InstrumentedAttribute
 
-from .actions import extra_actions
-from .columns import Check, column_check, column_normalizer, url_converter
+from .actions import VERB_METHODS, extra_actions
+from .columns import Check, column_check, column_normalizer, int_bounds, url_converter
 from .errors import ImproperlyConfigured
 from .permissions import Permission, combine
 from .querying import FieldPath, SortKey, compile_paths, split_sort
@@ -25,6 +25,125 @@ SCHEMA_OPERATIONS = ("list", "detail", "create", "update", "patch")
 
 #: How many ``?fields=`` subsets of one schema are kept, least recently used dropped first.
 SPARSE_SCHEMAS_KEPT = 64
+
+
+#: ``Resource``'s methods that hold a guard; a subclass defining one is refused at class
+#: creation.
+GUARDS = (
+    "dispatch_request",
+    "current_user",
+    "visibility_clauses",
+    "check_object_permissions",
+    "get_scoped_query",
+    "guard_query",
+    "check_parent",
+    "check_object",
+    "get_server_values",
+    "save",
+    "view_at",
+    "related_rows",
+)
+
+
+class ResourceConfig:
+    """The class attributes a resource declares; :func:`options_for` checks and compiles
+    them once per class (a mistake is ``ImproperlyConfigured`` at registration)."""
+
+    #: URL segment and endpoint prefix (``"teachers"``). Required.
+    name: ClassVar[str | None] = None
+    #: The SQLAlchemy model class. Required.
+    model: ClassVar[type[Any] | None] = None
+    #: marshmallow schema class: responses, and input where no other schema is given. Required.
+    schema: ClassVar[type[ma.Schema] | None] = None
+    #: Input schema for POST (default: ``schema``).
+    create_schema: ClassVar[type[ma.Schema] | None] = None
+    #: Input schema for PUT (default: ``schema``).
+    update_schema: ClassVar[type[ma.Schema] | None] = None
+    #: Input schema for PATCH, loaded ``partial=True`` (default: ``update_schema``).
+    patch_schema: ClassVar[type[ma.Schema] | None] = None
+    #: Schema of single-item responses: GET, and the bodies of 201/200 writes (default:
+    #: ``schema``). One representation per item keeps ETags comparable across verbs.
+    detail_schema: ClassVar[type[ma.Schema] | None] = None
+    #: SQLAlchemy session or scoped session (default: the Flask-SQLAlchemy ``db.session``).
+    session: ClassVar[Session | scoped_session[Session] | None] = None
+    #: Column used in item URLs; its type picks the URL converter (default: primary key).
+    lookup_field: ClassVar[str | None] = None
+    #: Name of the item URL variable (default: ``<snake_case model name>_id``).
+    url_variable: ClassVar[str | None] = None
+    #: Allow-list for ``?filters=`` (``"rel.col"`` allowed). Empty: filtering refused.
+    filter_fields: ClassVar[Sequence[str]] = ()
+    #: Allow-list for ``?sort=``. Empty: sorting refused.
+    sort_fields: ClassVar[Sequence[str]] = ()
+    #: Columns ``?search=`` looks in. Empty: search refused.
+    search_fields: ClassVar[Sequence[str]] = ()
+    #: Relationships of the allow-lists whose rows every caller may match (no resource's
+    #: row policy applies to them); any other needs a registered resource of its model.
+    public_relationships: ClassVar[Sequence[str]] = ()
+    #: Sort when none is asked for (``"name,years_teaching__desc"``); the primary key is
+    #: always the final tie-breaker.
+    default_sort: ClassVar[str | Sequence[str] | None] = None
+    #: Default ``limit`` of a list page.
+    page_size: ClassVar[int] = 20
+    #: Largest ``limit`` a client may ask for; more is a 400.
+    max_page_size: ClassVar[int] = 100
+    #: Refuse PUT, PATCH and DELETE without ``If-Match`` (428), so that no client can
+    #: overwrite a change it has not seen.
+    require_if_match: ClassVar[bool] = False
+    #: Loader options (``selectinload(Teacher.students)``) applied to every entity read, so
+    #: nested schema fields load without N+1 queries.
+    query_options: ClassVar[Sequence[Any]] = ()
+    #: View decorators, applied by Flask's ``MethodView.as_view``.
+    decorators: ClassVar[list[Callable[..., Any]]] = []
+    #: Who may do what: ``Permission`` classes or instances, all of which must allow (see
+    #: Permissions in the docs). Empty: anyone the app lets through.
+    permissions: ClassVar[Sequence[Any]] = ()
+    #: The ``WWW-Authenticate`` challenge of a 401.
+    www_authenticate: ClassVar[str] = "Bearer"
+    #: Foreign-key column -> the resource whose rows it may name (``"self"``: this one).
+    #: A write naming a row outside that resource's row policy for the caller (another
+    #: tenant's, hidden by ``visible``, or missing) is a 422.
+    references: ClassVar[Mapping[str, type[Any] | str]] = {}
+
+    #: The guards of the class that declares them (``Resource``): never overridden.
+    __guards__: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for verb, instead in VERB_METHODS.items():
+            if any(verb in vars(klass) for klass in cls.__mro__):
+                raise ImproperlyConfigured(
+                    f"{cls.__name__} defines {verb}(); resources bind HTTP verbs in one place. "
+                    f"Override the action {instead} instead."
+                )
+        guarded = next((k for k in cls.__mro__[1:] if "__guards__" in vars(k)), None)
+        for guard in cast(Any, guarded).__guards__ if guarded is not None else ():
+            if getattr(cls, guard) is not getattr(guarded, guard):
+                raise ImproperlyConfigured(
+                    f"{cls.__name__} overrides {guard}(), which guards the row policy or the "
+                    "transaction; override a hook instead (see Extending in the docs): "
+                    "get_query() to narrow, get_object(), perform_*()."
+                )
+
+    @classmethod
+    def check_configuration(cls) -> None:
+        """Check and compile the class's configuration; the router calls it at
+        registration, and a mistake raises ``ImproperlyConfigured`` naming the fix.
+        Cooperative: a mixin placed after ``Resource`` in the MRO is checked too."""
+        options_for(cls)
+        next_check = getattr(super(), "check_configuration", None)
+        if next_check is not None:
+            next_check()
+
+
+def permission_rule(cls: type[Any]) -> Permission | None:
+    """A class's ``permissions`` as one rule, made once per class."""
+    return options_for(cls).permission
+
+
+def restricts_rows(cls: type[Any]) -> bool:
+    """Whether the class's permissions may narrow the rows a caller sees."""
+    rule = permission_rule(cls)
+    return rule is not None and rule.restricts_rows()
 
 
 def snake_case(name: str) -> str:
@@ -42,6 +161,8 @@ class ResourceOptions:
     lookup_key: str
     lookup_attr: InstrumentedAttribute[Any]
     lookup_check: Check | None
+    #: The range of an integer lookup column (an id outside it names no row).
+    lookup_bounds: tuple[int, int] | None
     #: URL segment -> lookup value (``ValueError``: no such item), for non-int lookups.
     lookup_convert: Callable[[str], Any] | None
     converter: str
@@ -173,6 +294,7 @@ def _compile(cls: type[Any]) -> ResourceOptions:
         lookup_key=lookup_key,
         lookup_attr=columns[lookup_key],
         lookup_check=checks.get(lookup_key),
+        lookup_bounds=int_bounds(cast(sa.Column[Any], lookup_column)),
         lookup_convert=url_converter(cast(sa.Column[Any], lookup_column)),
         converter=_converter(lookup_column),
         url_variable=cls.url_variable or f"{snake_case(model.__name__)}_id",

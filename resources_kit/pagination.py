@@ -55,7 +55,7 @@ class Pagination:
       validated and documented with the list's other parameters);
     - ``paginate(view, query, args)``: run the query for one page and return a
       :class:`Page`. ``query`` is already under the row policy, filtered and sorted
-      (``view.sort_plan(args)`` is its order); run it with ``view.execute_read()``, and
+      (``args["sort"]`` is its order); run it with ``view.execute_read()``, and
       count a total with :meth:`count`, which keeps it under the policy too;
     - ``envelope``: OpenAPI properties of the body besides ``items``.
 
@@ -210,7 +210,7 @@ class CursorPagination(Pagination):
 
     def paginate(self, view: Resource, query: Select[Any], args: Mapping[str, Any]) -> Page:
         limit: int = args["limit"]
-        plan = view.sort_plan(args)
+        plan: SortPlan = args["sort"]
         statement = view.mount.statements.derive(query, "cursor", lambda: limited(query))
         if args.get("cursor"):
             position = self.decode(view, plan, args["cursor"])

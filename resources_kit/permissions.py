@@ -17,7 +17,7 @@ compose them; classes and instances both work.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from sqlalchemy import and_, or_
@@ -195,28 +195,6 @@ def combine(permissions: Sequence[Any]) -> Permission | None:
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else AllOf(*parts)
-
-
-_UNSET: Any = object()
-
-
-class Caller:
-    """Who makes the request, worked out once and shared by every view of it (each level
-    of a nested URL, a reference's target): the user and the engine reads go to."""
-
-    def __init__(self) -> None:
-        self._user: Any = _UNSET
-        self._read_bind: Any = _UNSET
-
-    def user(self, get: Callable[[], Any]) -> Any:
-        if self._user is _UNSET:
-            self._user = get()
-        return self._user
-
-    def read_bind(self, get: Callable[[], Any]) -> Any:
-        if self._read_bind is _UNSET:
-            self._read_bind = get()
-        return self._read_bind
 
 
 def refusal(view: Any, rule: Permission, obj: Any = None) -> HTTPError:

@@ -27,6 +27,7 @@ the resource lists it in ``public_relationships``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import Select, false, or_, select, tuple_
@@ -56,6 +57,7 @@ class PolicyView(GuardedView, Protocol):
     def view_at(self, mount: Mount) -> PolicyView | None: ...
 
 
+@dataclass(eq=False)
 class RowPolicy:
     """The rows of ``view``'s model its caller may reach at the view's place in the URL.
 
@@ -63,8 +65,7 @@ class RowPolicy:
     returns. Its statements read their values (scope, URL ids) when they run, so they are
     built once per shape and may be executed anywhere in the request."""
 
-    def __init__(self, view: PolicyView) -> None:
-        self.view = view
+    view: PolicyView
 
     @property
     def levels(self) -> list[Any]:
@@ -120,12 +121,6 @@ class RowPolicy:
             .limit(1)
         )
         return self.view.execute_read(query).first() is not None
-
-    def rechecks_writes(self) -> bool:
-        """Whether a written row must be checked against the policy after the flush: the
-        server stamps the scope and the parent key, so only a narrowed ``get_query()`` or a
-        ``visible`` can leave a written row outside."""
-        return self.view.mount.narrowed or bool(self.view.visibility_clauses())
 
 
 def _key(columns: Sequence[Any]) -> Any:

@@ -349,7 +349,10 @@ def search_clause(term: str, paths: Mapping[str, FieldPath], reachable: Reachabl
     """Case-insensitive substring over every search field; LIKE wildcards match literally."""
     return or_(
         *(
-            path.where(path.attr.icontains(term, autoescape=True), reachable(path))
+            path.where(
+                path.attr.icontains(term, autoescape=True),
+                reachable(path) if path.relationship else None,
+            )
             for path in paths.values()
         )
     )
@@ -554,7 +557,7 @@ class Filtering:
         condition through a relationship holds only for related rows the related
         resource's row policy lets the caller reach (``view.related_rows(path)``)."""
         clauses = [
-            path.where(condition, view.related_rows(path))
+            path.where(condition, view.related_rows(path) if path.relationship else None)
             for path, condition in args.get("filters", ())
         ]
         if "search" in args:

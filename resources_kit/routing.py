@@ -23,8 +23,8 @@ from .errors import ImproperlyConfigured
 from .extension import install_error_handler
 from .nesting import Mount, Registry, find_parent_key
 from .openapi import build_document
-from .options import options_for
-from .resource import Resource, restricts_rows
+from .options import options_for, restricts_rows
+from .resource import Resource
 from .tenancy import TenantScopeMixin
 
 R = TypeVar("R", bound=type[Resource])
@@ -110,22 +110,7 @@ class Router:
                 f"{resource.__name__} has no actions; add mixins such as ListMixin and "
                 "RetrieveMixin."
             )
-        parents: list[Mount | None] = [None]
-        key = ref = None
-        if parent is None:
-            if parent_field is not None:
-                raise ImproperlyConfigured(
-                    f"{resource.__name__}: parent_field= needs parent= as well."
-                )
-        else:
-            parents = [mount for mount in self.mounts if mount.resource is parent]
-            if not parents:
-                parent_name = getattr(parent, "__name__", parent)
-                raise ImproperlyConfigured(
-                    f"{resource.__name__}: register the parent {parent_name} on this router "
-                    "before its children."
-                )
-            key, ref = find_parent_key(resource, parent, parent_field)
+        parents, key, ref = self._parents(resource, parent, parent_field)
         new = [
             Mount(
                 resource=resource,
@@ -140,6 +125,8 @@ class Router:
                 cacheable=_cacheable(resource, above),
                 row_level_security=self._row_level_security(resource),
                 narrowed=resource.get_query is not Resource.get_query,
+                rechecks_writes=resource.get_query is not Resource.get_query
+                or restricts_rows(resource),
                 registry=self.registry,
             )
             for above in parents
@@ -153,6 +140,27 @@ class Router:
             for mount in new:
                 _add_rules(app.add_url_rule, self.url_prefix, mount)
         return resource
+
+    def _parents(
+        self, resource: type[Resource], parent: type[Resource] | None, parent_field: str | None
+    ) -> tuple[list[Mount | None], str | None, str | None]:
+        """Every mount of the parent (``[None]`` at the top level), and the child's foreign
+        key to the parent with the column it refers to."""
+        if parent is None:
+            if parent_field is not None:
+                raise ImproperlyConfigured(
+                    f"{resource.__name__}: parent_field= needs parent= as well."
+                )
+            return [None], None, None
+        parents: list[Mount | None] = [m for m in self.mounts if m.resource is parent]
+        if not parents:
+            parent_name = getattr(parent, "__name__", parent)
+            raise ImproperlyConfigured(
+                f"{resource.__name__}: register the parent {parent_name} on this router "
+                "before its children."
+            )
+        key, ref = find_parent_key(resource, parent, parent_field)
+        return parents, key, ref
 
     def _row_level_security(self, resource: type[Resource]) -> tuple[str, ...]:
         if not issubclass(resource, TenantScopeMixin):

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import marshmallow as ma
-from flask import Response, current_app
+from flask import Response, current_app, url_for
 from sqlalchemy import inspect
 from sqlalchemy.orm import Session, scoped_session
 
 from . import signals
+from .actions import ExtraAction
+from .conditional import item_response
 from .errors import HTTPError, ImproperlyConfigured, from_database_error, unprocessable
 from .parsing import check_query_args, json_body
 from .policy import reaches_row
@@ -55,6 +57,8 @@ class Write:
     stays_reachable: bool = True
     #: The rows the write leaves behind, once performed.
     rows: list[Any] = field(default_factory=list)
+    #: The session the write runs in.
+    session: Any = None
 
 
 class WriterView(Protocol):
@@ -62,6 +66,7 @@ class WriterView(Protocol):
 
     options: Any
     extra: Any
+    mount: Any
     row_policy: Any
 
     def get_session(self) -> Session | scoped_session[Session]: ...
@@ -107,7 +112,7 @@ def load_body(view: WriterView, operation: str, server_values: Mapping[str, Any]
 
 def run_write(view: WriterView, write: Write) -> Response:
     """Steps 2 to 7 of the write, in one transaction committed once."""
-    session = view.get_session()
+    session = write.session = view.get_session()
     try:
         references = view.options.references
         before = {key: getattr(write.item, key) for key in references} if write.item else {}
@@ -120,10 +125,10 @@ def run_write(view: WriterView, write: Write) -> Response:
         for row in new:
             view.check_object_permissions(row)
         with session.no_autoflush:  # pre callbacks see nothing flushed, as documented
-            view.run_callbacks("pre", write.operation, obj, write.data)
+            callbacks(view, "pre", write, obj)
         stamp(write)
         session.flush()
-        view.run_callbacks("post", write.operation, obj, write.data)
+        callbacks(view, "post", write, obj)
         session.flush()
         check_written(view, write, before)
         read_back(view, obj, write.data)
@@ -137,7 +142,7 @@ def run_write(view: WriterView, write: Write) -> Response:
         if isinstance(exc, ma.ValidationError):
             raise unprocessable(validation_messages(exc)) from exc
         raise
-    after_commit(view, write.operation, obj, write.data)
+    after_commit(view, write, obj)
     return response
 
 
@@ -192,7 +197,7 @@ def check_written(view: WriterView, write: Write, before: Mapping[str, Any]) -> 
         if view.options.references:
             now = {key: getattr(row, key) for key in view.options.references}
             check_references(view, now, before if row is write.item else {}, write.server_values)
-        if view.row_policy.rechecks_writes() and not view.row_policy.contains(row):
+        if view.mount.rechecks_writes and not view.row_policy.contains(row):
             raise HTTPError(
                 403,
                 "The change would leave the row outside the rows you may reach here.",
@@ -266,20 +271,24 @@ def read_back(view: WriterView, obj: Any, data: Mapping[str, Any]) -> None:
         view.get_session().expire(obj, stale)
 
 
-def after_commit(view: WriterView, operation: str, obj: Any, data: dict[str, Any]) -> None:
+def after_commit(view: WriterView, write: Write, obj: Any) -> None:
     """Signals, then after-commit callbacks; each receiver runs on its own, and a
     failure is logged and cannot undo the commit or stop the others."""
-    signal = signals.BY_OPERATION.get(operation, signals.action_performed)
+    signal = signals.BY_OPERATION.get(write.operation, signals.action_performed)
     sender = type(view)
     for receiver in signal.receivers_for(sender):
         try:
-            receiver(sender, resource=obj, kwargs=data, operation=operation)
+            receiver(sender, resource=obj, kwargs=write.data, operation=write.operation)
         except Exception:
             view.get_session().rollback()
             current_app.logger.exception(
                 "A %s receiver failed after commit for %s", signal.name, sender.__name__
             )
-    view.run_callbacks("after_commit", operation, obj, data)
+    callbacks(view, "after_commit", write, obj)
+
+
+def callbacks(view: WriterView, phase: str, write: Write, obj: Any) -> None:
+    view.run_callbacks(phase, write.operation, obj, write.data)
 
 
 def commit(session: Session | scoped_session[Session]) -> None:
@@ -308,3 +317,193 @@ def validation_messages(exc: ma.ValidationError) -> dict[str, Any]:
 
 
 _UNSET: Any = object()
+
+
+# -- the write hooks of a resource, and the write mixins ---------------------------------------
+
+
+class WriteHooks:
+    r"""The write half of ``Resource``: the server's values, the body, the perform hooks,
+    the response, :meth:`save`, and ``@action``\ s. ``Resource`` inherits it; the write
+    mixins below call it."""
+
+    if TYPE_CHECKING:  # provided by Resource
+        options: Any
+        mount: Any
+        place: Any
+        scope: dict[str, Any]
+        extra: ExtraAction | None
+        row_policy: Any
+
+        def get_session(self) -> Session | scoped_session[Session]: ...
+        def get_schema(self, operation: str) -> ma.Schema: ...
+        def serialize(self, obj_or_objs: Any) -> Any: ...
+        def check_parent(self) -> None: ...
+        def get_object(self) -> Any: ...
+        def check_object(self, obj: Any) -> None: ...
+        def check_preconditions(self, obj: Any) -> None: ...
+        def check_object_permissions(self, obj: Any) -> None: ...
+
+    def get_server_values(self, obj: Any = None) -> dict[str, Any]:
+        """Columns the server sets: the scope and, when nested, the parent's key (checked
+        first, so a create under a missing parent is a 404 before the body is read)."""
+        values = dict(self.scope)
+        key = self.mount.parent_key
+        if key is not None:
+            if obj is None:
+                self.check_parent()
+                values[key] = self.place.parent_key
+            else:
+                values[key] = getattr(obj, key)
+        return values
+
+    def get_request_data(self, operation: str, server_values: Mapping[str, Any]) -> dict[str, Any]:
+        """The JSON body loaded with the operation's schema (``partial`` for a patch),
+        checked against the columns, then the server's values (never changed: 422)."""
+        return load_body(self, operation, server_values)
+
+    def perform_create(self, data: dict[str, Any]) -> Any:
+        """Build the new object and add it to the session. Returning ``None`` is fine when
+        exactly one new object of the model was added."""
+        obj = self.options.model(**data)
+        self.get_session().add(obj)
+        return obj
+
+    def perform_update(self, obj: Any, data: dict[str, Any]) -> Any:
+        """Change ``obj`` in place. Return nothing (or ``obj``)."""
+        for key, value in data.items():
+            setattr(obj, key, value)
+
+    def perform_delete(self, obj: Any) -> None:
+        """Delete ``obj`` (default: ``session.delete``); override to archive instead."""
+        self.get_session().delete(obj)
+
+    def run_callbacks(self, phase: str, operation: str, obj: Any, kwargs: dict[str, Any]) -> None:
+        """Run the ``<phase>_<operation>_callbacks``; ``CallbackMixin`` provides them."""
+
+    def get_write_response(self, operation: str, obj: Any) -> Response:
+        """The success response of a write, built before the commit: 201 with the item and
+        ``Location`` for a create, 204 for a delete, 200 with the item otherwise."""
+        if operation == "delete":
+            return Response(status=204)
+        response = item_response(self.serialize(obj), 201 if operation == "create" else 200)
+        location = self.location(obj) if operation == "create" else None
+        if location is not None:
+            response.headers["Location"] = location
+        return response
+
+    def location(self, obj: Any) -> str | None:
+        """The URL of a created item; 422 when the item has no value for the lookup field."""
+        if not self.mount.item_methods:
+            return None
+        value = getattr(obj, self.options.lookup_key)
+        if value is None:
+            raise unprocessable(
+                {self.options.lookup_key: ["Required: it names the item in its URL."]}
+            )
+        values = {**self.place.url_kwargs, self.options.url_variable: value}
+        return url_for(f".{self.mount.endpoint}_item", **values)
+
+    def save(self, write: Write) -> Response:
+        """Run ``write`` as one transaction (see this module's docstring)."""
+        return run_write(self, write)
+
+    def run_action(self) -> Response:
+        """An ``@action``: the item inside the row policy (or the parent chain checked),
+        the body loaded with its schema, and for a writing action one :class:`Write`."""
+        extra = cast(ExtraAction, self.extra)
+        check_query_args(())
+        obj = None
+        if extra.detail:
+            obj = self.get_object()
+            self.check_object(obj)
+            if extra.writes:
+                self.check_preconditions(obj)
+        else:
+            self.check_parent()
+        server_values = self.get_server_values(obj)
+        data = self.get_request_data(extra.name, server_values) if extra.schema else {}
+        if not extra.writes:
+            return extra.respond(getattr(self, extra.name)(*self.action_args(obj, data)))
+        return self.save(Write(extra.name, data, server_values, self.perform_action, obj))
+
+    def action_args(self, obj: Any, data: dict[str, Any]) -> list[Any]:
+        """What an ``@action`` method is called with: the item, then the loaded body."""
+        extra = cast(ExtraAction, self.extra)
+        return ([obj] if extra.detail else []) + ([data] if extra.schema else [])
+
+    def perform_action(self, write: Write) -> Any:
+        """A writing action's perform step: the method, its result kept for the response."""
+        write.result = getattr(self, write.operation)(*self.action_args(write.item, write.data))
+        return write.item
+
+
+if TYPE_CHECKING:
+    _Base = WriteHooks
+else:
+    _Base = object
+
+
+class CreateMixin(_Base):
+    """``POST`` on the collection: 201 with a ``Location`` header."""
+
+    def create(self) -> Response:
+        server_values = self.get_server_values()
+        data = self.get_request_data("create", server_values)
+        return self.save(Write("create", data, server_values, self.perform_create_step))
+
+    def perform_create_step(self, write: Write) -> Any:
+        """The create's perform step: :meth:`perform_create`, and the object it made."""
+        return created_object(self, self.perform_create(write.data))
+
+
+class UpdateMixin(_Base):
+    """``PUT`` on an item: the full body is validated; the fields it holds are written."""
+
+    def update(self) -> Response:
+        obj = self.get_object()
+        self.check_object(obj)
+        self.check_preconditions(obj)
+        server_values = self.get_server_values(obj)
+        data = self.get_request_data("update", server_values)
+        return self.save(Write("update", data, server_values, self.perform_update_step, obj))
+
+    def perform_update_step(self, write: Write) -> Any:
+        """The perform step of a PUT: :meth:`perform_update` on the item."""
+        return updated_object(self, write.item, self.perform_update(write.item, write.data))
+
+
+class PatchMixin(_Base):
+    """``PATCH`` on an item: loaded ``partial=True``; only the fields sent are touched."""
+
+    def partial_update(self) -> Response:
+        obj = self.get_object()
+        self.check_object(obj)
+        self.check_preconditions(obj)
+        server_values = self.get_server_values(obj)
+        data = self.get_request_data("patch", server_values)
+        return self.save(Write("patch", data, server_values, self.perform_patch_step, obj))
+
+    def perform_patch_step(self, write: Write) -> Any:
+        """The patch's perform step: :meth:`perform_update` with the fields sent."""
+        return updated_object(self, write.item, self.perform_update(write.item, write.data))
+
+
+class DeleteMixin(_Base):
+    """``DELETE`` on an item: 204 with an empty body."""
+
+    def destroy(self) -> Response:
+        check_query_args(())
+        obj = self.get_object()
+        self.check_object(obj)
+        self.check_preconditions(obj)
+        server_values = self.get_server_values(obj)
+        write = Write("delete", dict(server_values), server_values, self.perform_delete_step, obj)
+        write.stays_reachable = False  # an archived row may leave the policy
+        return self.save(write)
+
+    def perform_delete_step(self, write: Write) -> Any:
+        """The delete's perform step: :meth:`perform_delete`; callbacks and signals see the
+        deleted row."""
+        self.perform_delete(write.item)
+        return write.item

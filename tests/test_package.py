@@ -119,6 +119,7 @@ def test_public_names() -> None:
         "parsing",
         "permissions",
         "querying",
+        "representation",
         "resource",
         "routing",
         "tenancy",
