@@ -8,6 +8,7 @@ same guards as the CRUD actions.
 
 from __future__ import annotations
 
+import keyword
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ SUCCESS_STATUSES = (200, 201, 202, 204)
 class ExtraAction:
     """What ``@action`` recorded about one method."""
 
-    #: The method's name; also the operation callbacks and signals see.
+    #: The method's name.
     name: str
     #: On the item URL (``True``) or the collection URL (``False``).
     detail: bool
@@ -72,6 +73,13 @@ class ExtraAction:
     response: ma.Schema | None = None
     #: The success status; ``None``: 200 with a body, or 204 when the action returns ``None``.
     status: int | None = None
+    #: What callbacks and signals call the action, and its default URL segment: the name,
+    #: without the ``_`` that a Python keyword needs (``return_`` is ``return``).
+    operation: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.operation:
+            object.__setattr__(self, "operation", operation_name(self.name))
 
     def statuses(self) -> tuple[int, ...]:
         """Every success status the action can answer (what the document lists)."""
@@ -85,6 +93,11 @@ class ExtraAction:
         when no status is declared."""
         if isinstance(result, Response):
             return result
+        if isinstance(result, tuple):  # (body, status), (body, headers), (body, status, headers)
+            body, *rest = result
+            if not isinstance(body, Response) and self.response is not None:
+                body = self.response.dump(body)
+            return current_app.make_response((body, *rest))
         if self.status == 204 or (result is None and self.statuses() == (200, 204)):
             if result is not None:
                 raise TypeError(f"@action {self.name} declares status 204 but returned a body.")
@@ -137,7 +150,7 @@ def action(
 
     def decorate(func: F) -> F:
         name = func.__name__
-        path = url_path if url_path is not None else name.replace("_", "-")
+        path = url_path if url_path is not None else operation_name(name).replace("_", "-")
         if not re.fullmatch(r"[A-Za-z0-9_\-]+", path):
             raise ImproperlyConfigured(
                 f"@action {name}: url_path must be one URL segment, not {path!r}."
@@ -181,8 +194,25 @@ def check_signature(name: str, verbs: tuple[str, ...], status: int | None, respo
         )
 
 
+def operation_name(name: str) -> str:
+    """``return_`` -> ``return``: a keyword's trailing ``_`` is not part of its name."""
+    bare = name.rstrip("_")
+    return bare if bare != name and keyword.iskeyword(bare) else name
+
+
+def library_names(cls: type[Any]) -> set[str]:
+    """The attributes the library's own classes give ``cls`` (hooks, guards, helpers)."""
+    return {
+        name
+        for klass in cls.__mro__
+        if klass.__module__.split(".")[0] == "resources_kit"
+        for name in vars(klass)
+    }
+
+
 def extra_actions(cls: type[Any]) -> list[ExtraAction]:
-    """The ``@action`` methods of a resource class, in definition order."""
+    """The ``@action`` methods of a resource class, in definition order; a name the library
+    uses itself is refused, since the action would replace that method."""
     found: dict[str, ExtraAction] = {}
     for klass in reversed(cls.__mro__):
         for name, value in vars(klass).items():
@@ -191,9 +221,15 @@ def extra_actions(cls: type[Any]) -> list[ExtraAction]:
                 found[name] = extra
             elif name in found:
                 del found[name]  # overridden by a plain method
+    taken = library_names(cls)
     for name in found:
         if name in ACTIONS.values():
             raise ImproperlyConfigured(
                 f"{cls.__name__}.{name}: @action cannot use the name of a CRUD action."
+            )
+        if name in taken:
+            raise ImproperlyConfigured(
+                f"{cls.__name__}.{name}: @action cannot use the name of a method the library "
+                f"calls ({name}()); rename the method and keep the URL with url_path=."
             )
     return list(found.values())

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from flask import current_app
 
+from .actions import extra_actions
 from .errors import ImproperlyConfigured
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ else:
 OPERATIONS = ("create", "update", "patch", "delete")
 PHASES = ("pre", "post", "after_commit")
 #: Callback list attributes: the four operations' and those of writing ``@action`` methods.
-CALLBACK_ATTRIBUTE = re.compile(r"(pre|post|after_commit)_\w+_callbacks")
+CALLBACK_ATTRIBUTE = re.compile(r"(pre|post|after_commit)_(\w+)_callbacks")
 
 
 class Callback:
@@ -88,6 +89,23 @@ class CallbackMixin(_Base):
                         f"{cls.__name__}.{attribute} must be a list of Callback subclasses, "
                         f"not {value!r}."
                     )
+
+    @classmethod
+    def check_configuration(cls) -> None:
+        """Refuse, at registration, a callback list that names no operation or action of
+        the class (``after_commit_return__callbacks`` for ``return_``, say): it would
+        silently never run."""
+        next_check = getattr(super(), "check_configuration", None)
+        if next_check is not None:
+            next_check()
+        known = set(OPERATIONS) | {extra.operation for extra in extra_actions(cls)}
+        for attribute in dir(cls):
+            found = CALLBACK_ATTRIBUTE.fullmatch(attribute)
+            if found and found.group(2) not in known:
+                raise ImproperlyConfigured(
+                    f"{cls.__name__}.{attribute} names no operation or @action of "
+                    f"{cls.__name__} (known: {', '.join(sorted(known))}); it would never run."
+                )
 
     def run_callbacks(self, phase: str, operation: str, obj: Any, kwargs: dict[str, Any]) -> None:
         for callback in getattr(self, f"{phase}_{operation}_callbacks", ()):

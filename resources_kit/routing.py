@@ -179,6 +179,14 @@ class Router:
                 f"{mount.resource.__name__} is registered twice at {mount.rule!r}; register it "
                 "once per place."
             )
+        parent = mount.parent
+        clash = [e for e in parent.extra_actions if e.detail] if parent is not None else []
+        if any(extra.url_path == mount.resource.name for extra in clash):
+            raise ImproperlyConfigured(
+                f"{mount.resource.__name__}: its URL segment {mount.resource.name!r} is an "
+                f"@action of {parent.resource.__name__ if parent else ''} at the same place; "
+                "rename one of them (url_path= on the action)."
+            )
         ancestors = [options_for(m.resource).url_variable for m in mount.chain()[:-1]]
         if url_variable in ancestors:
             raise ImproperlyConfigured(

@@ -14,13 +14,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import marshmallow as ma
 from flask import Response, current_app, url_for
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session, scoped_session
 
 from . import signals
@@ -59,6 +61,9 @@ class Write:
     rows: list[Any] = field(default_factory=list)
     #: The session the write runs in.
     session: Any = None
+    #: A server-set column the perform step changed is a 422 (an action's), rather than
+    #: stamped back silently (an overridden ``perform_*``'s).
+    moves_refused: bool = False
 
 
 class WriterView(Protocol):
@@ -118,21 +123,28 @@ def run_write(view: WriterView, write: Write) -> Response:
         before = {key: getattr(write.item, key) for key in references} if write.item else {}
         check_references(view, write.data, before, write.server_values)  # before any SQL
         before |= {key: write.data[key] for key in references if key in write.data}
-        obj = write.perform(write)
+        with no_commit(view, write):
+            obj = write.perform(write)
         write.rows = [obj] if obj is not None else new_rows(view)
         new = [row for row in write.rows if added_here(row)]
+        if write.moves_refused:
+            check_moved(write, [row for row in write.rows if row not in new])
         stamp(write)  # an overridden perform step cannot move a row
         for row in new:
             view.check_object_permissions(row)
-        with session.no_autoflush:  # pre callbacks see nothing flushed, as documented
+        with session.no_autoflush, no_commit(view, write):  # pre: nothing flushed yet
             callbacks(view, "pre", write, obj)
         stamp(write)
         session.flush()
-        callbacks(view, "post", write, obj)
+        with no_commit(view, write):
+            callbacks(view, "post", write, obj)
         session.flush()
         check_written(view, write, before)
         read_back(view, obj, write.data)
         response = respond(view, write, obj)
+        if response.status_code >= 400:  # an action that answered an error writes nothing
+            session.rollback()
+            return response
         commit(session)
     except BaseException as exc:
         session.rollback()
@@ -176,6 +188,45 @@ def check_references(
             errors[key] = ["No such item."]
     if errors:
         raise unprocessable(errors)
+
+
+def check_moved(write: Write, rows: list[Any]) -> None:
+    """422 when the perform step changed a column the server sets on a row it loaded."""
+    moved = {
+        key: [SERVER_SET]
+        for row in rows
+        for key, value in write.server_values.items()
+        if getattr(row, key) != value
+    }
+    if moved:
+        raise unprocessable(moved)
+
+
+#: The write in progress in this context, while a hook or callback of it runs.
+_writing: ContextVar[str | None] = ContextVar("resources_kit_writing", default=None)
+
+
+@contextmanager
+def no_commit(view: Any, write: Write) -> Iterator[None]:
+    """While the block runs, a ``session.commit()`` (a hook's or a callback's) is refused:
+    the write commits once, after every check, or not at all."""
+    if not event.contains(Session, "before_commit", refuse_commit):
+        event.listen(Session, "before_commit", refuse_commit)
+    token = _writing.set(f"the {write.operation} of {type(view).__name__}")
+    try:
+        yield
+    finally:
+        _writing.reset(token)
+
+
+def refuse_commit(session: Session) -> None:
+    what = _writing.get()
+    if what is not None:
+        raise HTTPError(
+            500,
+            f"A hook or callback of {what} called session.commit(); the library commits the "
+            "write once, after its checks. Remove the commit (see Callbacks in the docs).",
+        )
 
 
 def check_written(view: WriterView, write: Write, before: Mapping[str, Any]) -> None:
@@ -425,7 +476,9 @@ class WriteHooks:
         data = self.get_request_data(extra.name, server_values) if extra.schema else {}
         if not extra.writes:
             return extra.respond(getattr(self, extra.name)(*self.action_args(obj, data)))
-        return self.save(Write(extra.name, data, server_values, self.perform_action, obj))
+        write = Write(extra.operation, data, server_values, self.perform_action, obj)
+        write.moves_refused = True  # no stamping over what the action set: a 422
+        return self.save(write)
 
     def action_args(self, obj: Any, data: dict[str, Any]) -> list[Any]:
         """What an ``@action`` method is called with: the item, then the loaded body."""
@@ -434,7 +487,8 @@ class WriteHooks:
 
     def perform_action(self, write: Write) -> Any:
         """A writing action's perform step: the method, its result kept for the response."""
-        write.result = getattr(self, write.operation)(*self.action_args(write.item, write.data))
+        method = getattr(self, cast(ExtraAction, self.extra).name)
+        write.result = method(*self.action_args(write.item, write.data))
         return write.item
 
 

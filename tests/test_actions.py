@@ -7,7 +7,7 @@ from typing import Any
 
 import marshmallow as ma
 import pytest
-from flask import Flask
+from flask import Flask, Response
 from sqlalchemy import func, select
 
 from resources_kit import Callback, ImproperlyConfigured, ModelResource, Router, action, signals
@@ -238,3 +238,160 @@ def test_action_configuration_mistakes() -> None:
 
     with pytest.raises(ImproperlyConfigured, match="CRUD action"):
         Router().register(Clash)
+
+
+# -- hardening: answers, server-set columns, names, keywords, commits ------------------------
+
+
+class Answering(ScopedTeacherResource):
+    name = "answering"
+
+    @action(detail=True, url_path="conflict")
+    def conflict(self, obj: Teacher) -> Any:
+        obj.region = "changed"
+        return Response(status=409)
+
+    @action(detail=True, url_path="refused")
+    def refused(self, obj: Teacher) -> Any:
+        obj.region = "changed"
+        return {"detail": "no"}, 403
+
+    @action(detail=True, url_path="made")
+    def made(self, obj: Teacher) -> Any:
+        obj.region = "made"
+        return {"region": obj.region}, 201, {"X-Made": "yes"}
+
+    @action(detail=True, url_path="move")
+    def move(self, obj: Teacher) -> Any:
+        obj.school_id = obj.school_id + 1  # a scope column: the server sets it
+        return self.serialize(obj)
+
+    @action(detail=True)
+    def return_(self, obj: Teacher) -> Any:
+        obj.region = "returned"
+        return self.serialize(obj)
+
+    after_commit_return_callbacks = [AuditAction]
+
+    @action(detail=True, url_path="commits")
+    def commits(self, obj: Teacher) -> Any:
+        obj.region = "committed"
+        self.get_session().commit()  # the tutorial habit: refused while the write runs
+        return self.serialize(obj)
+
+
+@pytest.fixture
+def answering(app: Flask, database: Any) -> Iterator[Any]:
+    with running(make_app(lambda r: r.register(Answering), PROPAGATE_EXCEPTIONS=False)) as c:
+        yield c
+
+
+@pytest.mark.parametrize(("path", "status"), [("conflict", 409), ("refused", 403)])
+def test_an_action_answering_an_error_writes_nothing(
+    answering: Any, path: str, status: int
+) -> None:
+    rows = seed_two_schools()
+    before = snapshot()
+    response = answering.post(f"/api/answering/{rows['ada']}/{path}", headers=school(rows["one"]))
+    assert response.status_code == status
+    if path == "refused":
+        assert response.json == {"detail": "no"}  # a (body, status) tuple, as in Flask
+    assert snapshot() == before
+
+
+def test_an_action_tuple_with_a_success_status_and_headers_commits(answering: Any) -> None:
+    rows = seed_two_schools()
+    response = answering.post(f"/api/answering/{rows['ada']}/made", headers=school(rows["one"]))
+    assert (response.status_code, response.json, response.headers["X-Made"]) == (
+        201,
+        {"region": "made"},
+        "yes",
+    )
+    assert db.session.get(Teacher, rows["ada"]).region == "made"
+
+
+def test_an_action_changing_a_server_set_column_is_422_and_writes_nothing(answering: Any) -> None:
+    rows = seed_two_schools()
+    before = snapshot()
+    response = answering.post(f"/api/answering/{rows['ada']}/move", headers=school(rows["one"]))
+    assert_problem(response, 422)
+    assert "school_id" in response.json["errors"]
+    assert snapshot() == before
+
+
+def test_a_keyword_named_action_has_a_natural_url_and_callback_list(answering: Any) -> None:
+    rows = seed_two_schools()
+    response = answering.post(f"/api/answering/{rows['ada']}/return", headers=school(rows["one"]))
+    assert response.status_code == 200
+    audits = db.session.execute(select(Audit.operation, Audit.row_id)).all()
+    assert [tuple(a) for a in audits] == [("return", rows["ada"])]
+
+
+def test_a_commit_inside_a_write_is_refused_and_rolled_back(answering: Any) -> None:
+    rows = seed_two_schools()
+    before = snapshot()
+    response = answering.post(f"/api/answering/{rows['ada']}/commits", headers=school(rows["one"]))
+    problem = assert_problem(response, 500)
+    assert "session.commit()" in problem["detail"]
+    assert "commits of Answering" in problem["detail"]
+    assert snapshot() == before
+
+
+class CommittingCallback(Callback):
+    def execute(self) -> None:
+        db.session.commit()
+
+
+def test_a_callback_that_commits_is_refused_and_the_write_rolled_back(
+    app: Flask, database: Any
+) -> None:
+    class Committing(ScopedTeacherResource):
+        name = "committing"
+        post_create_callbacks = [CommittingCallback]
+
+    with running(make_app(lambda r: r.register(Committing))) as client:
+        rows = seed_two_schools()
+        before = snapshot()
+        response = client.post("/api/committing", json={"name": "Eve"}, headers=school(rows["one"]))
+        assert_problem(response, 500)
+        assert snapshot() == before
+
+
+@pytest.mark.parametrize("name", ["save", "get_object", "serialize", "check_parent"])
+def test_an_action_named_like_a_library_method_is_refused(name: str) -> None:
+    def method(self: Any, obj: Any) -> None:
+        return None
+
+    method.__name__ = name
+    # A guard's name is refused when the class is made, a hook's at registration.
+    attributes = {"name": "clash", name: action(detail=True)(method)}
+    with pytest.raises(ImproperlyConfigured, match=f"{name}"):
+        Router().register(type("Clash", (ScopedTeacherResource,), attributes))
+
+
+def test_an_action_shadowing_a_child_segment_is_refused() -> None:
+    class Parent(ScopedTeacherResource):
+        @action(detail=True)
+        def students(self, obj: Teacher) -> None:
+            return None
+
+    router = Router()
+    router.register(Parent)
+    with pytest.raises(ImproperlyConfigured, match="'students' is an @action"):
+        router.register(ScopedStudentResource, parent=Parent)
+
+
+@pytest.mark.parametrize(
+    "attribute", ["after_commit_return__callbacks", "post_promote_callbacks", "pre_creat_callbacks"]
+)
+def test_a_callback_list_naming_no_action_is_refused(attribute: str) -> None:
+    class Misnamed(ScopedTeacherResource):
+        name = "misnamed"
+
+        @action(detail=True)
+        def return_(self, obj: Teacher) -> None:
+            return None
+
+    broken = type("Broken", (Misnamed,), {attribute: [AuditAction]})
+    with pytest.raises(ImproperlyConfigured, match="names no operation"):
+        Router().register(broken)
