@@ -14,7 +14,7 @@ from sqlalchemy import Select
 from .callbacks import CallbackMixin
 from .errors import ImproperlyConfigured
 from .nesting import cached
-from .options import options_for
+from .options import ResourceOptions, options_for
 from .pagination import PAGINATIONS, Page, Pagination
 from .parsing import check_query_args, parse_query
 from .querying import Filtering, Sorting, sort_spec, sparse_fields_field
@@ -57,9 +57,6 @@ class ListConfig:
     default_chain: bool
 
 
-_list_configs: dict[type[Any], ListConfig] = {}
-
-
 class ListMixin(_Base):
     """``GET`` on the collection: a page of items (see *List queries* in the docs).
 
@@ -90,11 +87,14 @@ class ListMixin(_Base):
         cls.get_list_config()
 
     @classmethod
+    def compile_list_config(cls, options: ResourceOptions) -> ListConfig:
+        """The list pieces, made once, when the class's options are compiled."""
+        return _compile_list(cls, options)
+
+    @classmethod
     def get_list_config(cls) -> ListConfig:
-        config = _list_configs.get(cls)
-        if config is None:
-            config = _list_configs[cls] = _compile_list(cls)
-        return config
+        """The list pieces (``options_for(cls).list_config``)."""
+        return cast(ListConfig, options_for(cls).list_config)
 
     def list(self) -> Response:
         args = self.parse_list_args()
@@ -102,14 +102,14 @@ class ListMixin(_Base):
         query = self.get_list_query(args)
         query = self.filter_list_query(query, args)
         query = self.sort_list_query(query, args)
-        if not self.get_list_config().default_chain:
+        if not self.options.list_config.default_chain:
             query = self.guard_query(query)  # whatever an overridden step built
         return self.list_response(self.paginate_list_query(query, args))
 
     def parse_list_args(self) -> dict[str, Any]:
         """The query string parsed with the list's arguments schema (400 naming every bad
         or unknown parameter); also reads ``?fields=``."""
-        config = self.get_list_config()
+        config = self.options.list_config
         args = parse_query(config.schema, config.disabled)
         args.setdefault("sort", config.sorting.default)  # the order, sortable or not
         self.sparse_fields = args.get("fields")
@@ -127,12 +127,13 @@ class ListMixin(_Base):
 
     def filter_list_query(self, query: Select[Any], args: Mapping[str, Any]) -> Select[Any]:
         """``query`` narrowed by ``?filters=`` and ``?search=`` (``Filtering.filter``)."""
-        return self.get_list_config().filtering.filter(self, query, args)
+        filtering: Filtering = self.options.list_config.filtering
+        return filtering.filter(self, query, args)
 
     def sort_list_query(self, query: Select[Any], args: Mapping[str, Any]) -> Select[Any]:
         """``query`` ordered by ``?sort=`` (``Sorting.sort``); kept per sort order unless
         it joins a related model, whose row policy is this caller's."""
-        sorting: Sorting = self.get_list_config().sorting
+        sorting: Sorting = self.options.list_config.sorting
         plan = sorting.get_plan(args)
         if any(path.relationship is not None for path, _ in plan):
             return sorting.sort(self, query, args)
@@ -142,7 +143,8 @@ class ListMixin(_Base):
 
     def paginate_list_query(self, query: Select[Any], args: Mapping[str, Any]) -> Page:
         """One page of ``query`` (``Pagination.paginate``)."""
-        return self.get_list_config().pagination.paginate(self, query, args)
+        pagination: Pagination = self.options.list_config.pagination
+        return pagination.paginate(self, query, args)
 
     def list_response(self, page: Page) -> Response:
         """The page as ``{"items": [...], **page.meta}`` with its ``Link`` header."""
@@ -156,8 +158,7 @@ class ListMixin(_Base):
         return response
 
 
-def _compile_list(cls: type[Any]) -> ListConfig:
-    options = options_for(cls)
+def _compile_list(cls: type[Any], options: ResourceOptions) -> ListConfig:
     pagination = cls.pagination
     if isinstance(pagination, str):
         if pagination not in PAGINATIONS:

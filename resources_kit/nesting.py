@@ -53,17 +53,18 @@ class GuardedView(Protocol):
 
 # -- values bound at execution -----------------------------------------------------------------
 
-_values: ContextVar[Mapping[str, Any]] = ContextVar("resources_kit_guard_values")
+#: The guard values of the statements executing in this context (the request's).
+GUARD_VALUES: ContextVar[Mapping[str, Any]] = ContextVar("resources_kit_guard_values")
 
 
 def bind_values(values: Mapping[str, Any]) -> Token[Mapping[str, Any]]:
     """Make ``values`` the guard values of the statements executed until
     ``unbind_values(token)``."""
-    return _values.set(values)
+    return GUARD_VALUES.set(values)
 
 
 def unbind_values(token: Token[Mapping[str, Any]]) -> None:
-    _values.reset(token)
+    GUARD_VALUES.reset(token)
 
 
 @contextmanager
@@ -79,7 +80,7 @@ def bind(values: Mapping[str, Any]) -> Iterator[None]:
 def _reader(name: str) -> Callable[[], Any]:
     def value() -> Any:
         try:
-            return _values.get()[name]
+            return GUARD_VALUES.get()[name]
         except LookupError:
             raise ResourcesKitError(
                 f"The guarded query needs {name!r}: execute it inside the request that built it."

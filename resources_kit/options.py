@@ -6,7 +6,7 @@ import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, cast
 
 import marshmallow as ma
@@ -193,6 +193,9 @@ class ResourceOptions:
     #: ``references`` compiled: column -> (resource, the column of its model the foreign
     #: key refers to).
     references: Mapping[str, tuple[type[Any], str]] = field(default_factory=dict)
+    #: The list's pieces (filtering, sorting, pagination, the arguments schema) of a
+    #: resource with ``ListMixin``; ``None`` for one without.
+    list_config: Any = None
     #: (operation, field names) -> the schema trimmed to them, for ``?fields=``
     sparse_schemas: OrderedDict[tuple[str, tuple[str, ...]], ma.Schema] = field(
         default_factory=OrderedDict, repr=False
@@ -287,7 +290,7 @@ def _compile(cls: type[Any]) -> ResourceOptions:
     defaults = [key.key for key in default_sort if key.key not in sort_paths]
     sort_paths |= compile_paths(cls, mapper, list_schema, "default_sort", defaults)
     pk_keys = [pk.key for pk in primary_key]
-    return ResourceOptions(
+    options = ResourceOptions(
         resource=cls,
         model=model,
         mapper=mapper,
@@ -312,6 +315,8 @@ def _compile(cls: type[Any]) -> ResourceOptions:
         references=_references(cls, mapper),
         **_read_back_keys(mapper),
     )
+    compile_list = getattr(cls, "compile_list_config", None)
+    return replace(options, list_config=compile_list(options)) if compile_list else options
 
 
 def _permission(cls: type[Any]) -> Permission | None:

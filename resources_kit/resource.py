@@ -29,7 +29,16 @@ from .actions import ACTIONS, ExtraAction
 from .conditional import check_if_match
 from .database import read_engine, row_level_security_settings
 from .errors import HTTPError, ImproperlyConfigured, not_found, problem_response
-from .nesting import PARENT_KEY, UNSET, Caller, Mount, Place, bind, cached, lookup_clause
+from .nesting import (
+    GUARD_VALUES,
+    PARENT_KEY,
+    UNSET,
+    Caller,
+    Mount,
+    Place,
+    cached,
+    lookup_clause,
+)
 from .options import GUARDS, ResourceConfig, ResourceOptions, options_for
 from .permissions import READ_ACTIONS, refusal
 from .policy import RowPolicy, check_paths, related_rows
@@ -108,11 +117,14 @@ class Resource(WriteHooks, Representation, ResourceConfig, MethodView):
                 level = self._view(level.mount.parent, self.place)
                 level._enter()
                 self.place.levels.append(level)
-            with bind(self.place.values):
+            token = GUARD_VALUES.set(self.place.values)  # what the guarded statements read
+            try:
                 if not any(view.mount.row_level_security for view in self.place.levels):
                     return handler()
                 with row_level_security_settings(self):
                     return handler()
+            finally:
+                GUARD_VALUES.reset(token)
         except HTTPException as exc:
             return problem_response(exc)
 

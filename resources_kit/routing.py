@@ -135,7 +135,9 @@ class Router:
             self._check_mount(mount, options.url_variable)
         self.mounts.extend(new)
         for app in self._apps:  # registered after init_app: checked at the first request
-            self._checked = False
+            if self._checked:
+                self._checked = False
+                app.before_request(self._check_late_mounts)
             self._check_database(app)
             for mount in new:
                 _add_rules(app.add_url_rule, self.url_prefix, mount)
@@ -212,7 +214,6 @@ class Router:
             return
         app = app_or_blueprint
         self._check_mounts()
-        app.before_request(self._check_late_mounts)
         for mount in self.mounts:
             _add_rules(app.add_url_rule, self.url_prefix, mount)
         self._add_docs(app.add_url_rule, self.url_prefix, self.url_prefix)

@@ -66,7 +66,8 @@ class TenantScopeMixin(_Base):
             raise HTTPError(403, "No tenant scope for this request.")
         declared = type(self).scope_columns
         if declared is None:
-            warn_cross_tenant_uniques(type(self), tuple(kwargs))
+            if type(self) not in _warned:
+                warn_cross_tenant_uniques(type(self), tuple(kwargs))
         elif set(kwargs) != set(declared):
             raise ImproperlyConfigured(
                 f"{type(self).__name__}.get_base_query_kwargs() returned {sorted(kwargs)}, "

@@ -14,8 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -123,24 +122,11 @@ def run_write(view: WriterView, write: Write) -> Response:
         before = {key: getattr(write.item, key) for key in references} if write.item else {}
         check_references(view, write.data, before, write.server_values)  # before any SQL
         before |= {key: write.data[key] for key in references if key in write.data}
-        with no_commit(view, write):
-            obj = write.perform(write)
-        write.rows = [obj] if obj is not None else new_rows(view)
-        new = [row for row in write.rows if added_here(row)]
-        if write.moves_refused:
-            check_moved(write, [row for row in write.rows if row not in new])
-        stamp(write)  # an overridden perform step cannot move a row
-        for row in new:
-            view.check_object_permissions(row)
-        with session.no_autoflush, no_commit(view, write):  # pre: nothing flushed yet
-            callbacks(view, "pre", write, obj)
-        stamp(write)
-        session.flush()
-        with no_commit(view, write):
-            callbacks(view, "post", write, obj)
-        session.flush()
-        check_written(view, write, before)
-        read_back(view, obj, write.data)
+        token = _writing.set(f"the {write.operation} of {type(view).__name__}")
+        try:  # a commit by the perform step or a callback is refused (refuse_commit)
+            obj = perform_write(view, write, before)
+        finally:
+            _writing.reset(token)
         response = respond(view, write, obj)
         if response.status_code >= 400:  # an action that answered an error writes nothing
             session.rollback()
@@ -156,6 +142,29 @@ def run_write(view: WriterView, write: Write) -> Response:
         raise
     after_commit(view, write, obj)
     return response
+
+
+def perform_write(view: WriterView, write: Write, before: dict[str, Any]) -> Any:
+    """Steps 3 to 5: the perform step, stamping, callbacks around the flush, the checks
+    of every row written. Returns the object written."""
+    session = write.session
+    obj = write.perform(write)
+    write.rows = [obj] if obj is not None else new_rows(view)
+    new = [row for row in write.rows if added_here(row)]
+    if write.moves_refused:
+        check_moved(write, [row for row in write.rows if row not in new])
+    stamp(write)  # an overridden perform step cannot move a row
+    for row in new:
+        view.check_object_permissions(row)
+    with session.no_autoflush:  # pre callbacks see nothing flushed, as documented
+        callbacks(view, "pre", write, obj)
+    stamp(write)
+    session.flush()
+    callbacks(view, "post", write, obj)
+    session.flush()
+    check_written(view, write, before)
+    read_back(view, obj, write.data)
+    return obj
 
 
 def respond(view: WriterView, write: Write, obj: Any) -> Response:
@@ -206,20 +215,9 @@ def check_moved(write: Write, rows: list[Any]) -> None:
 _writing: ContextVar[str | None] = ContextVar("resources_kit_writing", default=None)
 
 
-@contextmanager
-def no_commit(view: Any, write: Write) -> Iterator[None]:
-    """While the block runs, a ``session.commit()`` (a hook's or a callback's) is refused:
-    the write commits once, after every check, or not at all."""
-    if not event.contains(Session, "before_commit", refuse_commit):
-        event.listen(Session, "before_commit", refuse_commit)
-    token = _writing.set(f"the {write.operation} of {type(view).__name__}")
-    try:
-        yield
-    finally:
-        _writing.reset(token)
-
-
 def refuse_commit(session: Session) -> None:
+    """While a write's perform step and callbacks run, a ``session.commit()`` of theirs is
+    refused: the write commits once, after every check, or not at all."""
     what = _writing.get()
     if what is not None:
         raise HTTPError(
@@ -561,3 +559,7 @@ class DeleteMixin(_Base):
         deleted row."""
         self.perform_delete(write.item)
         return write.item
+
+
+# One listener for every session: it acts only inside a write (see refuse_commit).
+event.listen(Session, "before_commit", refuse_commit)
