@@ -33,7 +33,7 @@ from sqlalchemy.sql.elements import BindParameter
 from .actions import ExtraAction
 from .columns import exact_equals
 from .errors import ImproperlyConfigured, ResourcesKitError
-from .options import ResourceOptions, options_for
+from .options import ResourceOptions, foreign_keys, options_for
 
 #: Statements kept per mount, least recently used dropped first.
 STATEMENTS_KEPT = 256
@@ -262,13 +262,7 @@ def find_parent_key(
                 f"{child.__name__}: parent_field={parent_field!r} is not a column attribute of "
                 f"{child_model}."
             )
-        columns = child_mapper.column_attrs[parent_field].columns
-        fks = [
-            fk
-            for column in columns
-            for fk in getattr(column, "foreign_keys", ())
-            if fk.column.table in parent_mapper.tables
-        ]
+        fks = foreign_keys(child_mapper.column_attrs[parent_field].columns, parent_mapper)
         if len(fks) != 1:
             raise ImproperlyConfigured(
                 f"{child.__name__}: {child_model}.{parent_field} has no foreign key to "

@@ -319,6 +319,16 @@ def _compile(cls: type[Any]) -> ResourceOptions:
     return replace(options, list_config=compile_list(options)) if compile_list else options
 
 
+def foreign_keys(columns: Any, target: Mapper[Any]) -> list[Any]:
+    """The foreign keys of ``columns`` that refer to a table of ``target``."""
+    return [
+        fk
+        for column in columns
+        for fk in getattr(column, "foreign_keys", ())
+        if fk.column.table in target.tables
+    ]
+
+
 def _permission(cls: type[Any]) -> Permission | None:
     try:
         return combine(cls.permissions)
@@ -341,12 +351,7 @@ def _references(cls: type[Any], mapper: Mapper[Any]) -> dict[str, tuple[type[Any
             )
         target_mapper: Mapper[Any] = sa.inspect(target_model)
         prop = mapper.column_attrs.get(key)
-        fks = [
-            fk
-            for column in (prop.columns if prop is not None else [])
-            for fk in getattr(column, "foreign_keys", ())
-            if fk.column.table in target_mapper.tables
-        ]
+        fks = foreign_keys(prop.columns if prop is not None else [], target_mapper)
         if len(fks) != 1:
             raise ImproperlyConfigured(
                 f"{cls.__name__}.references names {key!r}, which is not a foreign key to "

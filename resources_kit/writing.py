@@ -453,6 +453,20 @@ class WriteHooks:
         values = {**self.place.url_kwargs, self.options.url_variable: value}
         return url_for(f".{self.mount.endpoint}_item", **values)
 
+    def change_item(self, operation: str) -> Response:
+        """A PUT (``"update"``) or PATCH (``"patch"``) of the item the URL names: found
+        inside the row policy, ``If-Match`` checked, the body loaded, one write."""
+        obj = self.get_object()
+        self.check_object(obj)
+        self.check_preconditions(obj)
+        server_values = self.get_server_values(obj)
+        data = self.get_request_data(operation, server_values)
+        return self.save(Write(operation, data, server_values, self.perform_update_step, obj))
+
+    def perform_update_step(self, write: Write) -> Any:
+        """The perform step of a PUT or PATCH: :meth:`perform_update` on the item."""
+        return updated_object(self, write.item, self.perform_update(write.item, write.data))
+
     def save(self, write: Write) -> Response:
         """Run ``write`` as one transaction (see this module's docstring)."""
         return run_write(self, write)
@@ -513,32 +527,14 @@ class UpdateMixin(_Base):
     """``PUT`` on an item: the full body is validated; the fields it holds are written."""
 
     def update(self) -> Response:
-        obj = self.get_object()
-        self.check_object(obj)
-        self.check_preconditions(obj)
-        server_values = self.get_server_values(obj)
-        data = self.get_request_data("update", server_values)
-        return self.save(Write("update", data, server_values, self.perform_update_step, obj))
-
-    def perform_update_step(self, write: Write) -> Any:
-        """The perform step of a PUT: :meth:`perform_update` on the item."""
-        return updated_object(self, write.item, self.perform_update(write.item, write.data))
+        return self.change_item("update")
 
 
 class PatchMixin(_Base):
     """``PATCH`` on an item: loaded ``partial=True``; only the fields sent are touched."""
 
     def partial_update(self) -> Response:
-        obj = self.get_object()
-        self.check_object(obj)
-        self.check_preconditions(obj)
-        server_values = self.get_server_values(obj)
-        data = self.get_request_data("patch", server_values)
-        return self.save(Write("patch", data, server_values, self.perform_patch_step, obj))
-
-    def perform_patch_step(self, write: Write) -> Any:
-        """The patch's perform step: :meth:`perform_update` with the fields sent."""
-        return updated_object(self, write.item, self.perform_update(write.item, write.data))
+        return self.change_item("patch")
 
 
 class DeleteMixin(_Base):
