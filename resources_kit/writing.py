@@ -122,7 +122,8 @@ def run_write(view: WriterView, write: Write) -> Response:
         before = {key: getattr(write.item, key) for key in references} if write.item else {}
         check_references(view, write.data, before, write.server_values)  # before any SQL
         before |= {key: write.data[key] for key in references if key in write.data}
-        token = _writing.set(f"the {write.operation} of {type(view).__name__}")
+        real = session() if isinstance(session, scoped_session) else session
+        token = _writing.set((real, f"the {write.operation} of {type(view).__name__}"))
         try:  # a commit by the perform step or a callback is refused (refuse_commit)
             obj = perform_write(view, write, before)
         finally:
@@ -211,19 +212,20 @@ def check_moved(write: Write, rows: list[Any]) -> None:
         raise unprocessable(moved)
 
 
-#: The write in progress in this context, while a hook or callback of it runs.
-_writing: ContextVar[str | None] = ContextVar("resources_kit_writing", default=None)
+#: The session of the write in progress in this context and what the write is, while its
+#: perform step and callbacks run.
+_writing: ContextVar[tuple[Session, str] | None] = ContextVar("resources_kit_writing", default=None)
 
 
 def refuse_commit(session: Session) -> None:
     """While a write's perform step and callbacks run, a ``session.commit()`` of theirs is
     refused: the write commits once, after every check, or not at all."""
-    what = _writing.get()
-    if what is not None:
+    writing = _writing.get()
+    if writing is not None and writing[0] is session:  # another session commits freely
         raise HTTPError(
             500,
-            f"A hook or callback of {what} called session.commit(); the library commits the "
-            "write once, after its checks. Remove the commit (see Callbacks in the docs).",
+            f"A hook or callback of {writing[1]} called session.commit(); the library commits "
+            "the write once, after its checks. Remove the commit (see Callbacks in the docs).",
         )
 
 

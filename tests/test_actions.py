@@ -9,6 +9,7 @@ import marshmallow as ma
 import pytest
 from flask import Flask, Response
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from resources_kit import Callback, ImproperlyConfigured, ModelResource, Router, action, signals
 
@@ -395,3 +396,26 @@ def test_a_callback_list_naming_no_action_is_refused(attribute: str) -> None:
     broken = type("Broken", (Misnamed,), {attribute: [AuditAction]})
     with pytest.raises(ImproperlyConfigured, match="names no operation"):
         Router().register(broken)
+
+
+class OwnSessionAudit(Callback):
+    """Writes through a session of its own, committed on its own: not the write's."""
+
+    def execute(self) -> None:
+        with Session(db.engine) as own:
+            own.add(Audit(operation="side", table="teachers", row_id=None))
+            own.commit()
+
+
+def test_a_callback_may_commit_a_session_of_its_own(app: Flask, database: Any) -> None:
+    class SideLogged(ScopedTeacherResource):
+        name = "side-logged"
+        pre_create_callbacks = [OwnSessionAudit]
+
+    with running(make_app(lambda r: r.register(SideLogged))) as client:
+        rows = seed_two_schools()
+        response = client.post(
+            "/api/side-logged", json={"name": "Eve"}, headers=school(rows["one"])
+        )
+        assert response.status_code == 201
+        assert db.session.execute(select(Audit.operation)).scalars().all() == ["side"]
