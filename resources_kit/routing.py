@@ -25,7 +25,7 @@ from .nesting import Mount, Registry, find_parent_key
 from .openapi import build_document
 from .options import options_for, restricts_rows
 from .resource import Resource
-from .tenancy import TenantScopeMixin
+from .tenancy import TenantScopeMixin, warn_cross_tenant_uniques
 
 R = TypeVar("R", bound=type[Resource])
 
@@ -172,6 +172,8 @@ class Router:
         options = options_for(resource)
         for column in columns:
             options.column(column)  # a misspelled column must not leave a table unguarded
+        if columns and resource.scope_columns is None:  # the scope columns, known here
+            warn_cross_tenant_uniques(resource, columns)
         return columns
 
     def _check_mount(self, mount: Mount, url_variable: str) -> None:

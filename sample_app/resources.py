@@ -174,6 +174,9 @@ class TeacherResource(TenantScopeMixin, AuditedResource, ModelResource):
 
     #: Admins change teachers; teachers and auditors read them.
     permissions = [IsAuthenticated, SchoolAdmin | ReadOnly]
+    #: What get_base_query_kwargs() returns: checked at registration (no unique value may
+    #: span schools) and on every request.
+    scope_columns = ["school_id"]
 
     def get_base_query_kwargs(self) -> dict[str, Any]:
         return {"school_id": self.current_user().school_id}

@@ -493,6 +493,13 @@ def test_a_unique_value_across_tenants_is_reported_at_registration() -> None:
     with pytest.warns(ResourcesKitWarning, match=r"unique on \(email\) across tenants"):
         Router().register(Members)
 
+    class Guarded(Members):  # the scope columns named by row-level security instead
+        name = "guarded-members"
+        scope_columns = None
+
+    with pytest.warns(ResourcesKitWarning, match=r"unique on \(email\) across tenants"):
+        Router(row_level_security=["tenant"]).register(Guarded)
+
     from flask import Flask
 
     app = Flask(__name__)
