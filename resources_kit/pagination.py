@@ -16,8 +16,11 @@ carry, and a forged or altered one is a 400.
 from __future__ import annotations
 
 import base64
+import datetime
+import enum
 import hashlib
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -31,7 +34,7 @@ from sqlalchemy import Select
 
 from . import nesting
 from .errors import ImproperlyConfigured, bad_parameter
-from .querying import SortPlan, after_position, sort_spec
+from .querying import ExactFloat, FieldPath, SortPlan, after_position, sort_spec
 
 if TYPE_CHECKING:
     from .resource import Resource
@@ -149,26 +152,42 @@ class CursorPagination(Pagination):
     def paginate(
         self, view: Resource, query: Select[Any], args: Mapping[str, Any], plan: SortPlan
     ) -> Page:
+        """One page after ``args["cursor"]`` (the first without one), in ``plan``'s order."""
         limit: int = args["limit"]
         statement = view.mount.statements.derive(query, "cursor", lambda: nesting.limited(query))
         if args.get("cursor"):
             position = self.decode(view, plan, args["cursor"])
             statement = statement.where(after_position(plan, position))  # before ORDER BY
-        rows = [row[0] for row in fetch(view, statement, {"rk_limit": limit + 1})]
-        items = rows[:limit]
+        floats = [path for path, _ in plan if path.is_float]
+        if floats:  # read as stored: the driver may round what it sends
+            statement = statement.add_columns(*(ExactFloat(path.attr) for path in floats))
+        rows = fetch(view, statement, {"rk_limit": limit + 1})
+        items = [row[0] for row in rows[:limit]]
         if len(rows) <= limit:
             return Page(items, {"next": None})
-        cursor = self.encode(view, plan, items[-1])
+        exact = dict(zip((path.key for path in floats), rows[limit - 1][1:], strict=True))
+        cursor = self.encode(view, plan, items[-1], exact)
         return Page(items, {"next": cursor}, {"next": page_url(cursor=cursor)})
 
-    def encode(self, view: Resource, plan: SortPlan, obj: Any) -> str:
+    def encode(
+        self, view: Resource, plan: SortPlan, obj: Any, exact: Mapping[str, Any] | None = None
+    ) -> str:
+        """The cursor of the position after ``obj``: its sort values (those in ``exact``,
+        by path key, as the database read them) sealed."""
+        exact = exact or {}
         values = [
-            _jsonable(path.field.serialize("value", {"value": getattr(obj, path.attr.key)}))
+            cursor_value(
+                path, exact[path.key] if path.key in exact else getattr(obj, path.attr.key)
+            )
             for path, _ in plan
         ]
-        return seal(secret_key(view), view.mount.endpoint, {"s": sort_spec(plan), "v": values})
+        payload = {"s": sort_spec(plan), "v": values}
+        return seal(secret_key(view), view.mount.endpoint, payload)
 
     def decode(self, view: Resource, plan: SortPlan, raw: str) -> list[Any]:
+        """The sort values of a cursor ``encode`` made for this sort; a 400
+        names the mismatch otherwise."""
+
         def refuse(message: str) -> NoReturn:
             raise bad_parameter("cursor", message)
 
@@ -182,11 +201,84 @@ class CursorPagination(Pagination):
             refuse("Not a cursor this resource gave out.")
         try:
             return [
-                None if value is None else path.field.deserialize(value)
+                from_cursor_value(path, value)
                 for (path, _), value in zip(plan, values, strict=True)
             ]
-        except ma.ValidationError:
+        except (TypeError, ValueError):
             refuse("Not a cursor this resource gave out.")
+
+
+def _enum_names(path: FieldPath) -> Mapping[Any, str]:
+    type_ = path.attr.type
+    enum_class = getattr(type_, "enum_class", None)
+    if enum_class is None:
+        return {}
+    names: dict[Any, str] = {}
+    for member, stored in zip(enum_class.__members__.values(), type_.enums, strict=False):
+        names.setdefault(member, stored)
+    return names
+
+
+def cursor_value(path: FieldPath, value: Any) -> Any:
+    """A sort value as JSON, in the form the database compares: an Enum member as the
+    text it is stored as, a decimal exactly, a date or time in ISO 8601 (an aware one
+    keeps its offset, a date-time the backend returned without a zone stays without)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, enum.Enum):
+        return _enum_names(path)[value]
+    if isinstance(value, Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    raise TypeError(f"{path.key}: cannot keep a {type(value).__name__} in a cursor")
+
+
+def from_cursor_value(path: FieldPath, value: Any) -> Any:
+    """The value :func:`cursor_value` made, checked against the column's type
+    (``ValueError`` or ``TypeError`` when it does not fit)."""
+    if value is None:
+        return None
+    type_ = path.attr.type
+    if path.is_enum:
+        if not isinstance(value, str) or value not in type_.enums:
+            raise ValueError(value)
+        return value
+    try:
+        python_type = type_.python_type
+    except NotImplementedError:
+        return value
+    for kind, convert in _FROM_JSON:
+        if issubclass(python_type, kind):
+            return convert(value)
+    return value
+
+
+def _expect(kind: type | tuple[type, ...], convert: Any) -> Any:
+    def check(value: Any) -> Any:
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise TypeError(value)
+        return convert(value)
+
+    return check
+
+
+#: Column python type -> what turns its JSON cursor value back into one, in this order
+#: (bool before int, datetime before date).
+_FROM_JSON: tuple[tuple[type, Any], ...] = (
+    (bool, _expect(bool, bool)),
+    (int, _expect(int, int)),
+    (float, _expect((int, float), float)),
+    (Decimal, _expect(str, Decimal)),
+    (datetime.datetime, _expect(str, datetime.datetime.fromisoformat)),
+    (datetime.date, _expect(str, datetime.date.fromisoformat)),
+    (datetime.time, _expect(str, datetime.time.fromisoformat)),
+    (datetime.timedelta, _expect((int, float), lambda s: datetime.timedelta(seconds=s))),
+    (uuid.UUID, _expect(str, uuid.UUID)),
+    (str, _expect(str, str)),
+)
 
 
 def secret_key(view: Resource) -> str | bytes:
@@ -219,10 +311,6 @@ def unseal(secret: str | bytes, endpoint: str, raw: str) -> Any:
         return json.loads(_fernet(secret, endpoint).decrypt(raw.encode("utf-8")))
     except (InvalidToken, ValueError):
         return None
-
-
-def _jsonable(value: Any) -> Any:
-    return str(value) if isinstance(value, Decimal) else value
 
 
 #: The ``pagination = "..."`` shorthands.

@@ -266,7 +266,7 @@ def _condition(path: FieldPath, operator: str, value: Any) -> Any:
         if operator in ("", "ne"):
             return attr.is_(None) if operator == "" else attr.is_not(None)
         raise ma.ValidationError(f"'{operator}' cannot compare with null.")
-    converted = _convert(path, value)
+    converted = sa.literal(_convert(path, value), attr.type)  # typed: `flag < true` too
     if operator == "":
         return attr == converted
     return {
@@ -370,6 +370,31 @@ def _stored_as_mysql(element: StoredAs, compiler: Any, **kw: Any) -> str:
     return f"CAST({compiler.process(element.clauses, **kw)} AS {'FLOAT' if single else 'DOUBLE'})"
 
 
+class ExactFloat(FunctionElement[Any]):
+    """A float column read in full: MariaDB sends a single-precision ``FLOAT`` as text
+    with 6 digits (1/3 arrives as 0.333333, another number than the one stored), so a
+    keyset position read from it would not find its own row; as a ``DOUBLE`` it arrives
+    exactly. Elsewhere the column as it is."""
+
+    inherit_cache = True
+    name = "exact_float"
+
+    def __init__(self, column: Any) -> None:
+        super().__init__(column)
+        self.type = column.type
+
+
+@compiles(ExactFloat)
+def _exact_float(element: ExactFloat, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(ExactFloat, "mysql")
+@compiles(ExactFloat, "mariadb")
+def _exact_float_mysql(element: ExactFloat, compiler: Any, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS DOUBLE)"
+
+
 def order_terms(path: FieldPath, descending: bool) -> list[Any]:
     """ORDER BY terms with NULL after every value ascending, before every value descending."""
     attr, key = path.attr, path.sort_key
@@ -410,8 +435,8 @@ def after_position(plan: Sequence[tuple[FieldPath, bool]], values: Sequence[Any]
     equal_so_far: list[Any] = []
     for (path, descending), value in zip(plan, values, strict=True):
         attr, key, nullable = path.attr, path.sort_key, path.nullable
-        if value is not None and path.is_float:
-            value = StoredAs(value, attr.type)
+        if value is not None:  # bound with the key's type: `flag > true` needs one
+            value = StoredAs(value, attr.type) if path.is_float else sa.literal(value, key.type)
         after: Any
         if value is None:
             after = attr.is_not(None) if descending else false()
