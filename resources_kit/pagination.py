@@ -173,7 +173,7 @@ class CursorPagination(Pagination):
         self, view: Resource, plan: SortPlan, obj: Any, exact: Mapping[str, Any] | None = None
     ) -> str:
         """The cursor of the position after ``obj``: its sort values (those in ``exact``,
-        by path key, as the database read them) sealed."""
+        by path key, as the database read them) sealed with the request's binding."""
         exact = exact or {}
         values = [
             cursor_value(
@@ -181,11 +181,11 @@ class CursorPagination(Pagination):
             )
             for path, _ in plan
         ]
-        payload = {"s": sort_spec(plan), "v": values}
+        payload = {"s": sort_spec(plan), "b": binding(view), "v": values}
         return seal(secret_key(view), view.mount.endpoint, payload)
 
     def decode(self, view: Resource, plan: SortPlan, raw: str) -> list[Any]:
-        """The sort values of a cursor ``encode`` made for this sort; a 400
+        """The sort values of a cursor ``encode`` made for this URL, scope and sort; a 400
         names the mismatch otherwise."""
 
         def refuse(message: str) -> NoReturn:
@@ -196,6 +196,11 @@ class CursorPagination(Pagination):
             refuse("Not a cursor this resource gave out.")
         if not isinstance(data, dict) or data.get("s") != sort_spec(plan):
             refuse("The cursor belongs to another sort order; start again without a cursor.")
+        if data.get("b") != binding(view):
+            refuse(
+                "The cursor belongs to another list (other ids in the URL, or another "
+                "tenant); start again without a cursor."
+            )
         values = data.get("v")
         if not isinstance(values, list) or len(values) != len(plan):
             refuse("Not a cursor this resource gave out.")
@@ -206,6 +211,17 @@ class CursorPagination(Pagination):
             ]
         except (TypeError, ValueError):
             refuse("Not a cursor this resource gave out.")
+
+
+def binding(view: Resource) -> str:
+    """What a cursor is valid for besides its mount: the ids in the URL and the scope of
+    every level (a digest, so that the cursor reveals neither)."""
+    levels = [
+        sorted((key, str(value)) for key, value in level.scope.items()) for level in view.levels
+    ]
+    url = sorted((key, str(value)) for key, value in view.url_kwargs.items())
+    text = json.dumps([url, levels], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def _enum_names(path: FieldPath) -> Mapping[Any, str]:

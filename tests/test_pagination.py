@@ -419,6 +419,47 @@ def sortables(app: Any) -> Any:
         yield client
 
 
+def test_cursor_is_bound_to_the_ids_in_the_url_and_the_scope(database: Any) -> None:
+    """docs/list-queries.rst: a cursor is valid for the list that gave it out only."""
+    from resources_kit import ListMixin, Resource, Router, TenantScopeMixin
+
+    from .conftest import running, seed_two_schools
+    from .models import StudentSchema, TeacherSchema, current_school
+
+    class Teachers(TenantScopeMixin, ListMixin, Resource):
+        name, model, schema, pagination = "teachers", Teacher, TeacherSchema, "cursor"
+
+        def get_base_query_kwargs(self) -> dict[str, Any]:
+            return {"school_id": current_school()}
+
+    class Students(ListMixin, Resource):
+        name, model, schema, pagination = "students", Student, StudentSchema, "cursor"
+
+    def register(router: Router) -> None:
+        router.register(Teachers)
+        router.register(Students, parent=Teachers)
+
+    with running(make_app(register)) as client:
+        ids = seed_two_schools()
+        seed(
+            Teacher(name="Al", school_id=ids["one"]),
+            Teacher(name="Bo", school_id=ids["two"]),
+            Student(name="Ed", teacher_id=ids["ada"]),
+        )
+        one, two = {"X-School": str(ids["one"])}, {"X-School": str(ids["two"])}
+        cursor = client.get("/api/teachers?limit=1", headers=one).json["next"]
+        assert client.get(f"/api/teachers?limit=1&cursor={cursor}", headers=one).status_code == 200
+        other = client.get(f"/api/teachers?limit=1&cursor={cursor}", headers=two)
+        assert other.status_code == 400
+        assert "another list" in other.json["errors"]["cursor"][0]
+        ada = f"/api/teachers/{ids['ada']}/students?limit=1"
+        cursor = client.get(ada, headers=one).json["next"]
+        assert client.get(f"{ada}&cursor={cursor}", headers=one).status_code == 200
+        al = database.session.query(Teacher).filter_by(name="Al").one()
+        elsewhere = f"/api/teachers/{al.id}/students?limit=1&cursor={cursor}"
+        assert client.get(elsewhere, headers=one).status_code == 400
+
+
 def test_boolean_column_compares_in_filters(sortables: Any) -> None:
     from .conftest import reset_database
 
