@@ -95,14 +95,18 @@ def _json_kind(value: Any) -> str:
     return "an array"
 
 
-def check_query_args(allowed: Collection[str], disabled: Mapping[str, str] | None = None) -> None:
+def check_query_args(
+    allowed: Collection[str],
+    disabled: Mapping[str, str] | None = None,
+    repeatable: Collection[str] = (),
+) -> None:
     """Refuse any query parameter not in ``allowed`` (``disabled`` says why for some), and
-    any given more than once."""
+    any given more than once but those in ``repeatable`` (``?ids=1&ids=2``)."""
     errors: dict[str, list[str]] = {}
     for key in request.args:
         if key not in allowed:
             errors[key] = [(disabled or {}).get(key, "Unknown query parameter.")]
-        elif len(request.args.getlist(key)) > 1:
+        elif len(request.args.getlist(key)) > 1 and key not in repeatable:
             errors[key] = ["Given more than once."]
     if errors:
         names = ", ".join(sorted(errors))
@@ -128,9 +132,21 @@ class QueryParser(FlaskParser):
 query_parser = QueryParser(location="query", unknown=ma.EXCLUDE)
 
 
+def takes_many(field: ma.fields.Field[Any]) -> bool:
+    """Whether a query parameter may be given more than once, each a value of a list: a
+    ``List`` or ``Tuple`` field (webargs's rule, ``is_multiple`` deciding where set; a
+    ``DelimitedList`` takes one comma-separated value)."""
+    multiple = getattr(field, "is_multiple", None)
+    if multiple is not None:
+        return bool(multiple)
+    return isinstance(field, ma.fields.List | ma.fields.Tuple)
+
+
 def parse_query(schema: ma.Schema, disabled: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The query string loaded with ``schema``: strict (every name one of its fields, each
-    given once) and typed; a 400 names every bad parameter."""
-    check_query_args([field.data_key or name for name, field in schema.fields.items()], disabled)
+    given once unless it is a list) and typed; a 400 names every bad parameter."""
+    names = {field.data_key or name: field for name, field in schema.fields.items()}
+    repeatable = [name for name, field in names.items() if takes_many(field)]
+    check_query_args(names, disabled, repeatable)
     args: dict[str, Any] = query_parser.parse(schema, request)
     return args
