@@ -21,7 +21,7 @@ import enum
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -215,11 +215,15 @@ class CursorPagination(Pagination):
 
 def binding(view: Resource) -> str:
     """What a cursor is valid for besides its mount: the ids in the URL and the scope of
-    every level (a digest, so that the cursor reveals neither)."""
-    levels = [
-        sorted((key, str(value)) for key, value in level.scope.items()) for level in view.levels
-    ]
-    url = sorted((key, str(value)) for key, value in view.url_kwargs.items())
+    every level."""
+    return cursor_binding(view.url_kwargs, [level.scope for level in view.levels])
+
+
+def cursor_binding(url_kwargs: Mapping[str, Any], scopes: Sequence[Mapping[str, Any]]) -> str:
+    """A digest of the URL's ids and each level's scope (so that the cursor reveals
+    neither): ``binding(view)`` for a view's own."""
+    levels = [sorted((key, str(value)) for key, value in scope.items()) for scope in scopes]
+    url = sorted((key, str(value)) for key, value in url_kwargs.items())
     text = json.dumps([url, levels], separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
