@@ -55,6 +55,8 @@ MAX_SEARCH_LENGTH = 200
 class ListOptions(Protocol):
     """The compiled allow-lists the list pieces read (``ResourceOptions`` has them)."""
 
+    #: The resource class.
+    resource: type[Any]
     filter_paths: Mapping[str, FieldPath]
     search_paths: Mapping[str, FieldPath]
     sort_paths: Mapping[str, FieldPath]
@@ -515,6 +517,13 @@ class Filtering:
     def __init__(self, options: ListOptions) -> None:
         self.filter_paths = options.filter_paths
         self.search_paths = options.search_paths
+        taken = set(RESERVED_PARAMETERS) | set(getattr(options.resource, "list_args", ()))
+        #: Flat parameter (``price__gte``) -> its field, which parses to a WHERE clause.
+        self.flat_filters = {
+            name: field
+            for name, field in flat_filter_fields(self.filter_paths).items()
+            if name not in taken
+        }
 
     def get_args(self) -> dict[str, ma.fields.Field[Any]]:
         args: dict[str, ma.fields.Field[Any]] = {}
@@ -523,6 +532,7 @@ class Filtering:
                 lambda raw: parse_filters(raw, self.filter_paths),
                 metadata={"description": self.describe_filters(), "json_object": True},
             )
+            args.update(self.flat_filters)
         if self.search_paths:
             args["search"] = ma.fields.String(
                 validate=[
@@ -548,10 +558,113 @@ class Filtering:
         )
 
     def filter(self, query: Select[Any], args: Mapping[str, Any]) -> Select[Any]:
+        """``query`` narrowed by the parsed filters (``args["filters"]`` and each flat
+        filter parameter hold WHERE clauses) and the search term; all must hold."""
         clauses = list(args.get("filters", ()))
+        clauses.extend(args[name] for name in self.flat_filters if name in args)
         if "search" in args:
             clauses.append(search_clause(args["search"], self.search_paths))
         return query.where(*clauses) if clauses else query
+
+
+#: Query parameters of the built-in list pieces: a flat filter never takes their names.
+RESERVED_PARAMETERS = ("limit", "offset", "cursor", "sort", "search", "fields", "filters")
+
+
+def _flat_clause(path: FieldPath, operator: str, value: Any) -> Any:
+    """The WHERE clause of one flat filter parameter (text, or a list of texts)."""
+    if operator in ("in", "not_in"):
+        return path.where(_condition(path, operator, list(value)))
+    if not isinstance(value, str):
+        raise ma.ValidationError("Must be a single value.")
+    if operator == "isnull":
+        try:
+            flag = ma.fields.Boolean().deserialize(value)
+        except ma.ValidationError:
+            raise ma.ValidationError("'isnull' takes true or false.") from None
+        return path.where(_condition(path, "isnull", flag))
+    return path.where(_condition(path, operator, value))
+
+
+class _FlatFilter(ma.fields.Field):  # type: ignore[type-arg]
+    """``?price__gte=10``: one condition of ``?filters=`` as its own parameter; the text
+    is converted as a filter value is, and parses to the WHERE clause."""
+
+    def __init__(self, path: FieldPath, operator: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path, self.operator = path, operator
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        return _flat_clause(self.path, self.operator, value)
+
+
+class _FlatListFilter(ma.fields.List):  # type: ignore[type-arg]
+    """``?name__in=Ada&name__in=Bob``: repeated, each a value of the list."""
+
+    def __init__(self, path: FieldPath, operator: str, **kwargs: Any) -> None:
+        super().__init__(ma.fields.String(), **kwargs)
+        self.path, self.operator = path, operator
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        texts = super()._deserialize(value, attr, data, **kwargs)
+        return _flat_clause(self.path, self.operator, texts)
+
+
+def flat_filter_fields(paths: Mapping[str, FieldPath]) -> dict[str, ma.fields.Field[Any]]:
+    """The flat filter parameters of ``paths``: ``field`` (equals) and ``field__op`` for
+    each operator that applies to it, documented for OpenAPI."""
+    fields: dict[str, ma.fields.Field[Any]] = {}
+    for key, path in paths.items():
+        for operator in ("", *OPERATORS):
+            if operator in TEXT_OPERATORS and not path.is_text:
+                continue
+            name = f"{key}__{operator}" if operator else key
+            field_class: Any = _FlatListFilter if operator in ("in", "not_in") else _FlatFilter
+            meaning = FLAT_MEANINGS[operator]
+            metadata: dict[str, Any] = {"description": f"{key}: {meaning}."}
+            if operator == "isnull":
+                metadata["type"] = "boolean"
+            elif operator in ("in", "not_in"):
+                metadata["items"] = _json_type(path)
+            else:
+                metadata |= _json_type(path)
+            # A dotted name would load as a nested dict: the field's own name has none.
+            fields[name.replace(".", ":")] = field_class(
+                path, operator, data_key=name, metadata=metadata
+            )
+    return fields
+
+
+def _json_type(path: FieldPath) -> dict[str, str]:
+    """The OpenAPI type of a filter value of ``path``."""
+    field = path.field
+    for field_class, schema in (
+        (ma.fields.Boolean, {"type": "boolean"}),
+        (ma.fields.Integer, {"type": "integer"}),
+        (ma.fields.Number, {"type": "number"}),
+        (ma.fields.DateTime, {"type": "string", "format": "date-time"}),
+        (ma.fields.Date, {"type": "string", "format": "date"}),
+        (ma.fields.UUID, {"type": "string", "format": "uuid"}),
+    ):
+        if isinstance(field, field_class):
+            return schema
+    return {"type": "string"}
+
+
+FLAT_MEANINGS = {
+    "": "equals",
+    "ne": "not equal",
+    "lt": "less than",
+    "lte": "at most",
+    "gt": "greater than",
+    "gte": "at least",
+    "in": "one of (repeat the parameter)",
+    "not_in": "none of (repeat the parameter)",
+    "contains": "contains the text",
+    "icontains": "contains the text, case-insensitively",
+    "startswith": "starts with the text",
+    "isnull": "is null (true) or not (false)",
+}
 
 
 def _no_nul(value: Any) -> None:
