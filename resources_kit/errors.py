@@ -145,9 +145,53 @@ _SQLITE_PHRASES = {
 
 
 _CONCURRENT = "The row was changed by a concurrent request; read it again and retry."
-#: Deadlock, serialization failure, lock wait timeout.
-_CONCURRENCY_SQLSTATES = {"40001", "40P01", "55P03"}
-_CONCURRENCY_ERRNOS = {1205, 1213}
+#: Deadlock, serialization failure: the transaction lost a race and may simply be retried.
+_CONCURRENCY_SQLSTATES = {"40001", "40P01"}
+_CONCURRENCY_ERRNOS = {1213}
+
+#: PostgreSQL SQLSTATE classes of a database that is down or overloaded: connection
+#: exception (08), insufficient resources (53: too many connections, out of memory),
+#: operator intervention (57: the backend terminated, the server shutting down, a
+#: statement timeout), system error (58); and a lock timeout.
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "58")
+_UNAVAILABLE_SQLSTATES = {"55P03"}
+#: MariaDB/MySQL: too many connections, shutdown, lock wait timeout, query interrupted,
+#: connection killed, statement timeouts (MariaDB, MySQL); every client error (2000-2999:
+#: cannot connect, server gone away, lost connection) too.
+_UNAVAILABLE_ERRNOS = {1040, 1053, 1205, 1317, 1927, 1969, 3024}
+#: SQLite: another connection holds the lock past the busy timeout; the file is gone.
+_SQLITE_UNAVAILABLE = ("database is locked", "unable to open database file", "disk I/O error")
+UNAVAILABLE = "The database is unavailable or overloaded; nothing was changed. Retry shortly."
+#: Seconds a client should wait before retrying after a 503 (``RESOURCES_KIT_RETRY_AFTER``).
+DEFAULT_RETRY_AFTER = 1
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a database error says the database is down, unreachable or overloaded
+    (a lost or refused connection, a timeout, too many connections), rather than that
+    the statement or the data is wrong."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    if type(orig).__module__.split(".")[0] == "psycopg":
+        sqlstate = getattr(orig, "sqlstate", None)
+        if sqlstate is None:  # raised by the client: no server answered
+            return isinstance(exc, OperationalError)
+        return sqlstate in _UNAVAILABLE_SQLSTATES or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+    errno = _mysql_errno(exc)
+    if errno is not None:
+        return errno in _UNAVAILABLE_ERRNOS or 2000 <= errno < 3000
+    text = str(orig)
+    return isinstance(exc, OperationalError) and any(p in text for p in _SQLITE_UNAVAILABLE)
+
+
+def service_unavailable() -> HTTPError:
+    """A 503 with ``Retry-After``: the database is down or overloaded, and the request
+    changed nothing."""
+    retry_after = current_app.config.get("RESOURCES_KIT_RETRY_AFTER", DEFAULT_RETRY_AFTER)
+    return HTTPError(503, UNAVAILABLE, headers={"Retry-After": str(retry_after)})
 #: MariaDB/MySQL errors that PyMySQL may report as OperationalError: a CHECK constraint
 #: (4025 on MariaDB), and values the column refuses (bad date or time, bad JSON, out of
 #: range, too long, not a number).
@@ -193,6 +237,8 @@ def from_database_error(exc: BaseException) -> HTTPError | None:
         return HTTPError(409, _CONCURRENT)
     if isinstance(exc, OperationalError) and _is_concurrency_failure(exc):
         return HTTPError(409, _CONCURRENT)
+    if is_unavailable(exc):
+        return service_unavailable()
     errno = _mysql_errno(exc)
     if isinstance(exc, DBAPIError) and errno in _MYSQL_CHECK_ERRNOS:
         return HTTPError(409, _CONFLICTS["check"])

@@ -23,12 +23,19 @@ from flask import Response, after_this_request, current_app, request, url_for
 from flask.views import MethodView
 from sqlalchemy import Result, Select, inspect, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session
 from werkzeug.exceptions import HTTPException
 
 from . import signals
 from .actions import ACTIONS, VERB_METHODS, ExtraAction
-from .database import bind_settings, replica_engine, request_settings, unbind_settings
+from .database import (
+    bind_settings,
+    database_failure,
+    replica_engine,
+    request_settings,
+    unbind_settings,
+)
 from .errors import (
     HTTPError,
     ImproperlyConfigured,
@@ -241,6 +248,11 @@ class Resource(MethodView):
                     unbind_settings(database)
         except HTTPException as exc:
             return problem_response(exc)
+        except DBAPIError as exc:  # a read's: a write translates its own in _transaction
+            failure = database_failure(exc, self.get_session())
+            if failure is None:
+                raise
+            return problem_response(failure)
 
     def _handler(self) -> Callable[[], Response]:
         if self.extra is not None:
