@@ -13,6 +13,7 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+import marshmallow as ma
 from sqlalchemy import (
     BigInteger,
     Date,
@@ -128,3 +129,33 @@ def column_normalizer(column: Column[Any]) -> Callable[[Any], Any] | None:
         return rounded if isinstance(value, Decimal) or type_.asdecimal else float(rounded)
 
     return normalize
+
+
+#: Fields that may load objects for a relationship (Pluck is a Nested).
+_MAY_LOAD_OBJECTS = (ma.fields.Nested, ma.fields.Raw, ma.fields.Function, ma.fields.Method)
+
+
+def unwritable(mapper: Any, field: Any, key: str) -> str | None:
+    """Why the default write path (``model(**data)``, ``setattr``) cannot store what
+    ``field`` loads into attribute ``key``, or ``None`` when it can: an attribute the
+    model does not have or cannot set, or a relationship given plain values (a list of
+    ids for a many-to-many) rather than objects."""
+    model = mapper.class_
+    if key in mapper.column_attrs:
+        return None
+    relationship = mapper.relationships.get(key)
+    if relationship is not None:
+        inner = field.inner if isinstance(field, ma.fields.List) else field
+        if isinstance(inner, _MAY_LOAD_OBJECTS):
+            return None  # may load objects (post_load, a deserialize function)
+        kind = "a list of values" if relationship.uselist else "a value"
+        return (
+            f"it loads {kind} into the relationship {model.__name__}.{key}, which holds "
+            "objects"
+        )
+    attribute = getattr(model, key, None)
+    if attribute is None:
+        return f"{model.__name__} has no attribute {key!r}"
+    if isinstance(attribute, property) and attribute.fset is None:
+        return f"{model.__name__}.{key} is a read-only property"
+    return None

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.attributes import InstrumentedAttribute
 
 from .actions import extra_actions
-from .columns import Check, column_check, column_normalizer, url_converter
+from .columns import Check, column_check, column_normalizer, unwritable, url_converter
 from .errors import ImproperlyConfigured
 from .querying import FieldPath, SortKey, compile_paths, split_sort
 
@@ -160,6 +160,8 @@ def _compile(cls: type[Any]) -> ResourceOptions:
     defaults = [key.key for key in default_sort if key.key not in sort_paths]
     sort_paths |= compile_paths(cls, mapper, list_schema, "default_sort", defaults)
     pk_keys = [pk.key for pk in primary_key]
+    schemas = {op: schema_class() for op, schema_class in schema_classes.items()}
+    _check_writable(cls, mapper, schemas)
     return ResourceOptions(
         resource=cls,
         model=model,
@@ -175,13 +177,39 @@ def _compile(cls: type[Any]) -> ResourceOptions:
         column_checks=checks,
         column_normalizers=normalizers,
         columns=columns,
-        schemas={op: schema_class() for op, schema_class in schema_classes.items()},
+        schemas=schemas,
         filter_paths=compile_paths(cls, mapper, list_schema, "filter_fields"),
         sort_paths=sort_paths,
         search_paths=compile_paths(cls, mapper, list_schema, "search_fields"),
         primary_key_paths=tuple(compile_paths(cls, mapper, list_schema, "pk", pk_keys).values()),
         **_read_back_keys(mapper),
     )
+
+
+#: Write operation -> the action method that serves it and the hook that writes.
+_WRITES = {
+    "create": ("create", "perform_create"),
+    "update": ("update", "perform_update"),
+    "patch": ("partial_update", "perform_update"),
+}
+
+
+def _check_writable(cls: type[Any], mapper: Mapper[Any], schemas: Mapping[str, Any]) -> None:
+    """Refuse, at registration, an input field the default ``perform_*`` cannot store (it
+    would be a 500 at the first write), unless the resource overrides that hook."""
+    for operation, (action, hook) in _WRITES.items():
+        method = getattr(cls, hook, None)
+        own_hook = getattr(method, "__qualname__", "") != f"Resource.{hook}"
+        if not callable(getattr(cls, action, None)) or own_hook:
+            continue
+        for name, loaded in schemas[operation].load_fields.items():
+            problem = unwritable(mapper, loaded, loaded.attribute or name)
+            if problem:
+                raise ImproperlyConfigured(
+                    f"{cls.__name__}: the {operation} schema's field {name!r} cannot be "
+                    f"written: {problem}. Make it dump_only, or override {hook}() to write "
+                    "it (for a many-to-many, load the rows the ids name and assign them)."
+                )
 
 
 def _read_back_keys(mapper: Mapper[Any]) -> dict[str, Any]:
