@@ -149,10 +149,7 @@ def unwritable(mapper: Any, field: Any, key: str) -> str | None:
         if isinstance(inner, _MAY_LOAD_OBJECTS):
             return None  # may load objects (post_load, a deserialize function)
         kind = "a list of values" if relationship.uselist else "a value"
-        return (
-            f"it loads {kind} into the relationship {model.__name__}.{key}, which holds "
-            "objects"
-        )
+        return f"it loads {kind} into the relationship {model.__name__}.{key}, which holds objects"
     attribute = getattr(model, key, None)
     if attribute is None:
         return f"{model.__name__} has no attribute {key!r}"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any, cast
 
 from flask import Response, current_app, request
+from sqlalchemy import UniqueConstraint
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
@@ -192,6 +194,8 @@ def service_unavailable() -> HTTPError:
     changed nothing."""
     retry_after = current_app.config.get("RESOURCES_KIT_RETRY_AFTER", DEFAULT_RETRY_AFTER)
     return HTTPError(503, UNAVAILABLE, headers={"Retry-After": str(retry_after)})
+
+
 #: MariaDB/MySQL errors that PyMySQL may report as OperationalError: a CHECK constraint
 #: (4025 on MariaDB), and values the column refuses (bad date or time, bad JSON, out of
 #: range, too long, not a number).
@@ -223,10 +227,54 @@ def conflict_kind(exc: Any) -> str | None:
     return None
 
 
-def from_database_error(exc: BaseException) -> HTTPError | None:
+_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (.+)$")
+_POSTGRES_KEY = re.compile(r"^Key \(([^)]*)\)=")
+_MYSQL_KEY = re.compile(r"for key '(?:[^']*\.)?([^'.]+)'$")
+
+
+def unique_columns(exc: BaseException, table: Any) -> list[str]:
+    """The names of the columns of ``table`` whose unique constraint an
+    ``IntegrityError`` broke (none when the driver does not say), read from the
+    constraint's name or the column list of the message, never from the values."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig).strip()
+    found = _SQLITE_UNIQUE.search(text)
+    if found:
+        return [part.strip().rpartition(".")[2] for part in found.group(1).split(",")]
+    diag = getattr(orig, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    if name is None and _mysql_errno(exc) == 1062:
+        key = _MYSQL_KEY.search(str(getattr(orig, "args", ("", ""))[-1]))
+        name = key.group(1) if key else None
+    if name is not None:
+        for constraint in [*table.constraints, *table.indexes]:
+            if constraint.name == name:
+                return [column.name for column in constraint.columns]
+        if name == "PRIMARY":
+            return [column.name for column in table.primary_key.columns]
+        if name in table.columns:  # MariaDB names an unnamed key after its first column
+            return _unique_set_starting_with(table, name)
+    detail = getattr(diag, "message_detail", None) or ""
+    columns = _POSTGRES_KEY.match(detail)
+    return [part.strip() for part in columns.group(1).split(",")] if columns else []
+
+
+def _unique_set_starting_with(table: Any, first: str) -> list[str]:
+    for constraint in [*table.constraints, *table.indexes]:
+        unique = isinstance(constraint, UniqueConstraint) or getattr(constraint, "unique", False)
+        names = [column.name for column in constraint.columns]
+        if unique and names and names[0] == first:
+            return names
+    return [first]
+
+
+def from_database_error(
+    exc: BaseException, conflict_fields: Callable[[BaseException], list[str]] | None = None
+) -> HTTPError | None:
     """The HTTP error for an error the database raised, or ``None`` for any other error.
 
-    The response names the kind of conflict only: never SQL, parameters or table names.
+    The response names the kind of conflict and, for a unique one, the fields
+    ``conflict_fields(exc)`` returns: never SQL, parameters, values or table names.
     """
     if isinstance(exc, StaleDataError):
         # A version column's compare-and-set found the row changed by another request.
@@ -246,9 +294,19 @@ def from_database_error(exc: BaseException) -> HTTPError | None:
         return HTTPError(422, _REFUSED_VALUE)
     if isinstance(exc, IntegrityError):
         kind = conflict_kind(exc)
+        detail = _CONFLICTS.get(
+            kind or "", "The change conflicts with the current state of the data."
+        )
+        fields = conflict_fields(exc) if kind == "unique" and conflict_fields else []
+        if not fields:
+            return HTTPError(409, detail)
+        taken = (
+            "A row with this value already exists."
+            if len(fields) == 1
+            else (f"A row with these values of {', '.join(fields)} already exists.")
+        )
         return HTTPError(
-            409,
-            _CONFLICTS.get(kind or "", "The change conflicts with the current state of the data."),
+            409, f"{detail[:-1]}: {', '.join(fields)}.", errors={name: [taken] for name in fields}
         )
     if isinstance(exc, DataError):
         return HTTPError(422, _REFUSED_VALUE)

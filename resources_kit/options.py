@@ -16,7 +16,7 @@ from sqlalchemy.orm.attributes import InstrumentedAttribute
 
 from .actions import extra_actions
 from .columns import Check, column_check, column_normalizer, unwritable, url_converter
-from .errors import ImproperlyConfigured
+from .errors import ImproperlyConfigured, unique_columns
 from .querying import FieldPath, SortKey, compile_paths, split_sort
 
 #: Operations whose schema ``Resource.get_schema`` returns.
@@ -83,6 +83,25 @@ class ResourceOptions:
         else:
             self.sparse_schemas.move_to_end(key)
         return schema
+
+    def conflict_fields(self, exc: BaseException) -> list[str]:
+        """The client's names (``data_key``) of the input fields holding the columns of
+        the unique constraint ``exc`` broke (a column the server sets, such as the
+        parent's key, is not one); none when no input field holds them."""
+        table = self.mapper.local_table
+        columns = unique_columns(exc, table)
+        keys = [
+            self.mapper.get_property_by_column(table.columns[name]).key
+            for name in columns
+            if name in table.columns
+        ]
+        names: dict[str, None] = {}
+        for key in keys:
+            for operation in ("create", "update", "patch"):
+                for name, loaded in self.schemas[operation].load_fields.items():
+                    if (loaded.attribute or name) == key:
+                        names[loaded.data_key or name] = None
+        return list(names)
 
     def column(self, key: str) -> InstrumentedAttribute[Any]:
         try:

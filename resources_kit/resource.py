@@ -699,7 +699,7 @@ class Resource(MethodView):
             _commit(session)
         except BaseException as exc:
             session.rollback()
-            translated = from_database_error(exc)
+            translated = from_database_error(exc, self.options.conflict_fields)
             if translated is not None:
                 raise translated from exc
             if isinstance(exc, ma.ValidationError):

@@ -199,7 +199,9 @@ def test_unique_conflict_on_create_is_409_and_session_stays_usable(
     problem = assert_problem(
         client.post("/api/teachers", json={"name": "Eve", "email": "ada@example.org"}), 409
     )
-    assert problem["detail"] == "A row with the same unique value already exists."
+    assert problem["detail"] == "A row with the same unique value already exists: email."
+    assert problem["errors"] == {"email": ["A row with this value already exists."]}
+    assert "ada@example.org" not in json.dumps(problem)  # never another row's value
     assert snapshot() == before
     assert (
         client.post("/api/teachers", json={"name": "Eve", "email": "eve@example.org"}).status_code
@@ -214,7 +216,9 @@ def test_unique_conflict_on_update_is_409(client: Any, teacher: int, method: str
     response = getattr(client, method)(
         f"/api/teachers/{teacher}", json={"name": "Ada", "email": "bob@example.org"}
     )
-    assert_problem(response, 409)
+    problem = assert_problem(response, 409)
+    assert problem["errors"] == {"email": ["A row with this value already exists."]}
+    assert "bob@example.org" not in json.dumps(problem)
     assert snapshot() == before
 
 
@@ -225,8 +229,13 @@ def test_nested_unique_conflict_is_409(client: Any, teacher: int) -> None:
     assert client.post(base, json={"subject": "math", "score": 1}).status_code == 201
     art = client.post(base, json={"subject": "art", "score": 2}).json["id"]
     before = snapshot()
-    assert_problem(client.post(base, json={"subject": "math", "score": 3}), 409)
-    assert_problem(client.patch(f"{base}/{art}", json={"subject": "math"}), 409)
+    for response in (
+        client.post(base, json={"subject": "math", "score": 3}),
+        client.patch(f"{base}/{art}", json={"subject": "math"}),
+    ):
+        problem = assert_problem(response, 409)
+        # Unique per student: the student is the URL's, the field the client sent is named.
+        assert problem["errors"] == {"subject": ["A row with this value already exists."]}
     assert snapshot() == before
 
 
