@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import HTTPError
+from .errors import HTTPError, ImproperlyConfigured
 
 if TYPE_CHECKING:
     from .resource import Resource
@@ -37,6 +37,24 @@ class TenantScopeMixin(_Base):
     #: Scope columns PostgreSQL enforces with row-level security as well (``None``: the
     #: router's ``row_level_security``; ``()``: off).
     row_level_security: ClassVar[Sequence[str] | None] = None
+
+    @classmethod
+    def check_configuration(cls) -> None:
+        """Refuse, at registration, a resource that uses the mixin without saying what
+        the scope is: every request would fail."""
+        if cls.get_base_query_kwargs is TenantScopeMixin.get_base_query_kwargs:
+            model = getattr(getattr(cls, "model", None), "__name__", "the model")
+            raise ImproperlyConfigured(
+                f"{cls.__name__} uses TenantScopeMixin without overriding "
+                "get_base_query_kwargs(); return the tenant column values of "
+                f'{model} there (e.g. {{"school_id": g.school_id}}). A model without a '
+                "tenant column of its own is scoped without the mixin, by a get_query() "
+                "that joins to the scoped parent and refuses a request without a tenant "
+                "(see Tenancy in the docs)."
+            )
+        next_check = getattr(super(), "check_configuration", None)
+        if next_check is not None:
+            next_check()
 
     def get_base_query_kwargs(self) -> Mapping[str, Any] | None:
         raise NotImplementedError(
