@@ -90,7 +90,8 @@ def preferences() -> set[str]:
 
 
 def _preference_applied(response: Response) -> Response:
-    response.headers.add("Preference-Applied", READ_YOUR_WRITES)
+    if response.status_code < 400:  # an error applied no preference
+        response.headers.add("Preference-Applied", READ_YOUR_WRITES)
     return response
 
 
