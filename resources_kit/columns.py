@@ -156,3 +156,15 @@ def unwritable(mapper: Any, field: Any, key: str) -> str | None:
     if isinstance(attribute, property) and attribute.fset is None:
         return f"{model.__name__}.{key} is a read-only property"
     return None
+
+
+def round_half_up(schema: ma.Schema) -> None:
+    """Make the ``Decimal(places=n)`` fields of a schema instance the library uses round
+    as the rest of the library and the databases do, half away from zero (marshmallow
+    rounds half to even unless told: 12.345 would load as 12.34, stored as 12.35 without
+    ``places``). A field with a ``rounding`` of its own keeps it."""
+    for field in schema.fields.values():
+        if not isinstance(field, ma.fields.Decimal):
+            continue
+        if field.places is not None and field.rounding is None:
+            field.rounding = ROUND_HALF_UP

@@ -15,7 +15,14 @@ from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.attributes import InstrumentedAttribute
 
 from .actions import extra_actions
-from .columns import Check, column_check, column_normalizer, unwritable, url_converter
+from .columns import (
+    Check,
+    column_check,
+    column_normalizer,
+    round_half_up,
+    unwritable,
+    url_converter,
+)
 from .errors import ImproperlyConfigured, unique_columns
 from .querying import FieldPath, SortKey, compile_paths, split_sort
 
@@ -77,6 +84,7 @@ class ResourceOptions:
         schema = self.sparse_schemas.get(key)
         if schema is None:
             schema = type(self.schemas[operation])(only=names)
+            round_half_up(schema)
             self.sparse_schemas[key] = schema
             if len(self.sparse_schemas) > SPARSE_SCHEMAS_KEPT:
                 self.sparse_schemas.popitem(last=False)
@@ -175,11 +183,14 @@ def _compile(cls: type[Any]) -> ResourceOptions:
     _check_page_sizes(cls)
     default_sort = _default_sort(cls, model, columns)
     list_schema = schema_classes["list"]()
+    round_half_up(list_schema)
     sort_paths = compile_paths(cls, mapper, list_schema, "sort_fields")
     defaults = [key.key for key in default_sort if key.key not in sort_paths]
     sort_paths |= compile_paths(cls, mapper, list_schema, "default_sort", defaults)
     pk_keys = [pk.key for pk in primary_key]
     schemas = {op: schema_class() for op, schema_class in schema_classes.items()}
+    for schema in schemas.values():
+        round_half_up(schema)
     _check_writable(cls, mapper, schemas)
     return ResourceOptions(
         resource=cls,
