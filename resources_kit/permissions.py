@@ -169,13 +169,14 @@ class Not(Permission):
 
 
 class IsAuthenticated(Permission):
-    """Any caller ``get_current_user()`` knows."""
+    """Any caller ``get_current_user()`` knows (asked through ``view.current_user()``, so
+    once per request however many levels list it)."""
 
     requires_authentication = True
     message = "Sign in to do this."
 
     def has_permission(self, view: Any) -> bool:
-        return view.get_current_user() is not None
+        return view.current_user() is not None  # cached: one get_current_user() a request
 
 
 class ReadOnly(Permission):

@@ -219,6 +219,7 @@ class Resource(MethodView):
         #: Schema field names asked for with ``?fields=`` (``None``: all).
         self.sparse_fields: tuple[str, ...] | None = None
         self._user: Any = _UNSET
+        self._user_source: Resource = self  # a parent view asks the request's own view
         self._read_bind: Any = _UNSET
         self._visibility: list[Any] | None = None
 
@@ -275,7 +276,7 @@ class Resource(MethodView):
         view = cast(Resource, parent.resource(parent, "item"))
         view.url_kwargs = self.url_kwargs
         view.action = "retrieve"  # a child is reachable only through a parent one may read
-        view._user = self._user
+        view._user_source = self._user_source
         view._check_action_permission()
         view.scope = view._resolve_scope()
         return view
@@ -313,9 +314,12 @@ class Resource(MethodView):
         return None
 
     def current_user(self) -> Any:
-        if self._user is _UNSET:
-            self._user = self.get_current_user()
-        return self._user
+        """The caller: :meth:`get_current_user` of the request's own resource, called once
+        per request and shared by the views of every parent level."""
+        source = self._user_source
+        if source._user is _UNSET:
+            source._user = source.get_current_user()
+        return source._user
 
     def _refusal(self, rule: Permission, obj: Any = None) -> HTTPError:
         if self.current_user() is None:
