@@ -7,7 +7,7 @@ school), a teacher (reads the school, changes only their own students) or an aud
 teachers and inherit the scope, and every write leaves an audit row in the same
 transaction.
 
-Run it with ``python -m sample_app``.
+Run it with ``python -m sample_app`` (``--help`` lists the commands).
 """
 
 from __future__ import annotations
