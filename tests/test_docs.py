@@ -6,7 +6,10 @@ import runpy
 import sys
 from pathlib import Path
 
+import hypothesis.stateful  # noqa: F401 - loaded once here, not inside an example's run
 import pytest
+
+import resources_kit.testing  # noqa: F401
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 
@@ -21,6 +24,7 @@ RUN = [
     ("extending_soft_delete", "tour"),
     ("extending_list_argument", "tour"),
     ("extending_paginator", "tour"),
+    ("extending_paginator", "tour_with_a_replica"),
     ("extending_action", "tour"),
     ("extending_write_step", "tour"),
     ("permissions_login", "tour"),
