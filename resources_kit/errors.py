@@ -54,6 +54,7 @@ class HTTPError(ResourcesKitError, HTTPException):
 
     @property
     def name(self) -> str:
+        """The status's title (``"Conflict"``), also for codes Werkzeug does not know."""
         return status_texts(self.code or 500)[0]
 
 

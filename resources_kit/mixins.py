@@ -72,6 +72,7 @@ class ListMixin(_Base):
     def check_configuration(cls) -> None:
         # After Resource in some MROs (see Resource.check_configuration): then nothing
         # follows that has the method.
+        """Compile the list pieces at registration (``ImproperlyConfigured`` naming the fix)."""
         next_check = getattr(super(), "check_configuration", None)
         if next_check is not None:
             next_check()
@@ -79,12 +80,14 @@ class ListMixin(_Base):
 
     @classmethod
     def get_list_config(cls) -> ListConfig:
+        """The resource's compiled list pieces, made once per class."""
         config = _list_configs.get(cls)
         if config is None:
             config = _list_configs[cls] = _compile_list(cls)
         return config
 
     def list(self) -> Response:
+        """The list action: the chain of steps in the class docstring."""
         args = self.parse_list_args()
         self.check_parent()
         query = self.get_list_query(args)
@@ -111,9 +114,12 @@ class ListMixin(_Base):
         )
 
     def filter_list_query(self, query: Select[Any], args: Mapping[str, Any]) -> Select[Any]:
+        """Narrow ``query`` by the parsed filters and search (``filtering.filter``)."""
         return self.get_list_config().filtering.filter(query, args)
 
     def sort_list_query(self, query: Select[Any], args: Mapping[str, Any]) -> Select[Any]:
+        """Order ``query`` by the parsed sort plan (``sorting.sort``); the primary key is
+        always the last tie-breaker."""
         sorting = self.get_list_config().sorting
         plan = sorting.get_plan(args)
         return self.mount.statements.derive(
@@ -121,10 +127,13 @@ class ListMixin(_Base):
         )
 
     def paginate_list_query(self, query: Select[Any], args: Mapping[str, Any]) -> Page:
+        """Cut one page out of ``query`` with the resource's paginator: a :class:`Page`."""
         config = self.get_list_config()
         return config.pagination.paginate(self, query, args, config.sorting.get_plan(args))
 
     def list_response(self, page: Page) -> Response:
+        """The JSON response of a page: ``items`` plus its envelope fields, and the ``Link``
+        header of its links."""
         response = cast(
             Response, current_app.json.response({"items": self.serialize(page.items), **page.meta})
         )
@@ -192,6 +201,7 @@ class RetrieveMixin(_Base):
     """``GET`` on an item: :meth:`get_object`, :meth:`check_object`, :meth:`serialize`."""
 
     def retrieve(self) -> Response:
+        """``GET`` on an item: the object under every guard, serialized, with its ETag."""
         check_query_args(ITEM_QUERY_ARGS)
         self.read_sparse_fields("detail")
         obj = self.get_object()
@@ -203,6 +213,7 @@ class CreateMixin(_Base):
     """``POST`` on the collection: 201 with a ``Location`` header."""
 
     def create(self) -> Response:
+        """``POST`` on the collection: 201 with the new item and its ``Location``."""
         server_values = self.get_server_values()
         data = self.get_request_data("create", server_values)
         return self.save("create", data, server_values)
@@ -212,6 +223,7 @@ class UpdateMixin(_Base):
     """``PUT`` on an item: the full body is validated; the fields it holds are written."""
 
     def update(self) -> Response:
+        """``PUT`` on an item: every input field replaced (``If-Match`` checked)."""
         obj = self.get_object()
         self.check_object(obj)
         self.check_preconditions(obj)
@@ -225,6 +237,7 @@ class PatchMixin(_Base):
     """``PATCH`` on an item: loaded ``partial=True``; only the fields sent are touched."""
 
     def partial_update(self) -> Response:
+        """``PATCH`` on an item: only the fields sent (loaded ``partial=True``)."""
         obj = self.get_object()
         self.check_object(obj)
         self.check_preconditions(obj)
@@ -236,6 +249,7 @@ class DeleteMixin(_Base):
     """``DELETE`` on an item: 204 with an empty body."""
 
     def destroy(self) -> Response:
+        """``DELETE`` on an item: 204 with an empty body."""
         check_query_args(())
         obj = self.get_object()
         self.check_object(obj)

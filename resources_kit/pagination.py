@@ -71,6 +71,8 @@ class Pagination:
         self.resource = resource
 
     def get_args(self) -> dict[str, ma.fields.Field[Any]]:
+        """The query parameters the paginator reads, as marshmallow fields (by default
+        ``limit``, from 1 to ``max_page_size``, default ``page_size``)."""
         return {
             "limit": ma.fields.Integer(
                 load_default=self.resource.page_size,
@@ -81,6 +83,9 @@ class Pagination:
     def paginate(
         self, view: Resource, query: Select[Any], args: Mapping[str, Any], plan: SortPlan
     ) -> Page:
+        """Run ``query`` for one page and return it as a :class:`Page`. ``query`` is scoped,
+        filtered and sorted by ``plan`` already; run it with ``view.execute()`` (the
+        engine the request reads from) and call ``.unique()`` on the result."""
         raise NotImplementedError(f"{type(self).__name__} must override paginate().")
 
 
@@ -100,6 +105,7 @@ class OffsetPagination(Pagination):
     envelope = {key: {"type": "integer"} for key in ("total", "limit", "offset")}
 
     def get_args(self) -> dict[str, ma.fields.Field[Any]]:
+        """``limit`` and ``offset``."""
         return {
             **super().get_args(),
             "offset": ma.fields.Integer(
@@ -110,6 +116,7 @@ class OffsetPagination(Pagination):
     def paginate(
         self, view: Resource, query: Select[Any], args: Mapping[str, Any], plan: SortPlan
     ) -> Page:
+        """One page at ``offset`` and the total, in one statement (two past the end)."""
         limit: int = args["limit"]
         offset: int = args["offset"]
         statements = view.mount.statements
@@ -146,6 +153,7 @@ class CursorPagination(Pagination):
             )
 
     def get_args(self) -> dict[str, ma.fields.Field[Any]]:
+        """``limit`` and ``cursor`` (the ``next`` of the previous page)."""
         cursor = ma.fields.String(metadata={"description": "The `next` of the previous page."})
         return {**super().get_args(), "cursor": cursor}
 

@@ -526,6 +526,8 @@ class Filtering:
         }
 
     def get_args(self) -> dict[str, ma.fields.Field[Any]]:
+        """``filters`` (JSON), one flat parameter per filter field and operator, and
+        ``search``, for the allow-lists the resource has."""
         args: dict[str, ma.fields.Field[Any]] = {}
         if self.filter_paths:
             args["filters"] = _Parsed(
@@ -546,6 +548,7 @@ class Filtering:
         return args
 
     def describe_filters(self) -> str:
+        """The OpenAPI description of ``filters``: its fields and operators."""
         fields = ", ".join(
             f"`{key}`" + (" (text)" if path.is_text else "")
             for key, path in self.filter_paths.items()
@@ -693,9 +696,11 @@ class Sorting:
         self.default = self.plan(options.default_sort)
 
     def plan(self, keys: Sequence[SortKey]) -> SortPlan:
+        """The full ordering of ``keys``: each key's column, then the primary key."""
         return sort_plan(keys, self.all_paths, self.primary_key)
 
     def get_args(self) -> dict[str, ma.fields.Field[Any]]:
+        """``sort``, over ``sort_fields`` (none when the resource sorts by nothing)."""
         if not self.paths:
             return {}
         terms = [term for key in self.paths for term in (key, f"{key}__asc", f"{key}__desc")]
@@ -712,10 +717,13 @@ class Sorting:
         }
 
     def get_plan(self, args: Mapping[str, Any]) -> SortPlan:
+        """The parsed sort plan of ``args``, or the default one."""
         plan: SortPlan = args.get("sort", self.default)
         return plan
 
     def sort(self, query: Select[Any], plan: SortPlan) -> Select[Any]:
+        """``query`` ordered by ``plan``, NULLs last ascending and first descending, joining
+        the many-to-one relationships a ``"rel.col"`` key crosses."""
         return apply_sort(query, plan)
 
 

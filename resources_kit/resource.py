@@ -366,6 +366,8 @@ class Resource(MethodView):
         return kwargs
 
     def get_session(self) -> Session | scoped_session[Session]:
+        """The session every query and write of the request uses: ``session`` when set, else
+        the Flask-SQLAlchemy extension's ``db.session``."""
         if self.session is not None:
             return self.session
         extension = current_app.extensions.get("sqlalchemy")
@@ -534,6 +536,9 @@ class Resource(MethodView):
             ) from None
 
     def serialize(self, obj_or_objs: Any) -> Any:
+        """The response body of one object or a list of them: dumped with the operation's
+        schema (``get_schema``), trimmed to ``?fields=`` when asked. Override to shape
+        responses; a list page's items and every single-item response pass through here."""
         if isinstance(obj_or_objs, list | tuple):
             return self.get_schema("list").dump(obj_or_objs, many=True)
         return self.get_schema("detail").dump(obj_or_objs)
@@ -594,6 +599,8 @@ class Resource(MethodView):
             setattr(obj, key, value)
 
     def perform_delete(self, obj: Any) -> None:
+        """Delete ``obj`` (already found under every guard) in the session; the commit is the
+        library's. Override for a soft delete: change the object instead."""
         self.get_session().delete(obj)
 
     def run_callbacks(self, phase: str, operation: str, obj: Any, kwargs: dict[str, Any]) -> None:
@@ -836,6 +843,8 @@ class Resource(MethodView):
     # -- responses ------------------------------------------------------------------------
 
     def item_response(self, body: Any, status: int = 200) -> Response:
+        """A single-item response of ``body`` with ``status``, carrying the ``ETag`` of the
+        exact bytes sent (and a 304 for a matching ``If-None-Match`` on a read)."""
         response, etag = json_with_etag(body)
         response.status_code = status
         response.set_etag(etag)

@@ -57,6 +57,8 @@ class TenantScopeMixin(_Base):
             next_check()
 
     def get_base_query_kwargs(self) -> Mapping[str, Any] | None:
+        """The tenant column values of this request (``{"school_id": g.school_id}``):
+        every query is filtered by them and created rows stamped. Required."""
         raise NotImplementedError(
             f"{type(self).__name__} uses TenantScopeMixin and must override "
             "get_base_query_kwargs()."
@@ -65,6 +67,7 @@ class TenantScopeMixin(_Base):
     def check_scope(self, kwargs: Mapping[str, Any]) -> None:
         # {"school_id": None} would match every unscoped row, and "" is what an anonymous
         # caller's missing header often becomes: refuse both like no scope at all.
+        """Refuse (403) a request whose scope is empty or names no tenant."""
         if not kwargs or any(missing_scope_value(value) for value in kwargs.values()):
             raise HTTPError(403, "No tenant scope for this request.")
 
