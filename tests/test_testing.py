@@ -299,3 +299,28 @@ def test_contract_is_not_a_pytest_plugin() -> None:
     entry_points = importlib.metadata.entry_points(group="pytest11")
     assert not [ep for ep in entry_points if "resources_kit" in ep.value]
     assert db is not None
+
+
+def test_setup_runs_after_a_client_function_made_its_app_context(app: Flask) -> None:
+    """docs/testing.rst: ``client`` may be a function returning the client, and ``setup``
+    (which needs the app context that function pushes) runs after it."""
+    contexts: list[Any] = []
+
+    def make_client() -> Any:
+        context = app.app_context()
+        context.push()
+        contexts.append(context)
+        return app.test_client()
+
+    def setup() -> None:
+        reset_database()  # needs the app context: "Working outside of application context"
+
+    machine = crud_contract(
+        make_client, "/api/teachers", resource=TeacherResource, operations=("create",), setup=setup
+    )
+    try:
+        run_state_machine_as_test(machine, settings=settings(CONTRACT_SETTINGS, max_examples=2))
+    finally:
+        for context in reversed(contexts):
+            context.pop()
+    assert contexts

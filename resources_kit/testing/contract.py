@@ -90,10 +90,11 @@ class CrudContract(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         config = self.config
+        client = config.client
+        # The client first: a function returning it may push the app context setup needs.
+        self.client = client() if callable(client) and not hasattr(client, "get") else client
         if config.setup is not None:
             config.setup()
-        client = config.client
-        self.client = client() if callable(client) and not hasattr(client, "get") else client
         #: Every request of this run, for the failure message.
         self.log: list[str] = []
         try:
@@ -695,7 +696,9 @@ def crud_contract(
     every request (a user's token: the contract runs as that user); ``other_headers``
     (another tenant's) and ``other_parent_url`` (the collection under another parent) add
     isolation checks. ``overrides`` replaces a field's strategy; ``volatile_fields`` are
-    not compared; ``setup`` runs before each run (empty the tables there).
+    not compared; ``setup`` runs at the start of each run, after ``client`` (when it is a
+    function) has made the client, so inside the app context it pushed (empty the tables
+    there).
 
     It creates, reads, lists, walks, queries, updates, patches and deletes in random order
     and checks every answer against a model of what the resource should hold (see the
