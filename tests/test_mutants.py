@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import marshmallow as ma
 import pytest
-from flask import Flask, Response, g
+from flask import Flask, Response, current_app, g, request
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
@@ -157,6 +157,32 @@ class WriteEtagIsNotTheReadEtag(TeacherResource):
         return response
 
 
+class EtagOfTheIdOnly(TeacherResource):
+    """An ETag that names the item, not its state: it never changes."""
+
+    name = "m-etag-id"
+
+    def item_response(self, body: Any, status: int = 200) -> Response:
+        etag = f"teacher-{body['id']}"
+        if status == 200 and request.method == "GET" and request.if_none_match.contains(etag):
+            return Response(status=304, headers={"ETag": f'"{etag}"'})
+        response = cast(Response, current_app.json.response(body))
+        response.status_code = status
+        response.set_etag(etag)
+        return response
+
+
+class NotModifiedForAnyEtag(TeacherResource):
+    """If-None-Match with any ETag at all is taken for "the client has it"."""
+
+    name = "m-304-any"
+
+    def item_response(self, body: Any, status: int = 200) -> Response:
+        if status == 200 and request.method == "GET" and request.if_none_match:
+            return Response(status=304)
+        return super().item_response(body, status)
+
+
 class IgnoresIfMatch(TeacherResource):
     name = "m-if-match"
 
@@ -288,6 +314,16 @@ MUTANTS: list[tuple[type[Any], dict[str, Any], tuple[str, ...]]] = [
     ),
     (WriteEtagIsNotTheReadEtag, {"operations": ("create", "patch", "read")}, ("PATCH", "ETag")),
     (IgnoresIfMatch, {"operations": ("create", "patch", "read")}, ("PATCH", "expected 412")),
+    (
+        EtagOfTheIdOnly,
+        {"operations": ("create", "patch", "read")},
+        ("PATCH", "answered the ETag", "an ETag changes whenever the item does"),
+    ),
+    (
+        NotModifiedForAnyEtag,
+        {"operations": ("create", "patch", "read")},
+        ("GET", "answered 304, expected 200", "from before a change"),
+    ),
     (
         ItemHidesWhatTheListShows,
         {"operations": ("list", "read"), "setup": with_emails},

@@ -102,6 +102,22 @@ class CrudContract(RuleBasedStateMachine):
         except AssertionError as exc:
             raise self.explain(exc) from None
         self.rows: dict[Any, dict[str, Any]] = {item[config.id_field]: item for item in listed}
+        #: Every ETag an item was answered with, and what the item was then (in order).
+        self.etags: dict[Any, list[tuple[str, dict[str, Any]]]] = {}
+
+    def remember_etag(self, key: Any, response: Any, shown: Mapping[str, Any]) -> None:
+        """Note the ETag ``response`` gave item ``key`` while it showed ``shown``."""
+        etag = response.headers.get("ETag")
+        if etag:
+            self.etags.setdefault(key, []).append((etag, self.config.comparable(shown)))
+
+    def earlier_etag(self, key: Any) -> str | None:
+        """A real ETag the item had when it showed something else than now, if any."""
+        now = self.config.comparable(self.rows[key])
+        for etag, shown in reversed(self.etags.get(key, [])):
+            if shown != now:
+                return str(etag)
+        return None
 
     def explain(self, exc: AssertionError) -> ContractViolation:
         """``exc``'s sentence, then every request of this run."""
@@ -209,7 +225,17 @@ class CrudContract(RuleBasedStateMachine):
                     f"{where} changed {name!r}, which was not sent: it was {before[name]!r}, "
                     f"now {after.get(name)!r}",
                 )
+        before = self.config.comparable(self.rows[key])
         self.rows[key] = shown
+        old_etags = {etag for etag, seen in self.etags.get(key, []) if seen == before}
+        if before != self.config.comparable(shown):
+            etag = response.headers.get("ETag")
+            expect(
+                etag not in old_etags,
+                f"{where} changed the item but answered the ETag {etag} it had before the "
+                "change (rule: an ETag changes whenever the item does)",
+            )
+        self.remember_etag(key, response, shown)
         if self.reads_back:
             self.check_etag(where, url, response)
 
@@ -308,6 +334,8 @@ def create(self: CrudContract, body: dict[str, Any]) -> Any:
     key = created[config.id_field]
     expect(key not in self.rows, f"POST {config.base} reused the id {key!r} of a live item")
     self.rows[key] = created
+    self.etags.pop(key, None)  # a reused id of a deleted item starts afresh
+    self.remember_etag(key, response, created)
     if self.reads_back:
         url = self.item_url(key)
         fetched = self.call("get", url)
@@ -553,12 +581,20 @@ def conditional(self: CrudContract, key: Any) -> None:
         response = self.client.get(url, headers={**self.config.our_headers, "If-None-Match": sent})
         self.log.append(f"GET {url} If-None-Match: {sent} -> {response.status_code}")
         expect_status(response, 304, "GET", url, f"If-None-Match: {sent} is the current ETag")
-    stale = {**self.config.our_headers, "If-Match": '"resources-kit-stale-etag"'}
-    response = self.client.patch(url, json={}, headers=stale)
-    self.log.append(
-        f'PATCH {url} {{}} If-Match: "resources-kit-stale-etag" -> {response.status_code}'
-    )
-    expect_status(response, 412, "PATCH", url, "If-Match names a stale ETag")
+    self.remember_etag(key, current, current.get_json())
+    earlier = self.earlier_etag(key)
+    if earlier is not None:  # a real ETag of the item before it last changed
+        headers = {**self.config.our_headers, "If-None-Match": earlier}
+        response = self.client.get(url, headers=headers)
+        self.log.append(f"GET {url} If-None-Match: {earlier} -> {response.status_code}")
+        expect_status(
+            response, 200, "GET", url, f"If-None-Match: {earlier} is an ETag from before a change"
+        )
+    stale = earlier or '"resources-kit-stale-etag"'
+    headers = {**self.config.our_headers, "If-Match": stale}
+    response = self.client.patch(url, json={}, headers=headers)
+    self.log.append(f"PATCH {url} {{}} If-Match: {stale} -> {response.status_code}")
+    expect_status(response, 412, "PATCH", url, f"If-Match: {stale} is not the current ETag")
     self.check_unchanged()
 
 
