@@ -14,7 +14,7 @@ from flask import Flask, Response, current_app, g, request
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from resources_kit import Callback, HTTPError, ModelResource, Page, Pagination, Sorting
 from resources_kit.testing import crud_contract
@@ -164,7 +164,7 @@ class EtagOfTheIdOnly(TeacherResource):
 
     def item_response(self, body: Any, status: int = 200) -> Response:
         etag = f"teacher-{body['id']}"
-        if status == 200 and request.method == "GET" and request.if_none_match.contains(etag):
+        if status == 200 and request.method == "GET" and request.if_none_match.contains_weak(etag):
             return Response(status=304, headers={"ETag": f'"{etag}"'})
         response = cast(Response, current_app.json.response(body))
         response.status_code = status
@@ -218,6 +218,27 @@ class AlwaysAscending(Sorting):
 class SortIgnoresDirection(TeacherResource):
     name = "m-sort"
     sorting = AlwaysAscending
+
+
+class ListIgnoresSort(TeacherResource):
+    """?sort= parsed and validated, then the default order served anyway."""
+
+    name = "m-sort-ignored"
+
+    def sort_list_query(self, query: Any, args: Any) -> Any:
+        return super().sort_list_query(query, {})
+
+
+class NoTieBreaker(TeacherResource):
+    """The default order by name only: ties come back in whatever order the database likes
+    (here, literally at random)."""
+
+    name = "m-ties"
+
+    def sort_list_query(self, query: Any, args: Any) -> Any:
+        dialect = self.get_session().get_bind().dialect.name
+        shuffled = func.rand() if dialect in ("mysql", "mariadb") else func.random()
+        return query.order_by(Teacher.name, shuffled)
 
 
 class ItemIgnoresParent(StudentResource):
@@ -310,8 +331,14 @@ MUTANTS: list[tuple[type[Any], dict[str, Any], tuple[str, ...]]] = [
             # a sort needs two rows that differ: longer runs
             "settings": settings(CAUGHT, stateful_step_count=50),
         },
-        ("GET", "__desc order"),
+        ("GET", "(rule: sorted by", "__desc)"),
     ),
+    (
+        ListIgnoresSort,
+        {"operations": ("create", "list"), "overrides": {"years_teaching": st.integers(0, 50)}},
+        ("GET", "m-sort-ignored", "(rule: sorted by"),
+    ),
+    (NoTieBreaker, {"operations": ("create", "list")}, ("GET", "m-ties")),
     (WriteEtagIsNotTheReadEtag, {"operations": ("create", "patch", "read")}, ("PATCH", "ETag")),
     (IgnoresIfMatch, {"operations": ("create", "patch", "read")}, ("PATCH", "expected 412")),
     (

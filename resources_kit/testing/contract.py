@@ -4,8 +4,9 @@ client in random order and checks every answer against a model of what it should
 from __future__ import annotations
 
 import functools
+import itertools
 import json
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlencode
@@ -169,10 +170,11 @@ class CrudContract(RuleBasedStateMachine):
 
     def check_unchanged(self) -> None:
         config = self.config
-        listed = {
-            item[config.id_field]: config.comparable(item)
-            for item in self.list_items(config.our_headers)
-        }
+        items = self.list_items(config.our_headers)
+        if config.list_options is not None:
+            keys = [(key.key, key.descending) for key in config.list_options.default_sort]
+            check_order(f"GET {config.base}", items, keys, config.id_field, "the default order")
+        listed = {item[config.id_field]: config.comparable(item) for item in items}
         known = {key: config.comparable(row) for key, row in self.rows.items()}
         for key in known.keys() - listed.keys():
             fail(f"GET {config.base} does not list item {key!r}, which should exist")
@@ -437,9 +439,8 @@ def list_query(self: CrudContract, data: st.DataObject) -> None:
     )
     if "sort" in params:
         name = params["sort"].removesuffix("__desc")
-        values = [item[name] for item in listed if item.get(name) is not None]
-        ordered = sorted(values, reverse=params["sort"].endswith("__desc"))
-        expect(values == ordered, f"{where} is not in {params['sort']} order: {values}")
+        keys = [(name, params["sort"].endswith("__desc"))]
+        check_order(where, listed, keys, config.id_field, f"sorted by {params['sort']}")
     if "fields" in params:
         wanted = set(params["fields"].split(","))
         odd = [item for item in listed if set(item) != wanted]
@@ -475,14 +476,63 @@ def list_queries(options: Any, row: Mapping[str, Any]) -> list[ListQuery]:
 
 
 def sort_queries(options: Any, rows: Mapping[Any, Mapping[str, Any]]) -> list[ListQuery]:
-    """Both directions of each numeric sort field on which the rows differ."""
+    """Both directions of each sort field on which at least two rows differ or tie."""
     queries: list[ListQuery] = []
     for name in options.resource.sort_fields:
-        distinct = {row.get(name) for row in rows.values() if _is_number(row.get(name))}
-        if "." not in name and len(distinct) > 1:
+        if "." not in name and len(rows) > 1:
             for order in (name, f"{name}__desc"):
                 queries.append(({"sort": order}, True, f"sorted by {order}"))
     return queries
+
+
+def check_order(
+    where: str,
+    items: Sequence[Mapping[str, Any]],
+    keys: list[tuple[str, bool]],
+    id_field: str,
+    rule: str,
+) -> None:
+    """``items`` in the order ``keys`` (field, descending) say, then by id: checked where
+    it holds on every database whatever its collation. Numbers and booleans compare as in
+    Python, NULL after every value ascending (before, descending); items equal in every
+    key (as JSON) must come by ascending id, the final tie-breaker. A pair told apart by
+    text, dates or anything else a collation decides is not checked."""
+    for before, after in itertools.pairwise(items):
+        problem = _out_of_order(before, after, keys, id_field)
+        expect(problem is None, f"{where} lists {problem} (rule: {rule})")
+
+
+def _out_of_order(
+    before: Mapping[str, Any], after: Mapping[str, Any], keys: list[tuple[str, bool]], id_field: str
+) -> str | None:
+    for name, descending in keys:
+        a: Any = before.get(name)
+        b: Any = after.get(name)
+        if a == b:
+            continue
+        if _comparable(a, b):
+            wrong = bool(a < b) if descending else bool(a > b)
+        elif a is None or b is None:
+            wrong = (a is None) != descending
+        else:
+            return None
+        return f"{name}={a!r} before {name}={b!r}" if wrong else None
+    x: Any = before.get(id_field)
+    y: Any = after.get(id_field)
+    if _comparable(x, y) and x > y:
+        names = ", ".join(name for name, _ in keys) or "every sort key"
+        return f"item {x!r} before item {y!r}, equal in {names}: ties must come by ascending id"
+    return None
+
+
+def _comparable(a: Any, b: Any) -> bool:
+    numbers = (int, float)
+    return (isinstance(a, bool) and isinstance(b, bool)) or (
+        isinstance(a, numbers)
+        and isinstance(b, numbers)
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    )
 
 
 def _filter_queries(name: str, path: Any, value: Any) -> list[ListQuery]:
