@@ -87,6 +87,17 @@ class CreateIgnoresField(TeacherResource):
         return super().perform_create({**data, "region": None})
 
 
+class CreateTruncates(TeacherResource):
+    """Keeps one character fewer than the column holds (a column declared shorter in the
+    database than in the model, on a server that truncates)."""
+
+    name = "m-create-truncates"
+
+    def perform_create(self, data: dict[str, Any]) -> Any:
+        region = data.get("region")
+        return super().perform_create({**data, "region": region and region[:19]})
+
+
 class LaxTeacherSchema(TeacherSchema):
     name = ma.fields.String(load_default="Unnamed")  # no longer required
 
@@ -288,6 +299,7 @@ MUTANTS: list[tuple[type[Any], dict[str, Any], tuple[str, ...]]] = [
     (CallbackChangesField, {"operations": ("create", "patch", "update")}, ("'name'",)),
     (ListDropsLastRow, {"operations": ("create", "list")}, ("GET", "m-list-drops")),
     (CreateIgnoresField, {"operations": ("create",)}, ("POST", "'region' was sent as")),
+    (CreateTruncates, {"operations": ("create",)}, ("POST", "'region' was sent as")),
     (
         PutAcceptsMissingRequired,
         {"operations": ("create", "update"), "update_schema": TeacherSchema},

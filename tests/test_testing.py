@@ -324,3 +324,23 @@ def test_setup_runs_after_a_client_function_made_its_app_context(app: Flask) -> 
         for context in reversed(contexts):
             context.pop()
     assert contexts
+
+
+def test_payloads_reach_length_limits_often() -> None:
+    """Boundary values: a field's Length(max=n), or the column length the contract passes,
+    is drawn exactly about half of the time, where a column keeping less shows."""
+    class Labels(ma.Schema):
+        short = ma.fields.String(required=True, validate=ma.validate.Length(max=5))
+        long = ma.fields.String(required=True)  # limited by its column only
+
+    lengths: list[tuple[int, int]] = []
+
+    @settings(max_examples=60, derandomize=True, database=None, deadline=None)
+    @given(payloads(Labels, max_lengths={"long": 50}))
+    def draw(body: dict[str, Any]) -> None:
+        lengths.append((len(body["short"]), len(body["long"])))
+
+    draw()
+    assert all(short <= 5 and long <= 50 for short, long in lengths)
+    assert sum(short == 5 for short, _ in lengths) >= 15
+    assert sum(long == 50 for _, long in lengths) >= 15

@@ -60,8 +60,26 @@ class ContractConfig:
 
     def bodies(self, operation: str) -> st.SearchStrategy[dict[str, Any]]:
         partial = operation == "patch"
-        strategy = payloads(self.schemas[operation], partial=partial, overrides=self.overrides)
+        strategy = payloads(
+            self.schemas[operation],
+            partial=partial,
+            overrides=self.overrides,
+            max_lengths=self.column_lengths(operation),
+        )
         return strategy.filter(self.fits_columns(operation)) if self.checks else strategy
+
+    def column_lengths(self, operation: str) -> dict[str, int]:
+        """Body key -> the length of the ``String(n)`` column the field writes, so that
+        bodies reach the column's limit (a column keeping fewer characters shows there)."""
+        if self.list_options is None:
+            return {}
+        lengths = {}
+        for name, loaded in self.schemas[operation].load_fields.items():
+            attribute = self.list_options.columns.get(loaded.attribute or name)
+            length = getattr(getattr(attribute, "type", None), "length", None)
+            if isinstance(length, int):
+                lengths[loaded.data_key or name] = length
+        return lengths
 
     def expected_fields(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         """What the response must show for the fields sent: each loaded, then dumped by
