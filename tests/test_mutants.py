@@ -14,7 +14,7 @@ from flask import Flask, Response, current_app, g, request
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from resources_kit import Callback, HTTPError, ModelResource, Page, Pagination, Sorting
 from resources_kit.testing import crud_contract
@@ -264,6 +264,16 @@ class ItemIgnoresParent(StudentResource):
         return self.item_response(self.serialize(obj))
 
 
+class DeleteByName(ScopedTeacherResource):
+    """Deletes by a column that is not the key: every teacher of that name, in every
+    school."""
+
+    name = "m-delete-by-name"
+
+    def perform_delete(self, obj: Any) -> None:
+        self.get_session().execute(delete(Teacher).where(Teacher.name == obj.name))
+
+
 class ForgotTenancy(ModelResource):
     """Meant to be tenant-scoped, but someone forgot TenantScopeMixin."""
 
@@ -310,7 +320,17 @@ MUTANTS: list[tuple[type[Any], dict[str, Any], tuple[str, ...]]] = [
     (
         ForgotTenancy,
         {"headers": {"X-School": "1"}, "other_headers": {"X-School": "2"}, "setup": tenants},
-        ("as another tenant",),
+        ("as another tenant",),  # listed, created or changed
+    ),
+    (
+        DeleteByName,
+        {
+            "headers": {"X-School": "1"},
+            "other_headers": {"X-School": "2"},
+            "setup": tenants,
+            "operations": ("create", "delete"),
+        },
+        ("DELETE", "the other tenant's item", "is gone"),
     ),
     (
         TenantLeakInListOnly,

@@ -193,8 +193,8 @@ CONTRACT_SETTINGS = settings(
 )
 
 
-def run_contract(machine: type[Any]) -> None:
-    run_state_machine_as_test(machine, settings=CONTRACT_SETTINGS)
+def run_contract(machine: type[Any], **changes: Any) -> None:
+    run_state_machine_as_test(machine, settings=settings(CONTRACT_SETTINGS, **changes))
 
 
 class CountingClient:
@@ -253,7 +253,8 @@ def test_contract_passes_on_a_versioned_resource(contract_client: Any) -> None:
             resource=NoteResource,
             volatile_fields=["version"],
             setup=reset_database,
-        )
+        ),
+        max_examples=25,  # every verb drawn at least once
     )
 
 
@@ -329,6 +330,7 @@ def test_setup_runs_after_a_client_function_made_its_app_context(app: Flask) -> 
 def test_payloads_reach_length_limits_often() -> None:
     """Boundary values: a field's Length(max=n), or the column length the contract passes,
     is drawn exactly about half of the time, where a column keeping less shows."""
+
     class Labels(ma.Schema):
         short = ma.fields.String(required=True, validate=ma.validate.Length(max=5))
         long = ma.fields.String(required=True)  # limited by its column only

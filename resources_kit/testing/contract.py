@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import marshmallow as ma
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, multiple, rule
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, rule
 
 from resources_kit.errors import ImproperlyConfigured
 from resources_kit.options import options_for
@@ -123,6 +123,9 @@ class CrudContract(RuleBasedStateMachine):
         self.rows: dict[Any, dict[str, Any]] = {item[config.id_field]: item for item in listed}
         #: Every ETag an item was answered with, and what the item was then (in order).
         self.etags: dict[Any, list[tuple[str, dict[str, Any]]]] = {}
+        #: The rows of the other tenant, or under the other parent: no request of ours
+        #: may touch them.
+        self.theirs: dict[Any, dict[str, Any]] = {}
 
     def remember_etag(self, key: Any, response: Any, shown: Mapping[str, Any]) -> None:
         """Note the ETag ``response`` gave item ``key`` while it showed ``shown``."""
@@ -156,12 +159,17 @@ class CrudContract(RuleBasedStateMachine):
         return response
 
     def list_items(
-        self, headers: Mapping[str, str], params: Mapping[str, str] | None = None
+        self,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+        base: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Every item of the list (with ``params``), following its cursors or offsets."""
+        """Every item of the list (with ``params``; of ``base``, by default ours),
+        following its cursors or offsets."""
         config = self.config
         query = urlencode({"limit": config.page_size, **(params or {})})
-        url = f"{config.base}?{query}"
+        base = base or config.base
+        url = f"{base}?{query}"
         page = self.get_page(url, headers)
         items: list[dict[str, Any]] = list(page["items"])
         if "next" in page:  # cursor pagination
@@ -174,10 +182,7 @@ class CrudContract(RuleBasedStateMachine):
             page = self.get_page(f"{url}&offset={offset}", headers)
             items.extend(page["items"])
             offset += config.page_size
-        expect(
-            total == len(items),
-            f"GET {config.base} says total {total} but lists {len(items)} items",
-        )
+        expect(total == len(items), f"GET {base} says total {total} but lists {len(items)} items")
         return items
 
     def get_page(self, url: str, headers: Mapping[str, str]) -> Any:
@@ -197,6 +202,8 @@ class CrudContract(RuleBasedStateMachine):
         for key in known.keys() - listed.keys():
             fail(f"GET {config.base} does not list item {key!r}, which should exist")
         for key in listed.keys() - known.keys():
+            if key in self.theirs:
+                fail(f"GET {config.base} lists item {key!r}, created as another tenant")
             fail(f"GET {config.base} lists item {key!r}, which should not exist")
         for key, row in known.items():
             if listed[key] != row:
@@ -594,6 +601,62 @@ def _is_datetime(path: Any) -> bool:
     return isinstance(path.field, ma.fields.DateTime)
 
 
+def their_collection(config: ContractConfig) -> tuple[str, bool] | None:
+    """Where the rows we must never touch live: the other tenant's list (``other``: with
+    their headers), or the collection under the other parent."""
+    if config.their_headers is not None:
+        return config.base, True
+    if config.other_parent_url is not None:
+        return config.other_parent_url, False
+    return None
+
+
+def create_theirs(self: CrudContract, body: dict[str, Any], data: st.DataObject) -> None:
+    """A row of the other tenant (or under the other parent), for the checks that none of
+    our requests ever changes it. Its text often repeats one of our rows' (a write that
+    matches rows by value rather than by key then shows)."""
+    where = their_collection(self.config)
+    if where is None:
+        return
+    url, other = where
+    if self.rows:
+        ours = data.draw(st.sampled_from(list(self.rows)), label="like our item")
+        for key, value in self.rows[ours].items():
+            if key in body and isinstance(value, str) and data.draw(st.booleans()):
+                body = {**body, key: value}
+    response = self.call("post", url, body, other=other)
+    if response.status_code == 201:
+        created = response.get_json()
+        self.theirs[created[self.config.id_field]] = created
+
+
+def theirs_untouched(self: CrudContract) -> None:
+    """After every step: the other tenant's (or parent's) rows are exactly as created."""
+    where = their_collection(self.config)
+    if where is None or not self.theirs:
+        return
+    url, other = where
+    headers = self.config.their_headers if other else self.config.our_headers
+    listed = {
+        item[self.config.id_field]: self.config.comparable(item)
+        for item in self.list_items(headers or {}, base=url)
+    }
+    last = next((line for line in reversed(self.log) if not line.startswith("GET")), "")
+    request = last.rsplit(" -> ", 1)[0]
+    whose = "the other tenant's" if other else "the other parent's"
+    for key, row in self.theirs.items():
+        if key not in listed:
+            fail(
+                f"{request}: {whose} item {key!r} is gone (rule: a request never changes "
+                "rows outside its own scope and parent)"
+            )
+        if listed[key] != self.config.comparable(row):
+            fail(
+                f"{request}: {whose} item {key!r} changed, {difference(row, listed[key])} "
+                "(rule: a request never changes rows outside its own scope and parent)"
+            )
+
+
 def list_and_item_agree(self: CrudContract) -> None:
     """Every item the list shows this caller, its item route shows too, identically."""
     for item in self.list_items(self.config.our_headers):
@@ -677,6 +740,8 @@ def delete(self: CrudContract, key: Any) -> None:
 
 
 def other_tenant_item(self: CrudContract, key: Any, method: str) -> None:
+    if key in self.theirs:  # a deleted item's id, given again to one of theirs
+        return
     unreachable(self, self.item_url(key), method, "as another tenant", other=True)
 
 
@@ -770,6 +835,10 @@ def _rules(config: ContractConfig, operations: Collection[str]) -> dict[str, Any
         methods = st.sampled_from(["get", "put", "patch", "delete"])
         wanted["other_tenant_item"] = rule(key=items, method=methods)(explained(other_tenant_item))
         wanted["other_tenant_list"] = rule()(explained(other_tenant_list))
+    if "create" in operations and their_collection(config) is not None:
+        theirs = rule(body=config.bodies("create"), data=st.data())
+        wanted["create_theirs"] = theirs(explained(create_theirs))
+        wanted["theirs_untouched"] = invariant()(explained(theirs_untouched))
     return wanted
 
 
