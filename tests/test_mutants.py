@@ -98,6 +98,19 @@ class CreateTruncates(TeacherResource):
         return super().perform_create({**data, "region": region and region[:19]})
 
 
+class UpdateCommitsEarly(TeacherResource):
+    """A hook that commits by itself: when the write is then refused (409), what it
+    committed stays."""
+
+    name = "m-commits-early"
+
+    def perform_update(self, obj: Any, data: dict[str, Any]) -> None:
+        email = {"email": data.pop("email")} if "email" in data else {}
+        super().perform_update(obj, data)
+        self.get_session().commit()
+        super().perform_update(obj, email)
+
+
 class LaxTeacherSchema(TeacherSchema):
     name = ma.fields.String(load_default="Unnamed")  # no longer required
 
@@ -309,6 +322,12 @@ MUTANTS: list[tuple[type[Any], dict[str, Any], tuple[str, ...]]] = [
     (CallbackChangesField, {"operations": ("create", "patch", "update")}, ("'name'",)),
     (ListDropsLastRow, {"operations": ("create", "list")}, ("GET", "m-list-drops")),
     (CreateIgnoresField, {"operations": ("create",)}, ("POST", "'region' was sent as")),
+    (
+        UpdateCommitsEarly,
+        # Provoked on purpose, a refused write is tried often: caught within 10 runs.
+        {"operations": ("create", "patch"), "settings": settings(CAUGHT, max_examples=10)},
+        ("GET", "m-commits-early", "shows item"),
+    ),
     (CreateTruncates, {"operations": ("create",)}, ("POST", "'region' was sent as")),
     (
         PutAcceptsMissingRequired,

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 import marshmallow as ma
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, rule
+from sqlalchemy import UniqueConstraint
 
 from resources_kit.errors import ImproperlyConfigured
 from resources_kit.options import options_for
@@ -126,6 +127,8 @@ class CrudContract(RuleBasedStateMachine):
         #: The rows of the other tenant, or under the other parent: no request of ours
         #: may touch them.
         self.theirs: dict[Any, dict[str, Any]] = {}
+        #: Body keys of unique columns, for the writes the database must refuse.
+        self.unique = unique_fields(config)
 
     def remember_etag(self, key: Any, response: Any, shown: Mapping[str, Any]) -> None:
         """Note the ETag ``response`` gave item ``key`` while it showed ``shown``."""
@@ -677,6 +680,50 @@ def patch(self: CrudContract, key: Any, body: dict[str, Any]) -> None:
     self.change("patch", "patch", key, body)
 
 
+def unique_fields(config: ContractConfig) -> list[str]:
+    """Body keys of the patch schema's fields whose column is unique on its own."""
+    options = config.list_options
+    if options is None:
+        return []
+    table = options.mapper.local_table
+    unique = {
+        next(iter(constraint.columns)).name
+        for constraint in [*table.constraints, *table.indexes]
+        if len(constraint.columns) == 1
+        and (isinstance(constraint, UniqueConstraint) or getattr(constraint, "unique", False))
+        and not next(iter(constraint.columns)).primary_key
+    }
+    keys = []
+    for name, loaded in config.schemas["patch"].load_fields.items():
+        attribute = options.columns.get(loaded.attribute or name)
+        column = getattr(getattr(attribute, "property", None), "columns", [None])[0]
+        if column is not None and getattr(column, "name", None) in unique:
+            keys.append(loaded.data_key or name)
+    return keys
+
+
+def patch_conflicting(
+    self: CrudContract, key: Any, body: dict[str, Any], data: st.DataObject
+) -> None:
+    """A write the database must refuse: a PATCH of other fields plus a unique value
+    another item holds. The 409 must leave the item exactly as it was (a hook that
+    commits part of the change by itself shows)."""
+    others = [
+        other
+        for other in self.rows
+        if other != key and any(self.rows[other].get(f) is not None for f in self.unique)
+    ]
+    if key not in self.rows or not others:
+        return
+    other = data.draw(st.sampled_from(others), label="item whose unique value is copied")
+    taken = {f: self.rows[other][f] for f in self.unique if self.rows[other].get(f) is not None}
+    url = self.item_url(key)
+    response = self.call("patch", url, {**body, **taken})
+    why = f"{', '.join(taken)} as item {other!r} has it"
+    expect_status(response, 409, "PATCH", url, why)
+    self.check_unchanged()
+
+
 def patch_invalid(self: CrudContract, key: Any, pair: tuple[str, dict[str, Any]]) -> None:
     refused(self, "patch", key, pair)
 
@@ -822,6 +869,9 @@ def _rules(config: ContractConfig, operations: Collection[str]) -> dict[str, Any
         wanted["update_invalid"] = rule(key=items, pair=invalid)(explained(update_invalid))
     if "patch" in operations:
         wanted["patch"] = rule(key=items, body=config.bodies("patch"))(explained(patch))
+        if unique_fields(config):
+            conflicting = rule(key=items, body=config.bodies("patch"), data=st.data())
+            wanted["patch_conflicting"] = conflicting(explained(patch_conflicting))
         invalid = invalid_payloads(config.schemas["patch"], partial=True)
         wanted["patch_invalid"] = rule(key=items, pair=invalid)(explained(patch_invalid))
         if "read" in operations:
