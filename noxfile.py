@@ -51,7 +51,8 @@ def marshmallow3(session: nox.Session) -> None:
 def minimums(session: nox.Session) -> None:
     session.install("-e", ".[test]", *MINIMUMS)
     session.run("pip", "freeze")
-    session.run("pytest", *session.posargs)
+    # The generated-client test needs the newest httpx and pydantic: not a minimums matter.
+    session.run("pytest", *session.posargs, env={"RESOURCES_KIT_REQUIRE_CLIENT": ""})
 
 
 #: What ruff checks and formats.

@@ -232,7 +232,7 @@ def timed_rounds(apps: dict[str, Any], rounds: int, per_round: int) -> dict[str,
 
 def keyset(big_rows: int, repeats: int) -> tuple[float, float]:
     """Median time of the first cursor page and of a page at the end of ``big_rows``."""
-    from resources_kit.pagination import seal
+    from resources_kit.pagination import cursor_binding, seal
 
     path = os.path.join(tempfile.gettempdir(), f"{DATABASE}_keyset_{big_rows}.sqlite3")
     url = f"sqlite:///{path}"
@@ -266,7 +266,8 @@ def keyset(big_rows: int, repeats: int) -> tuple[float, float]:
     app = resources_kit_app(url)
     client = app.test_client()
     # A cursor positioned just before the last page, sealed as the library seals them.
-    deep = seal("bench", "cursor-teachers", {"s": "id__asc", "v": [big_rows - 50]})
+    bound = cursor_binding({}, [{}])  # a top-level list, no scope
+    deep = seal("bench", "cursor-teachers", {"s": "id__asc", "b": bound, "v": [big_rows - 50]})
     first_times, deep_times = [], []
     for _ in range(repeats):
         for cursor, times in ((None, first_times), (deep, deep_times)):

@@ -34,9 +34,11 @@ CALLBACK_ATTRIBUTE = re.compile(r"(pre|post|after_commit)_(\w+)_callbacks")
 class Callback:
     """One step run around a write. Override :meth:`execute`::
 
-    class AuditLog(Callback):
-        def execute(self) -> None:
-            db.session.add(Audit(op=self.operation, row=self.resource.id))
+        class AuditLog(Callback):
+            def execute(self) -> None:
+                db.session.add(Audit(op=self.operation, row=self.resource.id))
+
+    and list it in a resource's ``pre_/post_/after_commit_<operation>_callbacks``.
     """
 
     def __init__(
@@ -52,6 +54,8 @@ class Callback:
         self.view = view
 
     def execute(self) -> None:
+        """Do the callback's work; ``self.resource``, ``self.kwargs``, ``self.operation`` and
+        ``self.view`` say what for. Raise ``HTTPException`` to answer with it."""
         raise NotImplementedError(f"{type(self).__name__} must override execute().")
 
 
@@ -108,6 +112,7 @@ class CallbackMixin(_Base):
                 )
 
     def run_callbacks(self, phase: str, operation: str, obj: Any, kwargs: dict[str, Any]) -> None:
+        """Run the ``<phase>_<operation>_callbacks`` in list order."""
         for callback in getattr(self, f"{phase}_{operation}_callbacks", ()):
             instance = callback(resource=obj, kwargs=kwargs, operation=operation, view=self)
             if phase != "after_commit":

@@ -13,6 +13,7 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+import marshmallow as ma
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -180,3 +181,42 @@ def exact_equals(column: Any, value: Any) -> Any:
             value = bindparam(None, value, type_=column.type)
         return ExactEquals(column, value)
     return column == value
+
+
+#: Fields that may load objects for a relationship (Pluck is a Nested).
+_MAY_LOAD_OBJECTS = (ma.fields.Nested, ma.fields.Raw, ma.fields.Function, ma.fields.Method)
+
+
+def unwritable(mapper: Any, field: Any, key: str) -> str | None:
+    """Why the default write path (``model(**data)``, ``setattr``) cannot store what
+    ``field`` loads into attribute ``key``, or ``None`` when it can: an attribute the
+    model does not have or cannot set, or a relationship given plain values (a list of
+    ids for a many-to-many) rather than objects."""
+    model = mapper.class_
+    if key in mapper.column_attrs:
+        return None
+    relationship = mapper.relationships.get(key)
+    if relationship is not None:
+        inner = field.inner if isinstance(field, ma.fields.List) else field
+        if isinstance(inner, _MAY_LOAD_OBJECTS):
+            return None  # may load objects (post_load, a deserialize function)
+        kind = "a list of values" if relationship.uselist else "a value"
+        return f"it loads {kind} into the relationship {model.__name__}.{key}, which holds objects"
+    attribute = getattr(model, key, None)
+    if attribute is None:
+        return f"{model.__name__} has no attribute {key!r}"
+    if isinstance(attribute, property) and attribute.fset is None:
+        return f"{model.__name__}.{key} is a read-only property"
+    return None
+
+
+def round_half_up(schema: ma.Schema) -> None:
+    """Make the ``Decimal(places=n)`` fields of a schema instance the library uses round
+    as the rest of the library and the databases do, half away from zero (marshmallow
+    rounds half to even unless told: 12.345 would load as 12.34, stored as 12.35 without
+    ``places``). A field with a ``rounding`` of its own keeps it."""
+    for field in schema.fields.values():
+        if not isinstance(field, ma.fields.Decimal):
+            continue
+        if field.places is not None and field.rounding is None:
+            field.rounding = ROUND_HALF_UP

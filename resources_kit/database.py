@@ -19,9 +19,10 @@ from flask import Response, after_this_request, current_app, request
 from sqlalchemy import Table, event, func, inspect, make_url, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session
 
-from .errors import ImproperlyConfigured
+from .errors import HTTPError, ImproperlyConfigured, is_unavailable, service_unavailable
 
 #: Settings are named ``resources_kit.<column>``: a custom, dotted name as PostgreSQL
 #: requires for settings it does not know.
@@ -289,7 +290,8 @@ def preferences() -> set[str]:
 
 
 def _preference_applied(response: Response) -> Response:
-    response.headers.add("Preference-Applied", READ_YOUR_WRITES)
+    if response.status_code < 400:  # an error applied no preference
+        response.headers.add("Preference-Applied", READ_YOUR_WRITES)
     return response
 
 
@@ -312,3 +314,22 @@ def replica_engine(key: str) -> Engine:
     if key not in engines:
         raise _unknown_bind(key)
     return engines[key]
+
+
+# -- faults ----------------------------------------------------------------------------------
+
+
+def database_failure(
+    exc: DBAPIError, session: Session | scoped_session[Session]
+) -> HTTPError | None:
+    """The 503 (with ``Retry-After``) for an error saying the database is down or
+    overloaded, or ``None`` for any other. The session is rolled back (or, when even that
+    fails, invalidated), so that the next request starts on a sound connection: SQLAlchemy
+    drops the connections a disconnect made stale, and ``pool_pre_ping`` checks the others."""
+    if not is_unavailable(exc):
+        return None
+    try:
+        session.rollback()
+    except DBAPIError:
+        (session() if isinstance(session, scoped_session) else session).invalidate()
+    return service_unavailable()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any, cast
 
 from flask import Response, current_app, request
+from sqlalchemy import UniqueConstraint
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
@@ -56,6 +58,7 @@ class HTTPError(ResourcesKitError, HTTPException):
 
     @property
     def name(self) -> str:
+        """The status's title (``"Conflict"``), also for codes Werkzeug does not know."""
         return status_texts(self.code or 500)[0]
 
 
@@ -149,9 +152,55 @@ _SQLITE_PHRASES = {
 
 
 _CONCURRENT = "The row was changed by a concurrent request; read it again and retry."
-#: Deadlock, serialization failure, lock wait timeout.
-_CONCURRENCY_SQLSTATES = {"40001", "40P01", "55P03"}
-_CONCURRENCY_ERRNOS = {1205, 1213}
+#: Deadlock, serialization failure: the transaction lost a race and may simply be retried.
+_CONCURRENCY_SQLSTATES = {"40001", "40P01"}
+_CONCURRENCY_ERRNOS = {1213}
+
+#: PostgreSQL SQLSTATE classes of a database that is down or overloaded: connection
+#: exception (08), insufficient resources (53: too many connections, out of memory),
+#: operator intervention (57: the backend terminated, the server shutting down, a
+#: statement timeout), system error (58); and a lock timeout.
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "58")
+_UNAVAILABLE_SQLSTATES = {"55P03"}
+#: MariaDB/MySQL: too many connections, shutdown, lock wait timeout, query interrupted,
+#: connection killed, statement timeouts (MariaDB, MySQL); every client error (2000-2999:
+#: cannot connect, server gone away, lost connection) too.
+_UNAVAILABLE_ERRNOS = {1040, 1053, 1205, 1317, 1927, 1969, 3024}
+#: SQLite: another connection holds the lock past the busy timeout; the file is gone.
+_SQLITE_UNAVAILABLE = ("database is locked", "unable to open database file", "disk I/O error")
+UNAVAILABLE = "The database is unavailable or overloaded; nothing was changed. Retry shortly."
+#: Seconds a client should wait before retrying after a 503 (``RESOURCES_KIT_RETRY_AFTER``).
+DEFAULT_RETRY_AFTER = 1
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a database error says the database is down, unreachable or overloaded
+    (a lost or refused connection, a timeout, too many connections), rather than that
+    the statement or the data is wrong."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    if type(orig).__module__.split(".")[0] == "psycopg":
+        sqlstate = getattr(orig, "sqlstate", None)
+        if sqlstate is None:  # raised by the client: no server answered
+            return isinstance(exc, OperationalError)
+        return sqlstate in _UNAVAILABLE_SQLSTATES or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+    errno = _mysql_errno(exc)
+    if errno is not None:
+        return errno in _UNAVAILABLE_ERRNOS or 2000 <= errno < 3000
+    text = str(orig)
+    return isinstance(exc, OperationalError) and any(p in text for p in _SQLITE_UNAVAILABLE)
+
+
+def service_unavailable() -> HTTPError:
+    """A 503 with ``Retry-After``: the database is down or overloaded, and the request
+    changed nothing."""
+    retry_after = current_app.config.get("RESOURCES_KIT_RETRY_AFTER", DEFAULT_RETRY_AFTER)
+    return HTTPError(503, UNAVAILABLE, headers={"Retry-After": str(retry_after)})
+
+
 #: MariaDB/MySQL errors that PyMySQL may report as OperationalError: a CHECK constraint
 #: (4025 on MariaDB), and values the column refuses (bad date or time, bad JSON, out of
 #: range, too long, not a number).
@@ -183,10 +232,54 @@ def conflict_kind(exc: Any) -> str | None:
     return None
 
 
-def from_database_error(exc: BaseException) -> HTTPError | None:
+_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (.+)$")
+_POSTGRES_KEY = re.compile(r"^Key \(([^)]*)\)=")
+_MYSQL_KEY = re.compile(r"for key '(?:[^']*\.)?([^'.]+)'$")
+
+
+def unique_columns(exc: BaseException, table: Any) -> list[str]:
+    """The names of the columns of ``table`` whose unique constraint an
+    ``IntegrityError`` broke (none when the driver does not say), read from the
+    constraint's name or the column list of the message, never from the values."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig).strip()
+    found = _SQLITE_UNIQUE.search(text)
+    if found:
+        return [part.strip().rpartition(".")[2] for part in found.group(1).split(",")]
+    diag = getattr(orig, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    if name is None and _mysql_errno(exc) == 1062:
+        key = _MYSQL_KEY.search(str(getattr(orig, "args", ("", ""))[-1]))
+        name = key.group(1) if key else None
+    if name is not None:
+        for constraint in [*table.constraints, *table.indexes]:
+            if constraint.name == name:
+                return [column.name for column in constraint.columns]
+        if name == "PRIMARY":
+            return [column.name for column in table.primary_key.columns]
+        if name in table.columns:  # MariaDB names an unnamed key after its first column
+            return _unique_set_starting_with(table, name)
+    detail = getattr(diag, "message_detail", None) or ""
+    columns = _POSTGRES_KEY.match(detail)
+    return [part.strip() for part in columns.group(1).split(",")] if columns else []
+
+
+def _unique_set_starting_with(table: Any, first: str) -> list[str]:
+    for constraint in [*table.constraints, *table.indexes]:
+        unique = isinstance(constraint, UniqueConstraint) or getattr(constraint, "unique", False)
+        names = [column.name for column in constraint.columns]
+        if unique and names and names[0] == first:
+            return names
+    return [first]
+
+
+def from_database_error(
+    exc: BaseException, conflict_fields: Callable[[BaseException], list[str]] | None = None
+) -> HTTPError | None:
     """The HTTP error for an error the database raised, or ``None`` for any other error.
 
-    The response names the kind of conflict only: never SQL, parameters or table names.
+    The response names the kind of conflict and, for a unique one, the fields
+    ``conflict_fields(exc)`` returns: never SQL, parameters, values or table names.
     """
     if isinstance(exc, StaleDataError):
         # A version column's compare-and-set found the row changed by another request.
@@ -197,6 +290,8 @@ def from_database_error(exc: BaseException) -> HTTPError | None:
         return HTTPError(409, _CONCURRENT)
     if isinstance(exc, OperationalError) and _is_concurrency_failure(exc):
         return HTTPError(409, _CONCURRENT)
+    if is_unavailable(exc):
+        return service_unavailable()
     errno = _mysql_errno(exc)
     if isinstance(exc, DBAPIError) and errno in _MYSQL_CHECK_ERRNOS:
         return HTTPError(409, _CONFLICTS["check"])
@@ -204,9 +299,19 @@ def from_database_error(exc: BaseException) -> HTTPError | None:
         return HTTPError(422, _REFUSED_VALUE)
     if isinstance(exc, IntegrityError):
         kind = conflict_kind(exc)
+        detail = _CONFLICTS.get(
+            kind or "", "The change conflicts with the current state of the data."
+        )
+        fields = conflict_fields(exc) if kind == "unique" and conflict_fields else []
+        if not fields:
+            return HTTPError(409, detail)
+        taken = (
+            "A row with this value already exists."
+            if len(fields) == 1
+            else (f"A row with these values of {', '.join(fields)} already exists.")
+        )
         return HTTPError(
-            409,
-            _CONFLICTS.get(kind or "", "The change conflicts with the current state of the data."),
+            409, f"{detail[:-1]}: {', '.join(fields)}.", errors={name: [taken] for name in fields}
         )
     if isinstance(exc, DataError):
         return HTTPError(422, _REFUSED_VALUE)

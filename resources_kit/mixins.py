@@ -81,6 +81,7 @@ class ListMixin(_Base):
     def check_configuration(cls) -> None:
         # After Resource in some MROs (see Resource.check_configuration): then nothing
         # follows that has the method.
+        """Compile the list pieces at registration (``ImproperlyConfigured`` naming the fix)."""
         next_check = getattr(super(), "check_configuration", None)
         if next_check is not None:
             next_check()
@@ -97,6 +98,7 @@ class ListMixin(_Base):
         return cast(ListConfig, options_for(cls).list_config)
 
     def list(self) -> Response:
+        """The list action: the chain of steps in the class docstring."""
         args = self.parse_list_args()
         self.check_parent()
         query = self.get_list_query(args)
@@ -147,7 +149,8 @@ class ListMixin(_Base):
         return pagination.paginate(self, query, args)
 
     def list_response(self, page: Page) -> Response:
-        """The page as ``{"items": [...], **page.meta}`` with its ``Link`` header."""
+        """The JSON response of a page: ``items`` plus its envelope fields, and the ``Link``
+        header of its links."""
         response = cast(
             Response, current_app.json.response({"items": self.serialize(page.items), **page.meta})
         )
@@ -214,6 +217,7 @@ class RetrieveMixin(_Base):
     """``GET`` on an item: :meth:`get_object`, :meth:`check_object`, :meth:`serialize`."""
 
     def retrieve(self) -> Response:
+        """``GET`` on an item: the object under every guard, serialized, with its ETag."""
         check_query_args(("fields",), repeatable=("fields",))
         self.read_sparse_fields("detail")
         obj = self.get_object()

@@ -110,6 +110,8 @@ class Caller:
     user: Any = UNSET
     #: The engine the request reads from (``None``: the session's own).
     read_bind: Any = UNSET
+    #: The view the request is for: whose ``get_current_user()`` names the caller.
+    source: Any = None
 
 
 @dataclass(eq=False)

@@ -15,8 +15,16 @@ from sqlalchemy.orm import Mapper, Session, scoped_session
 from sqlalchemy.orm.attributes import InstrumentedAttribute
 
 from .actions import VERB_METHODS, extra_actions
-from .columns import Check, column_check, column_normalizer, int_bounds, url_converter
-from .errors import ImproperlyConfigured
+from .columns import (
+    Check,
+    column_check,
+    column_normalizer,
+    int_bounds,
+    round_half_up,
+    unwritable,
+    url_converter,
+)
+from .errors import ImproperlyConfigured, unique_columns
 from .permissions import Permission, combine
 from .querying import FieldPath, SortKey, compile_paths, split_sort
 
@@ -207,12 +215,32 @@ class ResourceOptions:
         schema = self.sparse_schemas.get(key)
         if schema is None:
             schema = type(self.schemas[operation])(only=names)
+            round_half_up(schema)
             self.sparse_schemas[key] = schema
             if len(self.sparse_schemas) > SPARSE_SCHEMAS_KEPT:
                 self.sparse_schemas.popitem(last=False)
         else:
             self.sparse_schemas.move_to_end(key)
         return schema
+
+    def conflict_fields(self, exc: BaseException) -> list[str]:
+        """The client's names (``data_key``) of the input fields holding the columns of
+        the unique constraint ``exc`` broke (a column the server sets, such as the
+        parent's key, is not one); none when no input field holds them."""
+        table = self.mapper.local_table
+        columns = unique_columns(exc, table)
+        keys = [
+            self.mapper.get_property_by_column(table.columns[name]).key
+            for name in columns
+            if name in table.columns
+        ]
+        names: dict[str, None] = {}
+        for key in keys:
+            for operation in ("create", "update", "patch"):
+                for name, loaded in self.schemas[operation].load_fields.items():
+                    if (loaded.attribute or name) == key:
+                        names[loaded.data_key or name] = None
+        return list(names)
 
     def column(self, key: str) -> InstrumentedAttribute[Any]:
         try:
@@ -286,10 +314,15 @@ def _compile(cls: type[Any]) -> ResourceOptions:
     _check_page_sizes(cls)
     default_sort = _default_sort(cls, model, columns)
     list_schema = schema_classes["list"]()
+    round_half_up(list_schema)
     sort_paths = compile_paths(cls, mapper, list_schema, "sort_fields")
     defaults = [key.key for key in default_sort if key.key not in sort_paths]
     sort_paths |= compile_paths(cls, mapper, list_schema, "default_sort", defaults)
     pk_keys = [pk.key for pk in primary_key]
+    schemas = {op: schema_class() for op, schema_class in schema_classes.items()}
+    for schema in schemas.values():
+        round_half_up(schema)
+    _check_writable(cls, mapper, schemas)
     options = ResourceOptions(
         resource=cls,
         model=model,
@@ -306,7 +339,7 @@ def _compile(cls: type[Any]) -> ResourceOptions:
         column_checks=checks,
         column_normalizers=normalizers,
         columns=columns,
-        schemas={op: schema_class() for op, schema_class in schema_classes.items()},
+        schemas=schemas,
         filter_paths=compile_paths(cls, mapper, list_schema, "filter_fields"),
         sort_paths=sort_paths,
         search_paths=compile_paths(cls, mapper, list_schema, "search_fields"),
@@ -359,6 +392,32 @@ def _references(cls: type[Any], mapper: Mapper[Any]) -> dict[str, tuple[type[Any
             )
         targets[key] = (resolved, target_mapper.get_property_by_column(fks[0].column).key)
     return targets
+
+
+#: Write operation -> the action method that serves it and the hook that writes.
+_WRITES = {
+    "create": ("create", "perform_create"),
+    "update": ("update", "perform_update"),
+    "patch": ("partial_update", "perform_update"),
+}
+
+
+def _check_writable(cls: type[Any], mapper: Mapper[Any], schemas: Mapping[str, Any]) -> None:
+    """Refuse, at registration, an input field the default ``perform_*`` cannot store (it
+    would be a 500 at the first write), unless the resource overrides that hook."""
+    for operation, (action, hook) in _WRITES.items():
+        method = getattr(cls, hook, None)
+        own_hook = not getattr(method, "__module__", "").startswith("resources_kit.")
+        if not callable(getattr(cls, action, None)) or own_hook:
+            continue
+        for name, loaded in schemas[operation].load_fields.items():
+            problem = unwritable(mapper, loaded, loaded.attribute or name)
+            if problem:
+                raise ImproperlyConfigured(
+                    f"{cls.__name__}: the {operation} schema's field {name!r} cannot be "
+                    f"written: {problem}. Make it dump_only, or override {hook}() to write "
+                    "it (for a many-to-many, load the rows the ids name and assign them)."
+                )
 
 
 def _read_back_keys(mapper: Mapper[Any]) -> dict[str, Any]:

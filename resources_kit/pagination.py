@@ -16,9 +16,12 @@ carry, and a forged or altered one is a 400.
 from __future__ import annotations
 
 import base64
+import datetime
+import enum
 import hashlib
 import json
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -30,7 +33,7 @@ from flask import current_app, request
 from sqlalchemy import Integer, Select, bindparam, func, select
 
 from .errors import ImproperlyConfigured, bad_parameter
-from .querying import SortPlan, after_position, sort_spec
+from .querying import ExactFloat, FieldPath, SortPlan, after_position, sort_spec
 
 if TYPE_CHECKING:
     from .resource import Resource
@@ -72,6 +75,8 @@ class Pagination:
         self.resource = resource
 
     def get_args(self) -> dict[str, ma.fields.Field[Any]]:
+        """The query parameters the paginator reads, as marshmallow fields (by default
+        ``limit``, from 1 to ``max_page_size``, default ``page_size``)."""
         return {
             "limit": ma.fields.Integer(
                 load_default=self.resource.page_size,
@@ -80,7 +85,10 @@ class Pagination:
         }
 
     def paginate(self, view: Resource, query: Select[Any], args: Mapping[str, Any]) -> Page:
-        """One page of ``query``; the default raises ``NotImplementedError``."""
+        """Run ``query`` for one page and return it as a :class:`Page`. ``query`` is under
+        the row policy, filtered and sorted by ``args["sort"]`` already; run it with
+        ``view.execute_read()`` (the engine the request reads from) and call ``.unique()``
+        on the result. The default raises ``NotImplementedError``."""
         raise NotImplementedError(f"{type(self).__name__} must override paginate().")
 
     def count(self, view: Resource, query: Select[Any]) -> int:
@@ -155,6 +163,7 @@ class OffsetPagination(Pagination):
     }
 
     def get_args(self) -> dict[str, ma.fields.Field[Any]]:
+        """``limit`` and ``offset``."""
         return {
             **super().get_args(),
             "offset": ma.fields.Integer(
@@ -163,6 +172,7 @@ class OffsetPagination(Pagination):
         }
 
     def paginate(self, view: Resource, query: Select[Any], args: Mapping[str, Any]) -> Page:
+        """One page at ``offset`` and the total, in one statement (two past the end)."""
         limit: int = args["limit"]
         offset: int = args["offset"]
         statement = view.mount.statements.derive(query, "offset", lambda: offset_page(query))
@@ -205,31 +215,48 @@ class CursorPagination(Pagination):
             )
 
     def get_args(self) -> dict[str, ma.fields.Field[Any]]:
+        """``limit`` and ``cursor`` (the ``next`` of the previous page)."""
         cursor = ma.fields.String(metadata={"description": "The `next` of the previous page."})
         return {**super().get_args(), "cursor": cursor}
 
     def paginate(self, view: Resource, query: Select[Any], args: Mapping[str, Any]) -> Page:
+        """One page after ``args["cursor"]`` (the first without one), in ``args["sort"]`` order."""
         limit: int = args["limit"]
         plan: SortPlan = args["sort"]
         statement = view.mount.statements.derive(query, "cursor", lambda: limited(query))
         if args.get("cursor"):
             position = self.decode(view, plan, args["cursor"])
             statement = statement.where(after_position(plan, position))  # before ORDER BY
-        rows = [row[0] for row in fetch(view, statement, {"rk_limit": limit + 1})]
-        items = rows[:limit]
+        floats = [path for path, _ in plan if path.is_float]
+        if floats:  # read as stored: the driver may round what it sends
+            statement = statement.add_columns(*(ExactFloat(path.attr) for path in floats))
+        rows = fetch(view, statement, {"rk_limit": limit + 1})
+        items = [row[0] for row in rows[:limit]]
         if len(rows) <= limit:
             return Page(items, {"next": None})
-        cursor = self.encode(view, plan, items[-1])
+        exact = dict(zip((path.key for path in floats), rows[limit - 1][1:], strict=True))
+        cursor = self.encode(view, plan, items[-1], exact)
         return Page(items, {"next": cursor}, {"next": page_url(cursor=cursor)})
 
-    def encode(self, view: Resource, plan: SortPlan, obj: Any) -> str:
+    def encode(
+        self, view: Resource, plan: SortPlan, obj: Any, exact: Mapping[str, Any] | None = None
+    ) -> str:
+        """The cursor of the position after ``obj``: its sort values (those in ``exact``,
+        by path key, as the database read them) sealed with the request's binding."""
+        exact = exact or {}
         values = [
-            _jsonable(path.field.serialize("value", {"value": getattr(obj, path.attr.key)}))
+            cursor_value(
+                path, exact[path.key] if path.key in exact else getattr(obj, path.attr.key)
+            )
             for path, _ in plan
         ]
-        return seal(secret_key(view), view.mount.endpoint, {"s": sort_spec(plan), "v": values})
+        payload = {"s": sort_spec(plan), "b": binding(view), "v": values}
+        return seal(secret_key(view), view.mount.endpoint, payload)
 
     def decode(self, view: Resource, plan: SortPlan, raw: str) -> list[Any]:
+        """The sort values of a cursor ``encode`` made for this URL, scope and sort; a 400
+        names the mismatch otherwise."""
+
         def refuse(message: str) -> NoReturn:
             raise bad_parameter("cursor", message)
 
@@ -238,16 +265,109 @@ class CursorPagination(Pagination):
             refuse("Not a cursor this resource gave out.")
         if not isinstance(data, dict) or data.get("s") != sort_spec(plan):
             refuse("The cursor belongs to another sort order; start again without a cursor.")
+        if data.get("b") != binding(view):
+            refuse(
+                "The cursor belongs to another list (other ids in the URL, or another "
+                "tenant); start again without a cursor."
+            )
         values = data.get("v")
         if not isinstance(values, list) or len(values) != len(plan):
             refuse("Not a cursor this resource gave out.")
         try:
             return [
-                None if value is None else path.field.deserialize(value)
+                from_cursor_value(path, value)
                 for (path, _), value in zip(plan, values, strict=True)
             ]
-        except ma.ValidationError:
+        except (TypeError, ValueError):
             refuse("Not a cursor this resource gave out.")
+
+
+def binding(view: Resource) -> str:
+    """What a cursor is valid for besides its mount: the ids in the URL and the scope of
+    every level."""
+    return cursor_binding(view.url_kwargs, [level.scope for level in view.place.levels])
+
+
+def cursor_binding(url_kwargs: Mapping[str, Any], scopes: Sequence[Mapping[str, Any]]) -> str:
+    """A digest of the URL's ids and each level's scope (so that the cursor reveals
+    neither): ``binding(view)`` for a view's own."""
+    levels = [sorted((key, str(value)) for key, value in scope.items()) for scope in scopes]
+    url = sorted((key, str(value)) for key, value in url_kwargs.items())
+    text = json.dumps([url, levels], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _enum_names(path: FieldPath) -> Mapping[Any, str]:
+    type_ = path.attr.type
+    enum_class = getattr(type_, "enum_class", None)
+    if enum_class is None:
+        return {}
+    names: dict[Any, str] = {}
+    for member, stored in zip(enum_class.__members__.values(), type_.enums, strict=False):
+        names.setdefault(member, stored)
+    return names
+
+
+def cursor_value(path: FieldPath, value: Any) -> Any:
+    """A sort value as JSON, in the form the database compares: an Enum member as the
+    text it is stored as, a decimal exactly, a date or time in ISO 8601 (an aware one
+    keeps its offset, a date-time the backend returned without a zone stays without)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, enum.Enum):
+        return _enum_names(path)[value]
+    if isinstance(value, Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    raise TypeError(f"{path.key}: cannot keep a {type(value).__name__} in a cursor")
+
+
+def from_cursor_value(path: FieldPath, value: Any) -> Any:
+    """The value :func:`cursor_value` made, checked against the column's type
+    (``ValueError`` or ``TypeError`` when it does not fit)."""
+    if value is None:
+        return None
+    type_ = path.attr.type
+    if path.is_enum:
+        if not isinstance(value, str) or value not in type_.enums:
+            raise ValueError(value)
+        return value
+    try:
+        python_type = type_.python_type
+    except NotImplementedError:
+        return value
+    for kind, convert in _FROM_JSON:
+        if issubclass(python_type, kind):
+            return convert(value)
+    return value
+
+
+def _expect(kind: type | tuple[type, ...], convert: Any) -> Any:
+    def check(value: Any) -> Any:
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise TypeError(value)
+        return convert(value)
+
+    return check
+
+
+#: Column python type -> what turns its JSON cursor value back into one, in this order
+#: (bool before int, datetime before date).
+_FROM_JSON: tuple[tuple[type, Any], ...] = (
+    (bool, _expect(bool, bool)),
+    (int, _expect(int, int)),
+    (float, _expect((int, float), float)),
+    (Decimal, _expect(str, Decimal)),
+    (datetime.datetime, _expect(str, datetime.datetime.fromisoformat)),
+    (datetime.date, _expect(str, datetime.date.fromisoformat)),
+    (datetime.time, _expect(str, datetime.time.fromisoformat)),
+    (datetime.timedelta, _expect((int, float), lambda s: datetime.timedelta(seconds=s))),
+    (uuid.UUID, _expect(str, uuid.UUID)),
+    (str, _expect(str, str)),
+)
 
 
 def secret_key(view: Resource) -> str | bytes:
@@ -280,10 +400,6 @@ def unseal(secret: str | bytes, endpoint: str, raw: str) -> Any:
         return json.loads(_fernet(secret, endpoint).decrypt(raw.encode("utf-8")))
     except (InvalidToken, ValueError):
         return None
-
-
-def _jsonable(value: Any) -> Any:
-    return str(value) if isinstance(value, Decimal) else value
 
 
 #: The ``pagination = "..."`` shorthands.

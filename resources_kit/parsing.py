@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import weakref
+from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from typing import Any, NoReturn
 
@@ -98,16 +100,15 @@ def _json_kind(value: Any) -> str:
 def check_query_args(
     allowed: Collection[str],
     disabled: Mapping[str, str] | None = None,
-    *,
     repeatable: Collection[str] = (),
 ) -> None:
     """Refuse any query parameter not in ``allowed`` (``disabled`` says why for some), and
-    any but the ``repeatable`` ones given more than once."""
+    any given more than once but those in ``repeatable`` (``?ids=1&ids=2``)."""
     errors: dict[str, list[str]] = {}
     for key in request.args:
         if key not in allowed:
             errors[key] = [(disabled or {}).get(key, "Unknown query parameter.")]
-        elif key not in repeatable and len(request.args.getlist(key)) > 1:
+        elif len(request.args.getlist(key)) > 1 and key not in repeatable:
             errors[key] = ["Given more than once."]
     if errors:
         names = ", ".join(sorted(errors))
@@ -133,11 +134,65 @@ class QueryParser(FlaskParser):
 query_parser = QueryParser(location="query", unknown=ma.EXCLUDE)
 
 
+def takes_many(field: ma.fields.Field[Any]) -> bool:
+    """Whether a query parameter may be given more than once, each a value of a list: a
+    ``List`` or ``Tuple`` field (webargs's rule, ``is_multiple`` deciding where set; a
+    ``DelimitedList`` takes one comma-separated value)."""
+    multiple = getattr(field, "is_multiple", None)
+    if multiple is not None:
+        return bool(multiple)
+    return isinstance(field, ma.fields.List | ma.fields.Tuple)
+
+
 def parse_query(schema: ma.Schema, disabled: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The query string loaded with ``schema``: strict (every name one of its fields, each
-    given once) and typed; a 400 names every bad parameter."""
-    names = {field.data_key or name: field for name, field in schema.fields.items()}
-    repeatable = [key for key, field in names.items() if getattr(field, "is_multiple", False)]
-    check_query_args(names, disabled, repeatable=repeatable)
-    args: dict[str, Any] = query_parser.parse(schema, request)
+    given once unless it is a list) and typed; a 400 names every bad parameter."""
+    known = _known(schema)
+    check_query_args(known.names, disabled, known.repeatable)
+    args: dict[str, Any] = query_parser.parse(known.part(request.args), request)
     return args
+
+
+class _Known:
+    """A query schema's parameter names, and the parts of it that requests use: a list
+    with flat filters has dozens of parameters, of which a request sends a few, and
+    loading the others costs more than the whole query."""
+
+    def __init__(self, schema: ma.Schema) -> None:
+        self.schema = schema
+        by_key = {field.data_key or name: (name, field) for name, field in schema.fields.items()}
+        self.names = frozenset(by_key)
+        self.repeatable = frozenset(key for key, (_, f) in by_key.items() if takes_many(f))
+        self.by_key = {key: name for key, (name, _) in by_key.items()}
+        #: Fields loaded whether sent or not (a default).
+        self.always = tuple(
+            name for name, field in schema.fields.items() if field.load_default is not ma.missing
+        )
+        self.parts: OrderedDict[frozenset[str], ma.Schema] = OrderedDict()
+
+    def part(self, args: Collection[str]) -> ma.Schema:
+        """The schema with only the fields of ``args`` and those with a default."""
+        sent = frozenset(args)
+        if len(sent) + len(self.always) >= len(self.names):
+            return self.schema
+        schema = self.parts.get(sent)
+        if schema is None:
+            only = dict.fromkeys((*self.always, *(self.by_key[key] for key in sorted(sent))))
+            schema = self.parts[sent] = type(self.schema)(only=tuple(only))
+            if len(self.parts) > QUERY_SCHEMAS_KEPT:
+                self.parts.popitem(last=False)
+        else:
+            self.parts.move_to_end(sent)
+        return schema
+
+
+#: How many parts of one query schema are kept, least recently used dropped first.
+QUERY_SCHEMAS_KEPT = 128
+_known_by_schema: weakref.WeakKeyDictionary[ma.Schema, _Known] = weakref.WeakKeyDictionary()
+
+
+def _known(schema: ma.Schema) -> _Known:
+    known = _known_by_schema.get(schema)
+    if known is None:
+        known = _known_by_schema[schema] = _Known(schema)
+    return known

@@ -44,9 +44,11 @@ class PermissionMeta(type):
 class Permission(metaclass=PermissionMeta):
     """One rule; allows everything until a method says otherwise::
 
-    class IsOwnStudent(Permission):
-        def visible(self, view):
-            return Student.teacher_id == view.get_current_user().teacher_id
+        class IsOwnStudent(Permission):
+            def visible(self, view):
+                return Student.teacher_id == view.current_user().teacher_id
+
+    and list it (or a composition: ``A | B``, ``A & B``, ``~A``) in ``permissions``.
     """
 
     #: Allowing needs a caller: the OpenAPI operation gets a security requirement and 401.
@@ -55,12 +57,16 @@ class Permission(metaclass=PermissionMeta):
     message: ClassVar[str] = "You may not do this."
 
     def has_permission(self, view: Any) -> bool:
+        """Whether the caller may do ``view.action`` here at all (for every level of a
+        nested URL). Default: yes."""
         return True
 
     def visible(self, view: Any) -> Any | None:
+        """A SQL condition on the rows the caller may see, or ``None`` for all of them."""
         return None
 
     def has_object_permission(self, view: Any, obj: Any) -> bool:
+        """Whether the caller may change ``obj`` (asked for writes, not reads). Default: yes."""
         return True
 
     def restricts_rows(self) -> bool:
@@ -72,6 +78,8 @@ class Permission(metaclass=PermissionMeta):
         return self.message
 
     def needs_authentication(self) -> bool:
+        """Whether the rule admits no anonymous caller (``requires_authentication``): the
+        OpenAPI document then lists the 401 of its operations."""
         return self.requires_authentication
 
     def __and__(self, other: Any) -> Permission:
@@ -171,13 +179,15 @@ class Not(Permission):
 
 
 class IsAuthenticated(Permission):
-    """Any caller ``get_current_user()`` knows."""
+    """Any caller ``get_current_user()`` knows (asked through ``view.current_user()``, so
+    once per request however many levels list it)."""
 
     requires_authentication = True
     message = "Sign in to do this."
 
     def has_permission(self, view: Any) -> bool:
-        return view.current_user() is not None
+        """Any caller: ``view.current_user()`` is not ``None``."""
+        return view.current_user() is not None  # cached: one get_current_user() a request
 
 
 class ReadOnly(Permission):
@@ -186,6 +196,7 @@ class ReadOnly(Permission):
     message = "Read only."
 
     def has_permission(self, view: Any) -> bool:
+        """Reads only: a list, an item read, a ``GET`` extra action."""
         return view.action in READ_ACTIONS or not getattr(view.extra, "writes", True)
 
 

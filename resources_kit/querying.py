@@ -55,6 +55,8 @@ MAX_SEARCH_LENGTH = 200
 class ListOptions(Protocol):
     """The compiled allow-lists the list pieces read (``ResourceOptions`` has them)."""
 
+    #: The resource class.
+    resource: type[Any]
     filter_paths: Mapping[str, FieldPath]
     search_paths: Mapping[str, FieldPath]
     sort_paths: Mapping[str, FieldPath]
@@ -272,7 +274,7 @@ def _condition(path: FieldPath, operator: str, value: Any) -> Any:
         if operator in ("", "ne"):
             return attr.is_(None) if operator == "" else attr.is_not(None)
         raise ma.ValidationError(f"'{operator}' cannot compare with null.")
-    converted = _convert(path, value)
+    converted = sa.literal(_convert(path, value), attr.type)  # typed: `flag < true` too
     if operator == "":
         return attr == converted
     return {
@@ -394,6 +396,31 @@ def _stored_as_mysql(element: StoredAs, compiler: Any, **kw: Any) -> str:
     return f"CAST({compiler.process(element.clauses, **kw)} AS {'FLOAT' if single else 'DOUBLE'})"
 
 
+class ExactFloat(FunctionElement[Any]):
+    """A float column read in full: MariaDB sends a single-precision ``FLOAT`` as text
+    with 6 digits (1/3 arrives as 0.333333, another number than the one stored), so a
+    keyset position read from it would not find its own row; as a ``DOUBLE`` it arrives
+    exactly. Elsewhere the column as it is."""
+
+    inherit_cache = True
+    name = "exact_float"
+
+    def __init__(self, column: Any) -> None:
+        super().__init__(column)
+        self.type = column.type
+
+
+@compiles(ExactFloat)
+def _exact_float(element: ExactFloat, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(ExactFloat, "mysql")
+@compiles(ExactFloat, "mariadb")
+def _exact_float_mysql(element: ExactFloat, compiler: Any, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS DOUBLE)"
+
+
 def order_terms(path: FieldPath, descending: bool) -> list[Any]:
     """ORDER BY terms with NULL after every value ascending, before every value descending."""
     attr, key = path.attr, path.sort_key
@@ -439,8 +466,8 @@ def after_position(plan: Sequence[tuple[FieldPath, bool]], values: Sequence[Any]
     equal_so_far: list[Any] = []
     for (path, descending), value in zip(plan, values, strict=True):
         attr, key, nullable = path.attr, path.sort_key, path.nullable
-        if value is not None and path.is_float:
-            value = StoredAs(value, attr.type)
+        if value is not None:  # bound with the key's type: `flag > true` needs one
+            value = StoredAs(value, attr.type) if path.is_float else sa.literal(value, key.type)
         after: Any
         if value is None:
             after = attr.is_not(None) if descending else false()
@@ -520,14 +547,24 @@ class Filtering:
     def __init__(self, options: ListOptions) -> None:
         self.filter_paths = options.filter_paths
         self.search_paths = options.search_paths
+        taken = set(RESERVED_PARAMETERS) | set(getattr(options.resource, "list_args", ()))
+        #: Flat parameter (``price__gte``) -> its field, which parses to a WHERE clause.
+        self.flat_filters = {
+            name: field
+            for name, field in flat_filter_fields(self.filter_paths).items()
+            if name not in taken
+        }
 
     def get_args(self) -> dict[str, ma.fields.Field[Any]]:
+        """``filters`` (JSON), one flat parameter per filter field and operator, and
+        ``search``, for the allow-lists the resource has."""
         args: dict[str, ma.fields.Field[Any]] = {}
         if self.filter_paths:
             args["filters"] = _Parsed(
                 lambda raw: parse_filters(raw, self.filter_paths),
                 metadata={"description": self.describe_filters(), "json_object": True},
             )
+            args.update(self.flat_filters)
         if self.search_paths:
             args["search"] = ma.fields.String(
                 validate=[
@@ -541,6 +578,7 @@ class Filtering:
         return args
 
     def describe_filters(self) -> str:
+        """The OpenAPI description of ``filters``: its fields and operators."""
         fields = ", ".join(
             f"`{key}`" + (" (text)" if path.is_text else "")
             for key, path in self.filter_paths.items()
@@ -553,16 +591,120 @@ class Filtering:
         )
 
     def filter(self, view: Any, query: Select[Any], args: Mapping[str, Any]) -> Select[Any]:
-        """``query`` narrowed by the parsed ``filters`` and ``search`` of ``args``. A
-        condition through a relationship holds only for related rows the related
+        """``query`` narrowed by the parsed filters (``args["filters"]`` and each flat
+        filter parameter hold ``(path, condition)`` pairs) and the search term; all must
+        hold. A condition through a relationship holds only for related rows the related
         resource's row policy lets the caller reach (``view.related_rows(path)``)."""
+        conditions = list(args.get("filters", ()))
+        conditions.extend(args[name] for name in self.flat_filters if name in args)
         clauses = [
             path.where(condition, view.related_rows(path) if path.relationship else None)
-            for path, condition in args.get("filters", ())
+            for path, condition in conditions
         ]
         if "search" in args:
             clauses.append(search_clause(args["search"], self.search_paths, view.related_rows))
         return query.where(*clauses) if clauses else query
+
+
+#: Query parameters of the built-in list pieces: a flat filter never takes their names.
+RESERVED_PARAMETERS = ("limit", "offset", "cursor", "sort", "search", "fields", "filters")
+
+
+def _flat_clause(path: FieldPath, operator: str, value: Any) -> Condition:
+    """The condition of one flat filter parameter (text, or a list of texts), with its
+    path (``Filtering.filter`` wraps it for a relationship)."""
+    if operator in ("in", "not_in"):
+        return path, _condition(path, operator, list(value))
+    if not isinstance(value, str):
+        raise ma.ValidationError("Must be a single value.")
+    if operator == "isnull":
+        try:
+            flag = ma.fields.Boolean().deserialize(value)
+        except ma.ValidationError:
+            raise ma.ValidationError("'isnull' takes true or false.") from None
+        return path, _condition(path, "isnull", flag)
+    return path, _condition(path, operator, value)
+
+
+class _FlatFilter(ma.fields.Field):  # type: ignore[type-arg]
+    """``?price__gte=10``: one condition of ``?filters=`` as its own parameter; the text
+    is converted as a filter value is, and parses to ``(path, condition)``."""
+
+    def __init__(self, path: FieldPath, operator: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path, self.operator = path, operator
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        return _flat_clause(self.path, self.operator, value)
+
+
+class _FlatListFilter(ma.fields.List):  # type: ignore[type-arg]
+    """``?name__in=Ada&name__in=Bob``: repeated, each a value of the list."""
+
+    def __init__(self, path: FieldPath, operator: str, **kwargs: Any) -> None:
+        super().__init__(ma.fields.String(), **kwargs)
+        self.path, self.operator = path, operator
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        texts = super()._deserialize(value, attr, data, **kwargs)
+        return _flat_clause(self.path, self.operator, texts)
+
+
+def flat_filter_fields(paths: Mapping[str, FieldPath]) -> dict[str, ma.fields.Field[Any]]:
+    """The flat filter parameters of ``paths``: ``field`` (equals) and ``field__op`` for
+    each operator that applies to it, documented for OpenAPI."""
+    fields: dict[str, ma.fields.Field[Any]] = {}
+    for key, path in paths.items():
+        for operator in ("", *OPERATORS):
+            if operator in TEXT_OPERATORS and not path.is_text:
+                continue
+            name = f"{key}__{operator}" if operator else key
+            field_class: Any = _FlatListFilter if operator in ("in", "not_in") else _FlatFilter
+            meaning = FLAT_MEANINGS[operator]
+            metadata: dict[str, Any] = {"description": f"{key}: {meaning}."}
+            if operator == "isnull":
+                metadata["type"] = "boolean"
+            elif operator in ("in", "not_in"):
+                metadata["items"] = _json_type(path)
+            else:
+                metadata |= _json_type(path)
+            # A dotted name would load as a nested dict: the field's own name has none.
+            fields[name.replace(".", ":")] = field_class(
+                path, operator, data_key=name, metadata=metadata
+            )
+    return fields
+
+
+def _json_type(path: FieldPath) -> dict[str, str]:
+    """The OpenAPI type of a filter value of ``path``."""
+    field = path.field
+    for field_class, schema in (
+        (ma.fields.Boolean, {"type": "boolean"}),
+        (ma.fields.Integer, {"type": "integer"}),
+        (ma.fields.Number, {"type": "number"}),
+        (ma.fields.DateTime, {"type": "string", "format": "date-time"}),
+        (ma.fields.Date, {"type": "string", "format": "date"}),
+        (ma.fields.UUID, {"type": "string", "format": "uuid"}),
+    ):
+        if isinstance(field, field_class):
+            return schema
+    return {"type": "string"}
+
+
+FLAT_MEANINGS = {
+    "": "equals",
+    "ne": "not equal",
+    "lt": "less than",
+    "lte": "at most",
+    "gt": "greater than",
+    "gte": "at least",
+    "in": "one of (repeat the parameter)",
+    "not_in": "none of (repeat the parameter)",
+    "contains": "contains the text",
+    "icontains": "contains the text, case-insensitively",
+    "startswith": "starts with the text",
+    "isnull": "is null (true) or not (false)",
+}
 
 
 def _no_nul(value: Any) -> None:
@@ -591,9 +733,11 @@ class Sorting:
         self.default = self.plan(options.default_sort)
 
     def plan(self, keys: Sequence[SortKey]) -> SortPlan:
+        """The full ordering of ``keys``: each key's column, then the primary key."""
         return sort_plan(keys, self.all_paths, self.primary_key)
 
     def get_args(self) -> dict[str, ma.fields.Field[Any]]:
+        """``sort``, over ``sort_fields`` (none when the resource sorts by nothing)."""
         if not self.paths:
             return {}
         terms = [term for key in self.paths for term in (key, f"{key}__asc", f"{key}__desc")]
@@ -612,12 +756,14 @@ class Sorting:
         }
 
     def get_plan(self, args: Mapping[str, Any]) -> SortPlan:
+        """The parsed sort plan of ``args``, or the default one."""
         plan: SortPlan = args.get("sort", self.default)
         return plan
 
     def sort(self, view: Any, query: Select[Any], args: Mapping[str, Any]) -> Select[Any]:
-        """``query`` ordered by the plan of ``args`` (see :meth:`get_plan`); a related
-        column sorts only rows of the related resource's row policy."""
+        """``query`` ordered by the plan of ``args`` (see :meth:`get_plan`), NULLs last
+        ascending and first descending; a ``"rel.col"`` key joins the related rows the
+        related resource's row policy lets the caller reach."""
         return apply_sort(query, self.get_plan(args), view.related_rows)
 
 

@@ -22,12 +22,13 @@ from flask import Response, current_app, request
 from flask.views import MethodView
 from sqlalchemy import Result, Select, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session
 from werkzeug.exceptions import HTTPException
 
 from .actions import ACTIONS, ExtraAction
 from .conditional import check_if_match
-from .database import read_engine, row_level_security_settings
+from .database import database_failure, read_engine, row_level_security_settings
 from .errors import HTTPError, ImproperlyConfigured, not_found, problem_response
 from .nesting import (
     GUARD_VALUES,
@@ -110,6 +111,7 @@ class Resource(WriteHooks, Representation, ResourceConfig, MethodView):
         try:
             handler = self._handler()
             self.place = Place([self], url_kwargs)
+            self.caller.source = self  # its get_current_user() speaks for every level
             self._check_url(url_kwargs)
             self._enter()
             level = self
@@ -127,6 +129,11 @@ class Resource(WriteHooks, Representation, ResourceConfig, MethodView):
                 GUARD_VALUES.reset(token)
         except HTTPException as exc:
             return problem_response(exc)
+        except DBAPIError as exc:  # a read's: a write translates its own in run_write
+            failure = database_failure(exc, self.get_session())
+            if failure is None:
+                raise
+            return problem_response(failure)
 
     def _handler(self) -> Callable[[], Response]:
         if self.extra is not None:
@@ -209,9 +216,10 @@ class Resource(WriteHooks, Representation, ResourceConfig, MethodView):
         return None
 
     def current_user(self) -> Any:
-        """The caller, as :meth:`get_current_user` said once for the whole request."""
+        """The caller: :meth:`get_current_user` of the request's own resource, called once
+        per request and shared by the views of every parent level."""
         if self.caller.user is UNSET:
-            self.caller.user = self.get_current_user()
+            self.caller.user = (self.caller.source or self).get_current_user()
         return self.caller.user
 
     def visibility_clauses(self) -> list[Any]:

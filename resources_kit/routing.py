@@ -97,6 +97,9 @@ class Router:
     def register(
         self, resource: R, *, parent: type[Resource] | None = None, parent_field: str | None = None
     ) -> R:
+        """Register ``resource`` (checked now, routes built at ``init_app``), at the top
+        level or nested under ``parent``; ``parent_field`` names the child's foreign key
+        when the models do not say which one it is."""
         if not (isinstance(resource, type) and issubclass(resource, Resource)):
             raise ImproperlyConfigured(
                 f"Router.register() takes a Resource class, not {resource!r}."

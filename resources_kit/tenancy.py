@@ -47,6 +47,19 @@ class TenantScopeMixin(_Base):
 
     @classmethod
     def check_configuration(cls) -> None:
+        """Refuse, at registration, a resource that uses the mixin without saying what
+        the scope is (every request would fail); report a unique value that spans
+        tenants when ``scope_columns`` names the scope."""
+        if cls.get_base_query_kwargs is TenantScopeMixin.get_base_query_kwargs:
+            model = getattr(getattr(cls, "model", None), "__name__", "the model")
+            raise ImproperlyConfigured(
+                f"{cls.__name__} uses TenantScopeMixin without overriding "
+                "get_base_query_kwargs(); return the tenant column values of "
+                f'{model} there (e.g. {{"school_id": g.school_id}}). A model without a '
+                "tenant column of its own is scoped without the mixin, by a get_query() "
+                "that joins to the scoped parent and refuses a request without a tenant "
+                "(see Tenancy in the docs)."
+            )
         next_check = getattr(super(), "check_configuration", None)
         if next_check is not None:
             next_check()
@@ -54,6 +67,8 @@ class TenantScopeMixin(_Base):
             warn_cross_tenant_uniques(cls, cls.scope_columns)
 
     def get_base_query_kwargs(self) -> Mapping[str, Any] | None:
+        """The tenant column values of this request (``{"school_id": g.school_id}``):
+        every query is filtered by them and created rows stamped. Required."""
         raise NotImplementedError(
             f"{type(self).__name__} uses TenantScopeMixin and must override "
             "get_base_query_kwargs()."
@@ -62,6 +77,7 @@ class TenantScopeMixin(_Base):
     def check_scope(self, kwargs: Mapping[str, Any]) -> None:
         # {"school_id": None} would match every unscoped row, and "" is what an anonymous
         # caller's missing header often becomes: refuse both like no scope at all.
+        """Refuse (403) a request whose scope is empty or names no tenant."""
         if not kwargs or any(missing_scope_value(value) for value in kwargs.values()):
             raise HTTPError(403, "No tenant scope for this request.")
         declared = type(self).scope_columns

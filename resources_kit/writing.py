@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session, scoped_session
 
 from . import signals
 from .actions import ExtraAction
-from .conditional import item_response
 from .errors import HTTPError, ImproperlyConfigured, from_database_error, unprocessable
 from .parsing import check_query_args, json_body
 from .policy import reaches_row
@@ -135,7 +134,7 @@ def run_write(view: WriterView, write: Write) -> Response:
         commit(session)
     except BaseException as exc:
         session.rollback()
-        translated = from_database_error(exc)
+        translated = from_database_error(exc, view.options.conflict_fields)
         if translated is not None:
             raise translated from exc
         if isinstance(exc, ma.ValidationError):
@@ -389,6 +388,7 @@ class WriteHooks:
         def get_session(self) -> Session | scoped_session[Session]: ...
         def get_schema(self, operation: str) -> ma.Schema: ...
         def serialize(self, obj_or_objs: Any) -> Any: ...
+        def item_response(self, body: Any, status: int = 200) -> Response: ...
         def check_parent(self) -> None: ...
         def get_object(self) -> Any: ...
         def check_object(self, obj: Any) -> None: ...
@@ -437,7 +437,7 @@ class WriteHooks:
         ``Location`` for a create, 204 for a delete, 200 with the item otherwise."""
         if operation == "delete":
             return Response(status=204)
-        response = item_response(self.serialize(obj), 201 if operation == "create" else 200)
+        response = self.item_response(self.serialize(obj), 201 if operation == "create" else 200)
         location = self.location(obj) if operation == "create" else None
         if location is not None:
             response.headers["Location"] = location
@@ -516,6 +516,7 @@ class CreateMixin(_Base):
     """``POST`` on the collection: 201 with a ``Location`` header."""
 
     def create(self) -> Response:
+        """``POST`` on the collection: 201 with the new item and its ``Location``."""
         server_values = self.get_server_values()
         data = self.get_request_data("create", server_values)
         return self.save(Write("create", data, server_values, self.perform_create_step))
@@ -529,6 +530,7 @@ class UpdateMixin(_Base):
     """``PUT`` on an item: the full body is validated; the fields it holds are written."""
 
     def update(self) -> Response:
+        """``PUT`` on an item: every input field replaced (``If-Match`` checked)."""
         return self.change_item("update")
 
 
@@ -536,6 +538,7 @@ class PatchMixin(_Base):
     """``PATCH`` on an item: loaded ``partial=True``; only the fields sent are touched."""
 
     def partial_update(self) -> Response:
+        """``PATCH`` on an item: only the fields sent (loaded ``partial=True``)."""
         return self.change_item("patch")
 
 
@@ -543,6 +546,7 @@ class DeleteMixin(_Base):
     """``DELETE`` on an item: 204 with an empty body."""
 
     def destroy(self) -> Response:
+        """``DELETE`` on an item: 204 with an empty body."""
         check_query_args(())
         obj = self.get_object()
         self.check_object(obj)

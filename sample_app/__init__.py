@@ -7,7 +7,7 @@ school), a teacher (reads the school, changes only their own students) or an aud
 teachers and inherit the scope, and every write leaves an audit row in the same
 transaction.
 
-Run it with ``python -m sample_app``.
+Run it with ``python -m sample_app`` (``--help`` lists the commands).
 """
 
 from __future__ import annotations
@@ -58,8 +58,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SECRET_KEY=environ.get("SAMPLE_APP_SECRET_KEY", "change-me"),
         JWT_SECRET_KEY=environ.get("SAMPLE_APP_JWT_SECRET_KEY", DEMO_JWT_SECRET),
     )
+    # A connection a database restart left stale is replaced before a request gets it.
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": not url.startswith("sqlite")}
     if environ.get("SAMPLE_APP_POOLED") == "1":
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = pooled_engine_options(url)
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] |= pooled_engine_options(url)
     if environ.get("SAMPLE_APP_READ_REPLICA_URL"):
         app.config["SQLALCHEMY_BINDS"] = {"replica": environ["SAMPLE_APP_READ_REPLICA_URL"]}
         app.config["RESOURCES_KIT_READ_REPLICA"] = "replica"

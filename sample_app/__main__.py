@@ -1,38 +1,78 @@
-"""``python -m sample_app``: seed a database and serve the school API.
-``python -m sample_app token LOGIN``: print the access token of one demo login.
-``python -m sample_app policies``: print the row-level security DDL (PostgreSQL)."""
+"""The sample school API's command line; ``python -m sample_app --help`` lists it."""
 
 from __future__ import annotations
 
+import argparse
 import os
+import shlex
 import sys
 import tempfile
 
+from flask import Flask
+
 from . import create_app, policies, seed
+from .models import db
+
+#: Where the demo keeps its data between runs, unless SAMPLE_APP_DATABASE_URL says.
+DEMO_DATABASE = os.path.join(tempfile.gettempdir(), "resources_kit_sample_2.sqlite3")
+
+
+def parser() -> argparse.ArgumentParser:
+    command = f"{os.path.basename(sys.executable)} -m sample_app"
+    parser = argparse.ArgumentParser(
+        prog=command,
+        description="The sample school API of resources_kit.",
+        epilog=(
+            "The data lives in SAMPLE_APP_DATABASE_URL (default: the SQLite file "
+            f"{DEMO_DATABASE}), seeded on first use; changes persist across runs until "
+            f"'{command} reset'. HOST and PORT set where it serves (127.0.0.1:5000)."
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("serve", help="seed the database if empty and serve (the default)")
+    token = commands.add_parser("token", help="print the access token of one demo login")
+    token.add_argument(
+        "login", help="north-admin, north-ada, north-grace, north-auditor, south-..."
+    )
+    commands.add_parser("reset", help="drop the demo data and seed it afresh")
+    commands.add_parser("policies", help="print the row-level security DDL (PostgreSQL)")
+    return parser
 
 
 def main(argv: list[str]) -> int:
-    if argv == ["policies"]:
+    args = parser().parse_args(argv)  # --help prints the usage and exits
+    if args.command == "policies":
         print(";\n".join(policies()) + ";")
         return 0
-    default = f"sqlite:///{os.path.join(tempfile.gettempdir(), 'resources_kit_sample_2.sqlite3')}"
-    os.environ.setdefault("SAMPLE_APP_DATABASE_URL", default)
+    os.environ.setdefault("SAMPLE_APP_DATABASE_URL", f"sqlite:///{DEMO_DATABASE}")
     app = create_app()
     with app.app_context():
+        if args.command == "reset":
+            db.drop_all()
+            db.create_all()
         tokens = seed()
-    if argv[:1] == ["token"]:
-        if len(argv) != 2 or argv[1] not in tokens:
-            print(f"usage: python -m sample_app token {{{','.join(tokens)}}}", file=sys.stderr)
-            return 2
-        print(tokens[argv[1]])
+    if args.command == "reset":
+        print(f"Reset the demo data in {os.environ['SAMPLE_APP_DATABASE_URL']}.")
         return 0
+    if args.command == "token":
+        if args.login not in tokens:
+            print(f"unknown login {args.login!r}; one of: {', '.join(tokens)}", file=sys.stderr)
+            return 2
+        print(tokens[args.login])
+        return 0
+    return serve(app, tokens)
+
+
+def serve(app: Flask, tokens: dict[str, str]) -> int:
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "5000"))
     print(f"School API on http://{host}:{port}/api/teachers (docs: /api/docs)", flush=True)
     for login, token in tokens.items():
         print(f"  {login}: Authorization: Bearer {token}", flush=True)
+    # The interpreter running now: a bare `python` may not be it (or exist) outside a venv.
+    python = shlex.quote(sys.executable)
     print(
-        '  try: curl -H "Authorization: Bearer $(python -m sample_app token north-admin)" '
+        f'  try: curl -H "Authorization: Bearer $({python} -m sample_app token north-admin)" '
         f"http://{host}:{port}/api/teachers",
         flush=True,
     )

@@ -3,8 +3,9 @@ nested under teachers, and grades nested under students."""
 
 from __future__ import annotations
 
+import enum
 import uuid
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
@@ -15,14 +16,17 @@ from sqlalchemy import (
     JSON,
     REAL,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Integer,
     Numeric,
     String,
+    Time,
     UniqueConstraint,
     Uuid,
 )
@@ -146,8 +150,48 @@ class Gadget(db.Model):  # type: ignore[name-defined,misc]
     rating: Mapped[int | None] = mapped_column(Integer, CheckConstraint("rating >= 0"))
 
 
-#: Children first.
-ALL_MODELS = (Audit, Enrolment, Grade, Student, Counter, Teacher, School, Note, Gadget)
+class Color(enum.Enum):
+    """Stored by name; its values sort in another order than its names."""
+
+    red = "3"
+    green = "1"
+    blue = "2"
+
+
+class Sortable(db.Model):  # type: ignore[name-defined,misc]
+    """One nullable column of every type a list can be sorted by."""
+
+    __tablename__ = "sortables"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label: Mapped[str | None] = mapped_column(String(20))
+    count: Mapped[int | None] = mapped_column(Integer)
+    big: Mapped[int | None] = mapped_column(BigInteger)
+    flag: Mapped[bool | None] = mapped_column(Boolean)
+    color: Mapped[Color | None] = mapped_column(Enum(Color, name="sortable_color"))
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    #: FLOAT: single precision on MariaDB, double on PostgreSQL.
+    ratio: Mapped[float | None] = mapped_column(Float)
+    #: REAL: single precision on PostgreSQL, double on MariaDB.
+    small: Mapped[float | None] = mapped_column(REAL)
+    day: Mapped[date | None] = mapped_column(Date)
+    moment: Mapped[datetime | None] = mapped_column(DateTime)
+    stamp: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    at: Mapped[time | None] = mapped_column(Time)
+    code: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
+ALL_MODELS = (
+    Audit,
+    Enrolment,
+    Grade,
+    Student,
+    Counter,
+    Teacher,
+    School,
+    Note,
+    Gadget,
+    Sortable,
+)  # children first
 
 
 class TeacherSchema(ma.Schema):
@@ -210,6 +254,55 @@ class GadgetResource(ModelResource):
 
 class CursorGadgetResource(GadgetResource):
     name = "cursor-gadgets"
+    pagination = "cursor"
+
+
+class SortableSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    label = ma.fields.String(allow_none=True)
+    count = ma.fields.Integer(allow_none=True)
+    big = ma.fields.Integer(allow_none=True)
+    flag = ma.fields.Boolean(allow_none=True)
+    color = ma.fields.Enum(Color, allow_none=True)
+    amount = ma.fields.Decimal(allow_none=True, as_string=True)
+    ratio = ma.fields.Float(allow_none=True)
+    small = ma.fields.Float(allow_none=True)
+    day = ma.fields.Date(allow_none=True)
+    moment = ma.fields.NaiveDateTime(allow_none=True)
+    stamp = ma.fields.AwareDateTime(allow_none=True)
+    at = ma.fields.Time(allow_none=True)
+    code = ma.fields.UUID(allow_none=True)
+
+
+#: Every column of Sortable but its key.
+SORTABLE_FIELDS = [
+    "label",
+    "count",
+    "big",
+    "flag",
+    "color",
+    "amount",
+    "ratio",
+    "small",
+    "day",
+    "moment",
+    "stamp",
+    "at",
+    "code",
+]
+
+
+class SortableResource(ListMixin, Resource):
+    name = "sortables"
+    model = Sortable
+    schema = SortableSchema
+    sort_fields = SORTABLE_FIELDS
+    filter_fields = SORTABLE_FIELDS
+    max_page_size = 200
+
+
+class CursorSortableResource(SortableResource):
+    name = "cursor-sortables"
     pagination = "cursor"
 
 

@@ -196,7 +196,8 @@ def test_unique_conflict_on_create_is_409_and_session_stays_usable(client: Any) 
     assert client.post("/api/counters", json={"label": "taken"}).status_code == 201
     before = snapshot()
     problem = assert_problem(client.post("/api/counters", json={"label": "taken"}), 409)
-    assert problem["detail"] == "A row with the same unique value already exists."
+    assert problem["detail"] == "A row with the same unique value already exists: label."
+    assert problem["errors"] == {"label": ["A row with this value already exists."]}
     assert "taken" not in json.dumps(problem)  # never another row's value
     assert snapshot() == before
     assert client.post("/api/counters", json={"label": "free"}).status_code == 201
@@ -211,7 +212,9 @@ def test_unique_conflict_on_update_is_409(client: Any, teacher: int) -> None:
     assert client.post(grades, json={"subject": "math", "score": 1}).status_code == 201
     art = client.post(grades, json={"subject": "art", "score": 2}).json["id"]
     before = snapshot()
-    assert_problem(client.patch(f"/api/counters/{first}", json={"label": "two"}), 409)
+    problem = assert_problem(client.patch(f"/api/counters/{first}", json={"label": "two"}), 409)
+    assert problem["errors"] == {"label": ["A row with this value already exists."]}
+    assert "two" not in json.dumps(problem)
     assert_problem(client.put(f"{grades}/{art}", json={"subject": "math", "score": 2}), 409)
     assert snapshot() == before
 
@@ -223,8 +226,13 @@ def test_nested_unique_conflict_is_409(client: Any, teacher: int) -> None:
     assert client.post(base, json={"subject": "math", "score": 1}).status_code == 201
     art = client.post(base, json={"subject": "art", "score": 2}).json["id"]
     before = snapshot()
-    assert_problem(client.post(base, json={"subject": "math", "score": 3}), 409)
-    assert_problem(client.patch(f"{base}/{art}", json={"subject": "math"}), 409)
+    for response in (
+        client.post(base, json={"subject": "math", "score": 3}),
+        client.patch(f"{base}/{art}", json={"subject": "math"}),
+    ):
+        problem = assert_problem(response, 409)
+        # Unique per student: the student is the URL's, the field the client sent is named.
+        assert problem["errors"] == {"subject": ["A row with this value already exists."]}
     assert snapshot() == before
 
 

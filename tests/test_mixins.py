@@ -190,3 +190,25 @@ def test_a_list_mistake_is_refused_at_registration_whatever_the_base_order(
     broken = type("Broken", bases, {"name": "broken", "pagination": "pages"})
     with pytest.raises(ImproperlyConfigured, match="pagination must be"):
         Router().register(broken)
+
+
+class Picked(LoneTeacherResource):
+    name = "picked"
+    list_args = {"ids": ma.fields.List(ma.fields.Integer())}
+
+    def filter_list_query(self, query: Select[Any], args: Any) -> Select[Any]:
+        query = super().filter_list_query(query, args)
+        return query.where(Teacher.id.in_(args["ids"])) if "ids" in args else query
+
+
+def test_list_argument_that_is_a_list_takes_repeated_values(database: Any) -> None:
+    with running(make_app(lambda r: r.register(Picked))) as client:
+        _seed_teachers()
+        ids = [t.id for t in database.session.query(Teacher).order_by(Teacher.name)]
+        page = client.get(f"/api/picked?ids={ids[0]}&ids={ids[2]}").json
+        assert [t["name"] for t in page["items"]] == ["Ada", "Cy"]
+        assert [t["name"] for t in client.get(f"/api/picked?ids={ids[1]}").json["items"]] == ["Bob"]
+        problem = assert_problem(client.get("/api/picked?ids=1&ids=x"), 400)
+        assert list(problem["errors"]) == ["ids"]
+        problem = assert_problem(client.get("/api/picked?limit=1&limit=2"), 400)
+        assert problem["errors"] == {"limit": ["Given more than once."]}

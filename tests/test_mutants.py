@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import marshmallow as ma
 import pytest
-from flask import Flask, Response, g
+from flask import Flask, Response, current_app, g, request
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
-from sqlalchemy import select
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
 from resources_kit import Callback, HTTPError, ModelResource, Page, Pagination, Sorting
 from resources_kit.testing import crud_contract
@@ -22,6 +23,8 @@ from resources_kit.testing.contract import ContractViolation
 
 from .conftest import make_app, reset_database, running, seed
 from .models import (
+    Counter,
+    CounterResource,
     Gadget,
     LoneTeacherResource,
     School,
@@ -31,6 +34,7 @@ from .models import (
     Teacher,
     TeacherResource,
     TeacherSchema,
+    db,
 )
 
 #: Every mutant must be caught within this many examples, the same ones on every run.
@@ -86,6 +90,34 @@ class CreateIgnoresField(LoneTeacherResource):
 
     def perform_create(self, data: dict[str, Any]) -> Any:
         return super().perform_create({**data, "region": None})
+
+
+class CreateTruncates(LoneTeacherResource):
+    """Keeps one character fewer than the column holds (a column declared shorter in the
+    database than in the model, on a server that truncates)."""
+
+    name = "m-create-truncates"
+
+    def perform_create(self, data: dict[str, Any]) -> Any:
+        region = data.get("region")
+        return super().perform_create({**data, "region": region and region[:19]})
+
+
+class UpdateCommitsEarly(CounterResource):
+    """A hook that commits by itself, through a session of its own (the library refuses a
+    commit of the write's own session): when the write is then refused (409: another
+    counter has the label), what it committed stays."""
+
+    name = "m-commits-early"
+
+    def perform_update(self, obj: Any, data: dict[str, Any]) -> None:
+        label = {"label": data.pop("label")} if "label" in data else {}
+        if data:
+            with Session(db.engine) as own:
+                own.execute(update(Counter).where(Counter.id == obj.id).values(**data))
+                own.commit()
+        super().perform_update(obj, data)
+        super().perform_update(obj, label)
 
 
 class LaxTeacherSchema(TeacherSchema):
@@ -158,6 +190,32 @@ class WriteEtagIsNotTheReadEtag(LoneTeacherResource):
         return response
 
 
+class EtagOfTheIdOnly(LoneTeacherResource):
+    """An ETag that names the item, not its state: it never changes."""
+
+    name = "m-etag-id"
+
+    def item_response(self, body: Any, status: int = 200) -> Response:
+        etag = f"teacher-{body['id']}"
+        if status == 200 and request.method == "GET" and request.if_none_match.contains_weak(etag):
+            return Response(status=304, headers={"ETag": f'"{etag}"'})
+        response = cast(Response, current_app.json.response(body))
+        response.status_code = status
+        response.set_etag(etag)
+        return response
+
+
+class NotModifiedForAnyEtag(LoneTeacherResource):
+    """If-None-Match with any ETag at all is taken for "the client has it"."""
+
+    name = "m-304-any"
+
+    def item_response(self, body: Any, status: int = 200) -> Response:
+        if status == 200 and request.method == "GET" and request.if_none_match:
+            return Response(status=304)
+        return super().item_response(body, status)
+
+
 class IgnoresIfMatch(LoneTeacherResource):
     name = "m-if-match"
 
@@ -196,6 +254,27 @@ class SortIgnoresDirection(LoneTeacherResource):
     sorting = AlwaysAscending
 
 
+class ListIgnoresSort(LoneTeacherResource):
+    """?sort= parsed and validated, then the default order served anyway."""
+
+    name = "m-sort-ignored"
+
+    def sort_list_query(self, query: Any, args: Any) -> Any:
+        return super().sort_list_query(query, {})
+
+
+class NoTieBreaker(LoneTeacherResource):
+    """The default order by name only: ties come back in whatever order the database likes
+    (here, literally at random)."""
+
+    name = "m-ties"
+
+    def sort_list_query(self, query: Any, args: Any) -> Any:
+        dialect = self.get_session().get_bind().dialect.name
+        shuffled = func.rand() if dialect in ("mysql", "mariadb") else func.random()
+        return query.order_by(Teacher.name, shuffled)
+
+
 class ItemIgnoresParent(StudentResource):
     """A hand-written retrieve that looks the student up by id alone."""
 
@@ -206,6 +285,16 @@ class ItemIgnoresParent(StudentResource):
         if obj is None:
             raise HTTPError(404, "No such student.")
         return self.item_response(self.serialize(obj))
+
+
+class DeleteByName(ScopedTeacherResource):
+    """Deletes by a column that is not the key: every teacher of that name, in every
+    school."""
+
+    name = "m-delete-by-name"
+
+    def perform_delete(self, obj: Any) -> None:
+        self.get_session().execute(delete(Teacher).where(Teacher.name == obj.name))
 
 
 class ForgotTenancy(ModelResource):
@@ -244,6 +333,16 @@ MUTANTS: list[tuple[type[Any], dict[str, Any], tuple[str, ...]]] = [
     (ListDropsLastRow, {"operations": ("create", "list")}, ("GET", "m-list-drops")),
     (CreateIgnoresField, {"operations": ("create",)}, ("POST", "'region' was sent as")),
     (
+        UpdateCommitsEarly,
+        # Provoked on purpose, a refused write is tried often: caught within 10 runs.
+        {
+            "operations": ("create", "patch"),
+            "settings": settings(CAUGHT, max_examples=10),
+        },
+        ("GET", "m-commits-early", "shows item"),
+    ),
+    (CreateTruncates, {"operations": ("create",)}, ("POST", "'region' was sent as")),
+    (
         PutAcceptsMissingRequired,
         {"operations": ("create", "update"), "update_schema": TeacherSchema},
         ("PUT", "expected 422", "'name'"),
@@ -253,7 +352,17 @@ MUTANTS: list[tuple[type[Any], dict[str, Any], tuple[str, ...]]] = [
     (
         ForgotTenancy,
         {"headers": {"X-School": "1"}, "other_headers": {"X-School": "2"}, "setup": tenants},
-        ("as another tenant",),
+        ("as another tenant",),  # listed, created or changed
+    ),
+    (
+        DeleteByName,
+        {
+            "headers": {"X-School": "1"},
+            "other_headers": {"X-School": "2"},
+            "setup": tenants,
+            "operations": ("create", "delete"),
+        },
+        ("DELETE", "the other tenant's item", "is gone"),
     ),
     (
         TenantLeakInListOnly,
@@ -286,10 +395,26 @@ MUTANTS: list[tuple[type[Any], dict[str, Any], tuple[str, ...]]] = [
             # a sort needs two rows that differ: longer runs
             "settings": settings(CAUGHT, stateful_step_count=50),
         },
-        ("GET", "__desc order"),
+        ("GET", "(rule: sorted by", "__desc)"),
     ),
+    (
+        ListIgnoresSort,
+        {"operations": ("create", "list"), "overrides": {"years_teaching": st.integers(0, 50)}},
+        ("GET", "m-sort-ignored", "(rule: sorted by"),
+    ),
+    (NoTieBreaker, {"operations": ("create", "list")}, ("GET", "m-ties")),
     (WriteEtagIsNotTheReadEtag, {"operations": ("create", "patch", "read")}, ("PATCH", "ETag")),
     (IgnoresIfMatch, {"operations": ("create", "patch", "read")}, ("PATCH", "expected 412")),
+    (
+        EtagOfTheIdOnly,
+        {"operations": ("create", "patch", "read")},
+        ("PATCH", "answered the ETag", "an ETag changes whenever the item does"),
+    ),
+    (
+        NotModifiedForAnyEtag,
+        {"operations": ("create", "patch", "read")},
+        ("GET", "answered 304, expected 200", "from before a change"),
+    ),
     (
         ItemHidesWhatTheListShows,
         {"operations": ("list", "read"), "setup": with_emails},

@@ -4,6 +4,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from resources_kit import ImproperlyConfigured
 
@@ -348,3 +350,141 @@ def test_enum_columns_sort_as_text_on_every_backend(client: Any, database: Any, 
     assert offset == expected
     walked = walk_cursor(client, f"/api/cursor-gadgets?sort={sort}&limit=1")
     assert len(walked) == len(set(walked)) == 7
+
+
+# -- a cursor walk is the offset order, for every sortable column type ----------------------
+
+#: Few values per column, so that rows tie and the tie-breaker matters; each pool holds the
+#: values a backend is known to store in another form than Python sent (1/3 in a FLOAT,
+#: aware date-times where the zone is dropped, an Enum whose values sort apart from names).
+SORTABLE_VALUES: dict[str, list[Any]] = {
+    "label": ["a", "B", "b", ""],
+    "count": [0, -1, 2**31 - 1],
+    "big": [2**62, -(2**62), 7],
+    "flag": [True, False],
+    "color": ["red", "green", "blue"],
+    "amount": ["12.35", "-0.01", "0.00"],
+    "ratio": [1 / 3, 0.1, 2 / 3],
+    "small": [1 / 3, 0.1, 1e-3],
+    "day": ["2026-01-01", "1999-12-31"],
+    "moment": ["2026-01-01T10:00:00", "2026-01-01T09:59:59"],
+    "stamp": ["2026-01-01T10:00:00+00:00", "2026-06-01T08:30:00+00:00"],
+    "at": ["10:00:00", "23:59:59", "00:00:00"],
+    "code": [
+        "00000000-0000-0000-0000-000000000001",
+        "ffffffff-0000-0000-0000-000000000000",
+    ],
+}
+
+
+def _sortable_row(values: dict[str, Any]) -> Any:
+    from .models import Sortable, SortableSchema
+
+    return Sortable(**SortableSchema().load(values))
+
+
+@st.composite
+def sortable_rows(draw: Any) -> list[dict[str, Any]]:
+    column = draw(st.sampled_from(sorted(SORTABLE_VALUES)))
+    values = st.sampled_from([None, *SORTABLE_VALUES[column]])
+    return [{column: value} for value in draw(st.lists(values, min_size=1, max_size=7))]
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(rows=sortable_rows(), descending=st.booleans(), limit=st.integers(1, 3))
+@example(rows=[{"flag": True}, {"flag": False}, {"flag": None}], descending=False, limit=1)
+@example(rows=[{"color": "red"}, {"color": "blue"}, {"color": None}], descending=True, limit=1)
+@example(rows=[{"stamp": "2026-01-01T10:00:00+00:00"}] * 2, descending=False, limit=1)
+@example(rows=[{"ratio": 1 / 3}] * 5, descending=False, limit=2)
+@example(rows=[{"ratio": 1 / 3}] * 5, descending=True, limit=1)
+def test_cursor_walk_equals_offset_order_for_every_column_type(
+    sortables: Any, rows: list[dict[str, Any]], descending: bool, limit: int
+) -> None:
+    from .conftest import reset_database
+
+    reset_database()
+    seed(*(_sortable_row(values) for values in rows))
+    column = next(iter(rows[0]))
+    sort = f"{column}__desc" if descending else column
+    listed = sortables.get(f"/api/sortables?sort={sort}&limit=200")
+    assert listed.status_code == 200, listed.json
+    expected = [item["id"] for item in listed.json["items"]]
+    walked: list[int] = []
+    url = f"/api/cursor-sortables?sort={sort}&limit={limit}"
+    next_url = url
+    for _ in range(len(rows) + 1):
+        page = sortables.get(next_url)
+        assert page.status_code == 200, (next_url, page.json)
+        walked.extend(item["id"] for item in page.json["items"])
+        if page.json["next"] is None:
+            break
+        next_url = f"{url}&cursor={page.json['next']}"
+    assert walked == expected, (sort, rows)
+
+
+@pytest.fixture(scope="module")
+def sortables(app: Any) -> Any:
+    from .conftest import running
+    from .models import CursorSortableResource, SortableResource
+
+    def register(router: Any) -> None:
+        router.register(SortableResource)
+        router.register(CursorSortableResource)
+
+    with running(make_app(register)) as client:
+        yield client
+
+
+def test_cursor_is_bound_to_the_ids_in_the_url_and_the_scope(database: Any) -> None:
+    """docs/list-queries.rst: a cursor is valid for the list that gave it out only."""
+    from resources_kit import ListMixin, Resource, Router, TenantScopeMixin
+
+    from .conftest import running, seed_two_schools
+    from .models import StudentSchema, TeacherSchema, current_school
+
+    class Teachers(TenantScopeMixin, ListMixin, Resource):
+        name, model, schema, pagination = "teachers", Teacher, TeacherSchema, "cursor"
+
+        def get_base_query_kwargs(self) -> dict[str, Any]:
+            return {"school_id": current_school()}
+
+    class Students(ListMixin, Resource):
+        name, model, schema, pagination = "students", Student, StudentSchema, "cursor"
+
+    def register(router: Router) -> None:
+        router.register(Teachers)
+        router.register(Students, parent=Teachers)
+
+    with running(make_app(register)) as client:
+        ids = seed_two_schools()
+        seed(
+            Teacher(name="Al", school_id=ids["one"]),
+            Teacher(name="Bo", school_id=ids["two"]),
+            Student(name="Ed", teacher_id=ids["ada"]),
+        )
+        one, two = {"X-School": str(ids["one"])}, {"X-School": str(ids["two"])}
+        cursor = client.get("/api/teachers?limit=1", headers=one).json["next"]
+        assert client.get(f"/api/teachers?limit=1&cursor={cursor}", headers=one).status_code == 200
+        other = client.get(f"/api/teachers?limit=1&cursor={cursor}", headers=two)
+        assert other.status_code == 400
+        assert "another list" in other.json["errors"]["cursor"][0]
+        ada = f"/api/teachers/{ids['ada']}/students?limit=1"
+        cursor = client.get(ada, headers=one).json["next"]
+        assert client.get(f"{ada}&cursor={cursor}", headers=one).status_code == 200
+        al = database.session.query(Teacher).filter_by(name="Al").one()
+        elsewhere = f"/api/teachers/{al.id}/students?limit=1&cursor={cursor}"
+        assert client.get(elsewhere, headers=one).status_code == 400
+
+
+def test_boolean_column_compares_in_filters(sortables: Any) -> None:
+    from .conftest import reset_database
+
+    reset_database()
+    seed(*(_sortable_row({"flag": flag}) for flag in (True, False, None)))
+    response = sortables.get('/api/sortables?filters={"flag__lt": true}')
+    assert response.status_code == 200, response.json
+    assert [item["flag"] for item in response.json["items"]] == [False]

@@ -339,3 +339,46 @@ def test_permissions_must_be_permissions() -> None:
 
     with pytest.raises(ImproperlyConfigured, match="Permission"):
         Router().register(Wrong)
+
+
+def test_get_current_user_is_called_once_per_request_at_any_depth(database: Any) -> None:
+    """docs/permissions.rst: at most once per request, though IsAuthenticated guards every
+    level of a depth-2 list and the child's own hook asks for the caller again."""
+    from resources_kit import IsAuthenticated
+
+    calls: list[str] = []
+
+    class Counting:
+        def get_current_user(self) -> Any:
+            calls.append(request.path)
+            return user_from_header()
+
+    class CountedTeachers(Counting, ScopedTeacherResource):
+        permissions = [IsAuthenticated]
+
+    class CountedStudents(Counting, ModelResource):
+        name, model, schema = "students", Student, StudentSchema
+        permissions = [IsAuthenticated]
+
+    class CountedGrades(Counting, ModelResource):
+        name, model, schema = "grades", Grade, GradeSchema
+        permissions = [IsAuthenticated]
+
+        def get_list_query(self, args: Any) -> Any:
+            assert self.current_user() is not None  # a hook asking again
+            return super().get_list_query(args)
+
+    def counted(router: Router) -> None:
+        router.register(CountedTeachers)
+        router.register(CountedStudents, parent=CountedTeachers)
+        router.register(CountedGrades, parent=CountedStudents)
+
+    with running(make_app(counted)) as client:
+        ids = seed_two_schools()
+        headers = {"X-School": str(ids["one"]), "X-User": "admin"}
+        url = f"/api/teachers/{ids['ada']}/students/{ids['cy']}/grades"
+        assert client.get(url, headers=headers).status_code == 200
+        assert calls == [url]
+        calls.clear()
+        assert client.get(url, headers={"X-School": str(ids["one"])}).status_code == 401
+        assert calls == [url]

@@ -47,37 +47,92 @@ def names(client: Any, query: str, path: str = "/api/teachers") -> list[str]:
     return [item["name"] for item in response.json["items"]]
 
 
-@pytest.mark.parametrize(
-    ("filters", "expected"),
-    [
-        ({"name": "Ada"}, ["Ada"]),
-        ({"years_teaching": 10}, ["Ada"]),
-        ({"years_teaching": "10"}, ["Ada"]),  # converted with the schema field's type
-        ({"years_teaching__ne": 10}, ["Bob", "Di_1"]),  # SQL: NULL is neither
-        ({"years_teaching__lt": 5}, ["Bob"]),
-        ({"years_teaching__lte": 5}, ["Bob", "Di_1"]),
-        ({"years_teaching__gt": 5}, ["Ada"]),
-        ({"years_teaching__gte": 5}, ["Ada", "Di_1"]),
-        ({"years_teaching__in": [2, 10]}, ["Ada", "Bob"]),
-        ({"years_teaching__not_in": [2, 10]}, ["Di_1"]),
-        ({"years_teaching__in": []}, []),
-        ({"years_teaching__not_in": []}, ["Ada", "Bob", "Cy", "Di_1"]),
-        ({"email__contains": "@x"}, ["Ada", "Di_1"]),
-        ({"email__contains": "%"}, ["Di_1"]),  # wildcards match literally
-        ({"name__contains": "_"}, ["Di_1"]),
-        ({"name__icontains": "A"}, ["Ada"]),
-        ({"name__startswith": "B"}, ["Bob"]),
-        ({"email__isnull": True}, ["Cy"]),
-        ({"years_teaching__isnull": False}, ["Ada", "Bob", "Di_1"]),
-        ({"region": None}, ["Di_1"]),
-        ({"region__ne": None}, ["Ada", "Bob", "Cy"]),
-        ({"region": "north", "years_teaching__gte": 1}, ["Ada"]),
-        ({"students.name": "Tia"}, ["Bob"]),  # to-many: any related row
-        ({"students.name__startswith": "S"}, ["Ada"]),
-    ],
-)
+FILTER_CASES = [
+    ({"name": "Ada"}, ["Ada"]),
+    ({"years_teaching": 10}, ["Ada"]),
+    ({"years_teaching": "10"}, ["Ada"]),  # converted with the schema field's type
+    ({"years_teaching__ne": 10}, ["Bob", "Di_1"]),  # SQL: NULL is neither
+    ({"years_teaching__lt": 5}, ["Bob"]),
+    ({"years_teaching__lte": 5}, ["Bob", "Di_1"]),
+    ({"years_teaching__gt": 5}, ["Ada"]),
+    ({"years_teaching__gte": 5}, ["Ada", "Di_1"]),
+    ({"years_teaching__in": [2, 10]}, ["Ada", "Bob"]),
+    ({"years_teaching__not_in": [2, 10]}, ["Di_1"]),
+    ({"years_teaching__in": []}, []),
+    ({"years_teaching__not_in": []}, ["Ada", "Bob", "Cy", "Di_1"]),
+    ({"email__contains": "@x"}, ["Ada", "Di_1"]),
+    ({"email__contains": "%"}, ["Di_1"]),  # wildcards match literally
+    ({"name__contains": "_"}, ["Di_1"]),
+    ({"name__icontains": "A"}, ["Ada"]),
+    ({"name__startswith": "B"}, ["Bob"]),
+    ({"email__isnull": True}, ["Cy"]),
+    ({"years_teaching__isnull": False}, ["Ada", "Bob", "Di_1"]),
+    ({"region": None}, ["Di_1"]),
+    ({"region__ne": None}, ["Ada", "Bob", "Cy"]),
+    ({"region": "north", "years_teaching__gte": 1}, ["Ada"]),
+    ({"students.name": "Tia"}, ["Bob"]),  # to-many: any related row
+    ({"students.name__startswith": "S"}, ["Ada"]),
+]
+
+
+@pytest.mark.parametrize(("filters", "expected"), FILTER_CASES)
 def test_filters(client: Any, staff: dict[str, int], filters: Any, expected: list[str]) -> None:
     assert names(client, q(filters=filters)) == expected
+
+
+def flat(filters: dict[str, Any]) -> str:
+    """The flat parameters of a ``filters`` object: a list repeats its key."""
+    parts = []
+    for key, value in filters.items():
+        for item in value if isinstance(value, list) else [value]:
+            text = json.dumps(item) if isinstance(item, bool) else str(item)
+            parts.append(f"{quote(key)}={quote(text)}")
+    return "&".join(parts)
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [case for case in FILTER_CASES if None not in case[0].values() and [] not in case[0].values()],
+)
+def test_flat_filter_parameters_match_the_json_ones(
+    client: Any, staff: dict[str, int], filters: Any, expected: list[str]
+) -> None:
+    """``?region=north&years_teaching__gte=1``: the same allow-list, operators, answers."""
+    assert names(client, flat(filters)) == expected
+
+
+def test_flat_filters_combine_with_json_filters_and_are_checked(
+    client: Any, staff: dict[str, int]
+) -> None:
+    both = f"region=north&{q(filters={'years_teaching__gte': 1})}"
+    assert names(client, both) == ["Ada"]
+    for query, key in [
+        ("years_teaching__gte=many", "years_teaching__gte"),
+        ("years_teaching__contains=1", "years_teaching__contains"),  # text operators only
+        ("email__isnull=perhaps", "email__isnull"),
+        ("name=Ada&name=Bob", "name"),
+        ("age=3", "age"),  # not in filter_fields
+        ("years_teaching=99999999999", "years_teaching"),
+    ]:
+        response = client.get(f"/api/teachers?{query}")
+        assert response.status_code == 400, query
+        assert list(response.json["errors"]) == [key], query
+
+
+def test_flat_filters_never_take_a_list_parameter_name(database: Any) -> None:
+    """A filter field named like a built-in or a ``list_args`` parameter is left to
+    ``filters=``: the parameter keeps its meaning."""
+
+    class Odd(ListMixin, Resource):
+        name, model, schema = "odd", Teacher, TeacherSchema
+        filter_fields = ["name", "region"]
+        list_args = {"region": ma.fields.String()}
+
+    with running(make_app(lambda r: r.register(Odd))) as client:
+        seed(Teacher(name="Ada", region="n"), Teacher(name="Bob", region="s"))
+        assert names(client, "region=n", "/api/odd") == ["Ada", "Bob"]  # list_args'
+        assert names(client, q(filters={"region": "n"}), "/api/odd") == ["Ada"]
+        assert names(client, "name=Bob", "/api/odd") == ["Bob"]
 
 
 def test_filter_through_many_to_one(client: Any, staff: dict[str, int]) -> None:

@@ -213,3 +213,19 @@ def test_a_replica_bind_the_app_lacks_is_refused_at_startup() -> None:
     router.register(models.LoneTeacherResource)
     with pytest.raises(ImproperlyConfigured, match="names the bind 'reader'"):
         router.init_app(app)
+
+
+@needs_replica
+def test_preference_applied_only_on_a_response_that_applied_it(client: Any) -> None:
+    """An error answered the request without reading anything: no Preference-Applied."""
+    fresh = {"Prefer": "read-your-writes"}
+    assert client.get("/api/teachers", headers=fresh).headers["Preference-Applied"] == (
+        "read-your-writes"
+    )
+    for response in (
+        client.get("/api/teachers/999999", headers=fresh),  # 404
+        client.get("/api/teachers?limit=0", headers=fresh),  # 400
+        client.get("/api/teachers?filters=[", headers=fresh),  # 400
+    ):
+        assert response.status_code >= 400
+        assert "Preference-Applied" not in response.headers, response.status_code

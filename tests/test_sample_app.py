@@ -296,3 +296,72 @@ def test_openapi_has_the_bearer_scheme_and_refusals(sample: tuple[Flask, Any]) -
     patch = document["paths"]["/api/teachers/{teacher_id}/students/{student_id}"]["patch"]
     assert patch["security"] == [{"bearer": []}]
     assert {"401", "403", "404"} <= set(patch["responses"])
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def test_help_prints_usage_and_starts_no_server() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "sample_app", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,  # a server would never return
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: ")
+    for command in ("serve", "token", "reset", "policies"):
+        assert command in done.stdout
+    assert "School API on" not in done.stdout
+
+
+def test_reset_drops_what_earlier_runs_changed(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sample_app.__main__ import main
+
+    url = f"sqlite:///{tmp_path / 'demo.sqlite3'}"
+    monkeypatch.setenv("SAMPLE_APP_DATABASE_URL", url)
+    assert main(["token", "north-admin"]) == 0
+    token = capsys.readouterr().out.strip()
+    app = create_app()
+    headers = {"Authorization": f"Bearer {token}"}
+    with app.app_context():
+        client = app.test_client()
+        assert client.post("/api/teachers", json=NEW_TEACHER, headers=headers).status_code == 201
+        before = client.get("/api/teachers", headers=headers).json["total"]
+        db.session.remove()
+        for engine in db.engines.values():
+            engine.dispose()
+    assert main(["reset"]) == 0
+    assert "Reset" in capsys.readouterr().out
+    with app.app_context():  # the seeded users again (tokens name them by id): Kay gone
+        assert app.test_client().get("/api/teachers", headers=headers).json["total"] == before - 1
+        db.session.remove()
+        for engine in db.engines.values():
+            engine.dispose()
+    assert main(["token", "nobody"]) == 2
+
+
+def test_the_hint_runs_the_interpreter_that_serves(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shlex
+    import sys
+
+    from sample_app.__main__ import serve
+
+    served: list[Any] = []
+    app = create_app()
+    monkeypatch.setattr(app, "run", lambda **kwargs: served.append(kwargs))
+    assert serve(app, {"north-admin": "t"}) == 0
+    hint = next(line for line in capsys.readouterr().out.splitlines() if "try:" in line)
+    assert f"$({shlex.quote(sys.executable)} -m sample_app token north-admin)" in hint
+    assert served == [{"host": "127.0.0.1", "port": 5000}]
+    with app.app_context():
+        for engine in db.engines.values():
+            engine.dispose()

@@ -550,3 +550,23 @@ def test_references_must_be_foreign_keys() -> None:
 
     with pytest.raises(ImproperlyConfigured, match="foreign key"):
         Router().register(Wrong)
+
+
+def test_tenant_scope_without_its_values_is_refused_at_registration() -> None:
+    """The recipe docs/tenancy.rst once showed: the mixin on a model without a tenant
+    column and no get_base_query_kwargs() failed every request with a 500."""
+    from flask import g
+
+    from resources_kit import ImproperlyConfigured, ListMixin, Resource, TenantScopeMixin
+
+    from .models import Student, StudentSchema, Teacher
+
+    class AllStudents(TenantScopeMixin, ListMixin, Resource):
+        name, model, schema = "all-students", Student, StudentSchema
+
+        def get_query(self) -> Any:
+            return super().get_query().join(Teacher).where(Teacher.school_id == g.school_id)
+
+    with pytest.raises(ImproperlyConfigured, match="get_base_query_kwargs") as raised:
+        Router().register(AllStudents)
+    assert "get_query()" in str(raised.value)

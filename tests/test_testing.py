@@ -193,8 +193,8 @@ CONTRACT_SETTINGS = settings(
 )
 
 
-def run_contract(machine: type[Any]) -> None:
-    run_state_machine_as_test(machine, settings=CONTRACT_SETTINGS)
+def run_contract(machine: type[Any], **changes: Any) -> None:
+    run_state_machine_as_test(machine, settings=settings(CONTRACT_SETTINGS, **changes))
 
 
 class CountingClient:
@@ -253,7 +253,8 @@ def test_contract_passes_on_a_versioned_resource(contract_client: Any) -> None:
             resource=NoteResource,
             volatile_fields=["version"],
             setup=reset_database,
-        )
+        ),
+        max_examples=25,  # every verb drawn at least once
     )
 
 
@@ -299,3 +300,49 @@ def test_contract_is_not_a_pytest_plugin() -> None:
     entry_points = importlib.metadata.entry_points(group="pytest11")
     assert not [ep for ep in entry_points if "resources_kit" in ep.value]
     assert db is not None
+
+
+def test_setup_runs_after_a_client_function_made_its_app_context(app: Flask) -> None:
+    """docs/testing.rst: ``client`` may be a function returning the client, and ``setup``
+    (which needs the app context that function pushes) runs after it."""
+    contexts: list[Any] = []
+
+    def make_client() -> Any:
+        context = app.app_context()
+        context.push()
+        contexts.append(context)
+        return app.test_client()
+
+    def setup() -> None:
+        reset_database()  # needs the app context: "Working outside of application context"
+
+    machine = crud_contract(
+        make_client, "/api/teachers", resource=TeacherResource, operations=("create",), setup=setup
+    )
+    try:
+        run_state_machine_as_test(machine, settings=settings(CONTRACT_SETTINGS, max_examples=2))
+    finally:
+        for context in reversed(contexts):
+            context.pop()
+    assert contexts
+
+
+def test_payloads_reach_length_limits_often() -> None:
+    """Boundary values: a field's Length(max=n), or the column length the contract passes,
+    is drawn exactly about half of the time, where a column keeping less shows."""
+
+    class Labels(ma.Schema):
+        short = ma.fields.String(required=True, validate=ma.validate.Length(max=5))
+        long = ma.fields.String(required=True)  # limited by its column only
+
+    lengths: list[tuple[int, int]] = []
+
+    @settings(max_examples=60, derandomize=True, database=None, deadline=None)
+    @given(payloads(Labels, max_lengths={"long": 50}))
+    def draw(body: dict[str, Any]) -> None:
+        lengths.append((len(body["short"]), len(body["long"])))
+
+    draw()
+    assert all(short <= 5 and long <= 50 for short, long in lengths)
+    assert sum(short == 5 for short, _ in lengths) >= 15
+    assert sum(long == 50 for _, long in lengths) >= 15

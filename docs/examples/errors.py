@@ -89,7 +89,12 @@ EXAMPLES = {
     ),
     409: (
         ("post", "/api/teachers", {"json": {"email": "ada@example.org"}}),
-        problem(409, "Conflict", "A row with the same unique value already exists."),
+        problem(
+            409,
+            "Conflict",
+            "A row with the same unique value already exists: email.",
+            {"email": ["A row with this value already exists."]},
+        ),
     ),
     412: (
         ("patch", "/api/teachers/1", {"json": {}, "headers": {"If-Match": '"stale"'}}),

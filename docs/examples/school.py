@@ -4,8 +4,8 @@ named by the ``X-School`` header."""
 import marshmallow as ma
 from flask import Flask, g, request
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import ForeignKey, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from resources_kit import ModelResource, Router, TenantScopeMixin
 
@@ -47,11 +47,12 @@ class Teachers(TenantScopeMixin, ModelResource):
         return {"school_id": g.school_id}
 
 
-def client_for(*resources):
+def client_for(*resources, **config):
     """A test client of an app serving ``resources``, with two teachers in school 1
-    (Ada, 2 years; Bob, 7 years) and one in school 2 (Cy)."""
+    (Ada, 2 years; Bob, 7 years) and one in school 2 (Cy); ``config`` goes to the app."""
     app = Flask(__name__)
     app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
+    app.config.update(config)
     db.init_app(app)
 
     @app.before_request
@@ -71,3 +72,14 @@ def client_for(*resources):
 
 
 ONE, TWO = {"X-School": "1"}, {"X-School": "2"}
+
+
+class Note(db.Model):
+    """A teacher's notes: a collection to load eagerly."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    teacher_id: Mapped[int] = mapped_column(ForeignKey("teacher.id"))
+    text: Mapped[str]
+
+
+Teacher.notes = relationship(Note, order_by=Note.id)

@@ -1,12 +1,12 @@
 """A tenant-scoped resource with a nested child: each school sees only its own rows."""
 
 import marshmallow as ma
-from flask import Flask, g, request
+from flask import Flask, abort, g, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import ForeignKey
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from resources_kit import ModelResource, Router, TenantScopeMixin
+from resources_kit import ListMixin, ModelResource, Resource, Router, TenantScopeMixin
 
 
 class Base(DeclarativeBase):
@@ -55,6 +55,31 @@ class StudentResource(ModelResource):  # scoped through its parent
     schema = StudentSchema
 
 
+# top-level-start
+class AllStudents(ListMixin, Resource):
+    """Every student of the caller's school, at the top level. Student has no tenant
+    column, so no TenantScopeMixin: the scope is a join to the scoped parent, and a
+    request without a tenant is refused, as the mixin would."""
+
+    name = "all-students"
+    model = Student
+    schema = StudentSchema
+
+    def get_query(self):
+        school = g.get("school_id")
+        if school is None:
+            abort(403)
+        return (
+            super()
+            .get_query()
+            .join(Teacher, Teacher.id == Student.teacher_id)
+            .where(Teacher.school_id == school)
+        )
+
+
+# top-level-end
+
+
 def tour() -> None:
     app = Flask(__name__)
     app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
@@ -67,6 +92,7 @@ def tour() -> None:
     api = Router(app, url_prefix="/api")
     api.register(TeacherResource)
     api.register(StudentResource, parent=TeacherResource)
+    api.register(AllStudents)
     one, two = {"X-School": "1"}, {"X-School": "2"}
     with app.app_context():
         db.create_all()
@@ -81,6 +107,11 @@ def tour() -> None:
         assert client.get("/api/teachers").status_code == 403  # no tenant: fail closed
         moved = client.patch(f"/api/teachers/{ada['id']}", json={"school_id": 2}, headers=one)
         assert moved.status_code == 422
+
+        everyone = "/api/all-students"
+        assert [s["name"] for s in client.get(everyone, headers=one).json["items"]] == ["Cy"]
+        assert client.get(everyone, headers=two).json["items"] == []
+        assert client.get(everyone).status_code == 403
 
 
 if __name__ == "__main__":

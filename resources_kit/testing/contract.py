@@ -4,15 +4,17 @@ client in random order and checks every answer against a model of what it should
 from __future__ import annotations
 
 import functools
+import itertools
 import json
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import marshmallow as ma
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, multiple, rule
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, rule
+from sqlalchemy import UniqueConstraint
 
 from resources_kit.errors import ImproperlyConfigured
 from resources_kit.options import options_for
@@ -59,8 +61,26 @@ class ContractConfig:
 
     def bodies(self, operation: str) -> st.SearchStrategy[dict[str, Any]]:
         partial = operation == "patch"
-        strategy = payloads(self.schemas[operation], partial=partial, overrides=self.overrides)
+        strategy = payloads(
+            self.schemas[operation],
+            partial=partial,
+            overrides=self.overrides,
+            max_lengths=self.column_lengths(operation),
+        )
         return strategy.filter(self.fits_columns(operation)) if self.checks else strategy
+
+    def column_lengths(self, operation: str) -> dict[str, int]:
+        """Body key -> the length of the ``String(n)`` column the field writes, so that
+        bodies reach the column's limit (a column keeping fewer characters shows there)."""
+        if self.list_options is None:
+            return {}
+        lengths = {}
+        for name, loaded in self.schemas[operation].load_fields.items():
+            attribute = self.list_options.columns.get(loaded.attribute or name)
+            length = getattr(getattr(attribute, "type", None), "length", None)
+            if isinstance(length, int):
+                lengths[loaded.data_key or name] = length
+        return lengths
 
     def expected_fields(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         """What the response must show for the fields sent: each loaded, then dumped by
@@ -90,10 +110,11 @@ class CrudContract(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         config = self.config
+        client = config.client
+        # The client first: a function returning it may push the app context setup needs.
+        self.client = client() if callable(client) and not hasattr(client, "get") else client
         if config.setup is not None:
             config.setup()
-        client = config.client
-        self.client = client() if callable(client) and not hasattr(client, "get") else client
         #: Every request of this run, for the failure message.
         self.log: list[str] = []
         try:
@@ -101,6 +122,27 @@ class CrudContract(RuleBasedStateMachine):
         except AssertionError as exc:
             raise self.explain(exc) from None
         self.rows: dict[Any, dict[str, Any]] = {item[config.id_field]: item for item in listed}
+        #: Every ETag an item was answered with, and what the item was then (in order).
+        self.etags: dict[Any, list[tuple[str, dict[str, Any]]]] = {}
+        #: The rows of the other tenant, or under the other parent: no request of ours
+        #: may touch them.
+        self.theirs: dict[Any, dict[str, Any]] = {}
+        #: Body keys of unique columns, for the writes the database must refuse.
+        self.unique = unique_fields(config)
+
+    def remember_etag(self, key: Any, response: Any, shown: Mapping[str, Any]) -> None:
+        """Note the ETag ``response`` gave item ``key`` while it showed ``shown``."""
+        etag = response.headers.get("ETag")
+        if etag:
+            self.etags.setdefault(key, []).append((etag, self.config.comparable(shown)))
+
+    def earlier_etag(self, key: Any) -> str | None:
+        """A real ETag the item had when it showed something else than now, if any."""
+        now = self.config.comparable(self.rows[key])
+        for etag, shown in reversed(self.etags.get(key, [])):
+            if shown != now:
+                return str(etag)
+        return None
 
     def explain(self, exc: AssertionError) -> ContractViolation:
         """``exc``'s sentence, then every request of this run."""
@@ -120,12 +162,17 @@ class CrudContract(RuleBasedStateMachine):
         return response
 
     def list_items(
-        self, headers: Mapping[str, str], params: Mapping[str, str] | None = None
+        self,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+        base: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Every item of the list (with ``params``), following its cursors or offsets."""
+        """Every item of the list (with ``params``; of ``base``, by default ours),
+        following its cursors or offsets."""
         config = self.config
         query = urlencode({"limit": config.page_size, **(params or {})})
-        url = f"{config.base}?{query}"
+        base = base or config.base
+        url = f"{base}?{query}"
         page = self.get_page(url, headers)
         items: list[dict[str, Any]] = list(page["items"])
         if "next" in page:  # cursor pagination
@@ -138,10 +185,7 @@ class CrudContract(RuleBasedStateMachine):
             page = self.get_page(f"{url}&offset={offset}", headers)
             items.extend(page["items"])
             offset += config.page_size
-        expect(
-            total == len(items),
-            f"GET {config.base} says total {total} but lists {len(items)} items",
-        )
+        expect(total == len(items), f"GET {base} says total {total} but lists {len(items)} items")
         return items
 
     def get_page(self, url: str, headers: Mapping[str, str]) -> Any:
@@ -152,14 +196,17 @@ class CrudContract(RuleBasedStateMachine):
 
     def check_unchanged(self) -> None:
         config = self.config
-        listed = {
-            item[config.id_field]: config.comparable(item)
-            for item in self.list_items(config.our_headers)
-        }
+        items = self.list_items(config.our_headers)
+        if config.list_options is not None:
+            keys = [(key.key, key.descending) for key in config.list_options.default_sort]
+            check_order(f"GET {config.base}", items, keys, config.id_field, "the default order")
+        listed = {item[config.id_field]: config.comparable(item) for item in items}
         known = {key: config.comparable(row) for key, row in self.rows.items()}
         for key in known.keys() - listed.keys():
             fail(f"GET {config.base} does not list item {key!r}, which should exist")
         for key in listed.keys() - known.keys():
+            if key in self.theirs:
+                fail(f"GET {config.base} lists item {key!r}, created as another tenant")
             fail(f"GET {config.base} lists item {key!r}, which should not exist")
         for key, row in known.items():
             if listed[key] != row:
@@ -208,7 +255,17 @@ class CrudContract(RuleBasedStateMachine):
                     f"{where} changed {name!r}, which was not sent: it was {before[name]!r}, "
                     f"now {after.get(name)!r}",
                 )
+        before = self.config.comparable(self.rows[key])
         self.rows[key] = shown
+        old_etags = {etag for etag, seen in self.etags.get(key, []) if seen == before}
+        if before != self.config.comparable(shown):
+            etag = response.headers.get("ETag")
+            expect(
+                etag not in old_etags,
+                f"{where} changed the item but answered the ETag {etag} it had before the "
+                "change (rule: an ETag changes whenever the item does)",
+            )
+        self.remember_etag(key, response, shown)
         if self.reads_back:
             self.check_etag(where, url, response)
 
@@ -307,6 +364,8 @@ def create(self: CrudContract, body: dict[str, Any]) -> Any:
     key = created[config.id_field]
     expect(key not in self.rows, f"POST {config.base} reused the id {key!r} of a live item")
     self.rows[key] = created
+    self.etags.pop(key, None)  # a reused id of a deleted item starts afresh
+    self.remember_etag(key, response, created)
     if self.reads_back:
         url = self.item_url(key)
         fetched = self.call("get", url)
@@ -408,13 +467,19 @@ def list_query(self: CrudContract, data: st.DataObject) -> None:
     )
     if "sort" in params:
         name = params["sort"].removesuffix("__desc")
-        values = [item[name] for item in listed if item.get(name) is not None]
-        ordered = sorted(values, reverse=params["sort"].endswith("__desc"))
-        expect(values == ordered, f"{where} is not in {params['sort']} order: {values}")
+        keys = [(name, params["sort"].endswith("__desc"))]
+        check_order(where, listed, keys, config.id_field, f"sorted by {params['sort']}")
     if "fields" in params:
         wanted = set(params["fields"].split(","))
         odd = [item for item in listed if set(item) != wanted]
         expect(not odd, f"{where} answers other fields than {sorted(wanted)}: {odd[:1]}")
+    sorts = sort_queries(config.list_options, self.rows)
+    if "sort" not in params and sorts:  # and every list of two rows or more, sorted too
+        order = data.draw(st.sampled_from(sorts), label="sorted too")[0]["sort"]
+        where = f"GET {config.base}?{urlencode({'sort': order})}"
+        keys = [(order.removesuffix("__desc"), order.endswith("__desc"))]
+        listed = self.list_items(config.our_headers, {"sort": order})
+        check_order(where, listed, keys, config.id_field, f"sorted by {order}")
 
 
 #: (query parameters, whether the row must be listed, why)
@@ -446,14 +511,63 @@ def list_queries(options: Any, row: Mapping[str, Any]) -> list[ListQuery]:
 
 
 def sort_queries(options: Any, rows: Mapping[Any, Mapping[str, Any]]) -> list[ListQuery]:
-    """Both directions of each numeric sort field on which the rows differ."""
+    """Both directions of each sort field on which at least two rows differ or tie."""
     queries: list[ListQuery] = []
     for name in options.resource.sort_fields:
-        distinct = {row.get(name) for row in rows.values() if _is_number(row.get(name))}
-        if "." not in name and len(distinct) > 1:
+        if "." not in name and len(rows) > 1:
             for order in (name, f"{name}__desc"):
                 queries.append(({"sort": order}, True, f"sorted by {order}"))
     return queries
+
+
+def check_order(
+    where: str,
+    items: Sequence[Mapping[str, Any]],
+    keys: list[tuple[str, bool]],
+    id_field: str,
+    rule: str,
+) -> None:
+    """``items`` in the order ``keys`` (field, descending) say, then by id: checked where
+    it holds on every database whatever its collation. Numbers and booleans compare as in
+    Python, NULL after every value ascending (before, descending); items equal in every
+    key (as JSON) must come by ascending id, the final tie-breaker. A pair told apart by
+    text, dates or anything else a collation decides is not checked."""
+    for before, after in itertools.pairwise(items):
+        problem = _out_of_order(before, after, keys, id_field)
+        expect(problem is None, f"{where} lists {problem} (rule: {rule})")
+
+
+def _out_of_order(
+    before: Mapping[str, Any], after: Mapping[str, Any], keys: list[tuple[str, bool]], id_field: str
+) -> str | None:
+    for name, descending in keys:
+        a: Any = before.get(name)
+        b: Any = after.get(name)
+        if a == b:
+            continue
+        if _comparable(a, b):
+            wrong = bool(a < b) if descending else bool(a > b)
+        elif a is None or b is None:
+            wrong = (a is None) != descending
+        else:
+            return None
+        return f"{name}={a!r} before {name}={b!r}" if wrong else None
+    x: Any = before.get(id_field)
+    y: Any = after.get(id_field)
+    if _comparable(x, y) and x > y:
+        names = ", ".join(name for name, _ in keys) or "every sort key"
+        return f"item {x!r} before item {y!r}, equal in {names}: ties must come by ascending id"
+    return None
+
+
+def _comparable(a: Any, b: Any) -> bool:
+    numbers = (int, float)
+    return (isinstance(a, bool) and isinstance(b, bool)) or (
+        isinstance(a, numbers)
+        and isinstance(b, numbers)
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    )
 
 
 def _filter_queries(name: str, path: Any, value: Any) -> list[ListQuery]:
@@ -497,6 +611,63 @@ def _is_datetime(path: Any) -> bool:
     return isinstance(path.field, ma.fields.DateTime)
 
 
+def their_collection(config: ContractConfig) -> tuple[str, bool] | None:
+    """Where the rows we must never touch live: the other tenant's list (``other``: with
+    their headers), or the collection under the other parent."""
+    if config.their_headers is not None:
+        return config.base, True
+    if config.other_parent_url is not None:
+        return config.other_parent_url, False
+    return None
+
+
+def create_theirs(self: CrudContract, body: dict[str, Any], data: st.DataObject) -> None:
+    """A row of the other tenant (or under the other parent), for the checks that none of
+    our requests ever changes it. Half the time its text is one of our rows' (a write
+    that matches rows by value rather than by key then shows)."""
+    where = their_collection(self.config)
+    if where is None:
+        return
+    url, other = where
+    copies = bool(self.rows) and data.draw(st.booleans(), label="with our item's text")
+    if copies:
+        ours = data.draw(st.sampled_from(list(self.rows)), label="like our item")
+        for key, value in self.rows[ours].items():
+            if key in body and isinstance(value, str):
+                body = {**body, key: value}
+    response = self.call("post", url, body, other=other)
+    if response.status_code == 201:
+        created = response.get_json()
+        self.theirs[created[self.config.id_field]] = created
+
+
+def theirs_untouched(self: CrudContract) -> None:
+    """After every step: the other tenant's (or parent's) rows are exactly as created."""
+    where = their_collection(self.config)
+    if where is None or not self.theirs:
+        return
+    url, other = where
+    headers = self.config.their_headers if other else self.config.our_headers
+    listed = {
+        item[self.config.id_field]: self.config.comparable(item)
+        for item in self.list_items(headers or {}, base=url)
+    }
+    last = next((line for line in reversed(self.log) if not line.startswith("GET")), "")
+    request = last.rsplit(" -> ", 1)[0]
+    whose = "the other tenant's" if other else "the other parent's"
+    for key, row in self.theirs.items():
+        if key not in listed:
+            fail(
+                f"{request}: {whose} item {key!r} is gone (rule: a request never changes "
+                "rows outside its own scope and parent)"
+            )
+        if listed[key] != self.config.comparable(row):
+            fail(
+                f"{request}: {whose} item {key!r} changed, {difference(row, listed[key])} "
+                "(rule: a request never changes rows outside its own scope and parent)"
+            )
+
+
 def list_and_item_agree(self: CrudContract) -> None:
     """Every item the list shows this caller, its item route shows too, identically."""
     for item in self.list_items(self.config.our_headers):
@@ -515,6 +686,50 @@ def update(self: CrudContract, key: Any, body: dict[str, Any]) -> None:
 
 def patch(self: CrudContract, key: Any, body: dict[str, Any]) -> None:
     self.change("patch", "patch", key, body)
+
+
+def unique_fields(config: ContractConfig) -> list[str]:
+    """Body keys of the patch schema's fields whose column is unique on its own."""
+    options = config.list_options
+    if options is None:
+        return []
+    table = options.mapper.local_table
+    unique = {
+        next(iter(constraint.columns)).name
+        for constraint in [*table.constraints, *table.indexes]
+        if len(constraint.columns) == 1
+        and (isinstance(constraint, UniqueConstraint) or getattr(constraint, "unique", False))
+        and not next(iter(constraint.columns)).primary_key
+    }
+    keys = []
+    for name, loaded in config.schemas["patch"].load_fields.items():
+        attribute = options.columns.get(loaded.attribute or name)
+        column = getattr(getattr(attribute, "property", None), "columns", [None])[0]
+        if column is not None and getattr(column, "name", None) in unique:
+            keys.append(loaded.data_key or name)
+    return keys
+
+
+def patch_conflicting(
+    self: CrudContract, key: Any, body: dict[str, Any], data: st.DataObject
+) -> None:
+    """A write the database must refuse: a PATCH of other fields plus a unique value
+    another item holds. The 409 must leave the item exactly as it was (a hook that
+    commits part of the change by itself shows)."""
+    others = [
+        other
+        for other in self.rows
+        if other != key and any(self.rows[other].get(f) is not None for f in self.unique)
+    ]
+    if key not in self.rows or not others:
+        return
+    other = data.draw(st.sampled_from(others), label="item whose unique value is copied")
+    taken = {f: self.rows[other][f] for f in self.unique if self.rows[other].get(f) is not None}
+    url = self.item_url(key)
+    response = self.call("patch", url, {**body, **taken})
+    why = f"{', '.join(taken)} as item {other!r} has it"
+    expect_status(response, 409, "PATCH", url, why)
+    self.check_unchanged()
 
 
 def patch_invalid(self: CrudContract, key: Any, pair: tuple[str, dict[str, Any]]) -> None:
@@ -552,12 +767,20 @@ def conditional(self: CrudContract, key: Any) -> None:
         response = self.client.get(url, headers={**self.config.our_headers, "If-None-Match": sent})
         self.log.append(f"GET {url} If-None-Match: {sent} -> {response.status_code}")
         expect_status(response, 304, "GET", url, f"If-None-Match: {sent} is the current ETag")
-    stale = {**self.config.our_headers, "If-Match": '"resources-kit-stale-etag"'}
-    response = self.client.patch(url, json={}, headers=stale)
-    self.log.append(
-        f'PATCH {url} {{}} If-Match: "resources-kit-stale-etag" -> {response.status_code}'
-    )
-    expect_status(response, 412, "PATCH", url, "If-Match names a stale ETag")
+    self.remember_etag(key, current, current.get_json())
+    earlier = self.earlier_etag(key)
+    if earlier is not None:  # a real ETag of the item before it last changed
+        headers = {**self.config.our_headers, "If-None-Match": earlier}
+        response = self.client.get(url, headers=headers)
+        self.log.append(f"GET {url} If-None-Match: {earlier} -> {response.status_code}")
+        expect_status(
+            response, 200, "GET", url, f"If-None-Match: {earlier} is an ETag from before a change"
+        )
+    stale = earlier or '"resources-kit-stale-etag"'
+    headers = {**self.config.our_headers, "If-Match": stale}
+    response = self.client.patch(url, json={}, headers=headers)
+    self.log.append(f"PATCH {url} {{}} If-Match: {stale} -> {response.status_code}")
+    expect_status(response, 412, "PATCH", url, f"If-Match: {stale} is not the current ETag")
     self.check_unchanged()
 
 
@@ -572,6 +795,8 @@ def delete(self: CrudContract, key: Any) -> None:
 
 
 def other_tenant_item(self: CrudContract, key: Any, method: str) -> None:
+    if key in self.theirs:  # a deleted item's id, given again to one of theirs
+        return
     unreachable(self, self.item_url(key), method, "as another tenant", other=True)
 
 
@@ -652,6 +877,9 @@ def _rules(config: ContractConfig, operations: Collection[str]) -> dict[str, Any
         wanted["update_invalid"] = rule(key=items, pair=invalid)(explained(update_invalid))
     if "patch" in operations:
         wanted["patch"] = rule(key=items, body=config.bodies("patch"))(explained(patch))
+        if unique_fields(config):
+            conflicting = rule(key=items, body=config.bodies("patch"), data=st.data())
+            wanted["patch_conflicting"] = conflicting(explained(patch_conflicting))
         invalid = invalid_payloads(config.schemas["patch"], partial=True)
         wanted["patch_invalid"] = rule(key=items, pair=invalid)(explained(patch_invalid))
         if "read" in operations:
@@ -665,6 +893,10 @@ def _rules(config: ContractConfig, operations: Collection[str]) -> dict[str, Any
         methods = st.sampled_from(["get", "put", "patch", "delete"])
         wanted["other_tenant_item"] = rule(key=items, method=methods)(explained(other_tenant_item))
         wanted["other_tenant_list"] = rule()(explained(other_tenant_list))
+    if "create" in operations and their_collection(config) is not None:
+        theirs = rule(body=config.bodies("create"), data=st.data())
+        wanted["create_theirs"] = theirs(explained(create_theirs))
+        wanted["theirs_untouched"] = invariant()(explained(theirs_untouched))
     return wanted
 
 
@@ -695,7 +927,9 @@ def crud_contract(
     every request (a user's token: the contract runs as that user); ``other_headers``
     (another tenant's) and ``other_parent_url`` (the collection under another parent) add
     isolation checks. ``overrides`` replaces a field's strategy; ``volatile_fields`` are
-    not compared; ``setup`` runs before each run (empty the tables there).
+    not compared; ``setup`` runs at the start of each run, after ``client`` (when it is a
+    function) has made the client, so inside the app context it pushed (empty the tables
+    there).
 
     It creates, reads, lists, walks, queries, updates, patches and deletes in random order
     and checks every answer against a model of what the resource should hold (see the

@@ -126,7 +126,16 @@ def _text(field: fields.Field[Any]) -> st.SearchStrategy[Any]:
     if regexes:
         regex = st.from_regex(regexes[0], fullmatch=True)
         return regex.filter(lambda s: low <= len(s) and (high is None or len(s) <= high))
-    return st.text(_TEXT_CHARACTERS, min_size=low, max_size=high if high is not None else 40)
+    return _bounded_text(low, high)
+
+
+def _bounded_text(low: int, high: int | None) -> st.SearchStrategy[str]:
+    """Text of ``low`` to ``high`` characters; half of the time exactly ``high``, the
+    boundary where a column that keeps fewer characters shows."""
+    anything = st.text(_TEXT_CHARACTERS, min_size=low, max_size=high if high is not None else 40)
+    if high is None or high == low:
+        return anything
+    return anything | st.text(_TEXT_CHARACTERS, min_size=high, max_size=high)
 
 
 def _integers(field: fields.Field[Any]) -> st.SearchStrategy[Any]:
@@ -275,6 +284,13 @@ def field_strategy(field: fields.Field[Any]) -> st.SearchStrategy[Any]:
     return strategy
 
 
+def _plain_text(field: fields.Field[Any]) -> bool:
+    """A ``String`` field of any text (no format, no pattern, no choices): its length is
+    the only limit."""
+    plain = type(field) is fields.String
+    return plain and all(isinstance(v, validate.Length) for v in _validators(field))
+
+
 def _loadable(schema: ma.Schema) -> list[tuple[str, fields.Field[Any]]]:
     return [(field.data_key or name, field) for name, field in schema.load_fields.items()]
 
@@ -289,20 +305,32 @@ def payloads(
     *,
     partial: bool = False,
     overrides: Mapping[str, st.SearchStrategy[Any]] | None = None,
+    max_lengths: Mapping[str, int] | None = None,
 ) -> st.SearchStrategy[dict[str, Any]]:
     """JSON bodies that ``schema`` loads (``partial=True``: any subset of the fields).
 
     ``dump_only`` fields are never generated; ``load_only`` ones are. Required fields are
     always present unless ``partial``; optional ones come and go. ``overrides`` replaces
-    the strategy of a field by its name in the body. Bodies a schema-level validator
-    refuses are filtered out.
+    the strategy of a field by its name in the body. ``max_lengths`` (body key -> the
+    length of the column behind it) bounds plain text fields by their column, drawing
+    exactly that length half of the time (as a ``Length(max=n)`` validator does). Bodies a
+    schema-level validator refuses are filtered out.
     """
     instance = schema_instance(schema)
     overrides = dict(overrides or {})
+    lengths = max_lengths or {}
     required: dict[str, st.SearchStrategy[Any]] = {}
     optional: dict[str, st.SearchStrategy[Any]] = {}
     for key, field in _loadable(instance):
-        strategy = overrides.pop(key) if key in overrides else field_strategy(field)
+        if key in overrides:
+            strategy = overrides.pop(key)
+        elif key in lengths and _plain_text(field):
+            low, high = _length(field)
+            bound = lengths[key] if high is None else min(high, lengths[key])
+            strategy = _bounded_text(min(low, bound), bound)
+            strategy = strategy | st.none() if field.allow_none else strategy
+        else:
+            strategy = field_strategy(field)
         (required if field.required and not partial else optional)[key] = strategy
     if overrides:
         raise UnsupportedField(f"overrides name fields the schema cannot load: {sorted(overrides)}")
