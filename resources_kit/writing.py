@@ -9,7 +9,8 @@
 5. the rows written are checked: the server's values still hold, references set other than
    by the body are reachable, and each row is still inside the caller's row policy (403);
 6. the response is built, then one commit; any error before rolls everything back;
-7. signals and after-commit callbacks, which cannot undo the commit.
+7. the write's jobs are delivered, then signals and after-commit callbacks, which cannot
+   undo the commit.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Session, scoped_session
 
 from . import signals
 from .errors import HTTPError, ImproperlyConfigured, from_database_error, unprocessable
+from .outbox import deliver_committed
 from .parsing import check_query_args, json_body
 from .policy import reaches_row
 
@@ -269,6 +271,8 @@ def read_back(view: WriterView, obj: Any, data: Mapping[str, Any]) -> None:
 def after_commit(view: WriterView, operation: str, obj: Any, data: dict[str, Any]) -> None:
     """Signals, then after-commit callbacks; each receiver runs on its own, and a
     failure is logged and cannot undo the commit or stop the others."""
+    # The write's jobs first: published (or run, with no broker) right after the commit.
+    deliver_committed(view.get_session())
     signal = signals.BY_OPERATION.get(operation, signals.action_performed)
     sender = type(view)
     for receiver in signal.receivers_for(sender):

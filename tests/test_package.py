@@ -126,6 +126,8 @@ def test_public_names() -> None:
         "components",
         "openapi",
         "testing",
+        "jobs",
+        "outbox",
     }
     for name in ("HTTPError", "action", "Pagination", "Filtering", "Sorting"):
         assert name in resources_kit.__all__

@@ -1,0 +1,477 @@
+"""Background work: tasks, the ``Jobs`` extension, and a job's run with its tenant restored.
+
+Lifecycle (see *Background work* in the docs):
+
+1. ``enqueue(view, task, **arguments)`` in a hook, callback or action adds the job's row
+   to the write's session: inserted by its flush, committed or rolled back with it;
+2. right after the commit the job is published to Celery (``RESOURCES_KIT_JOBS_BROKER_URL``)
+   or, with no broker, run in-process; a failure there is only logged;
+3. the relay (``flask resources relay``, or the beat task) republishes every job not
+   claimed within ``RESOURCES_KIT_JOBS_ACK_TIMEOUT``, or whose worker was lost;
+4. a worker claims the job, restores the enqueuing request's scope (and its row-level
+   security settings) and runs the task; the task's writes and the "succeeded" mark
+   commit together, fenced by the attempt number, so a duplicate delivery changes nothing;
+5. a task that raises is retried with exponential backoff, then kept as ``failed``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, ClassVar, cast
+
+import marshmallow as ma
+from flask import Flask, Response, current_app, url_for
+from sqlalchemy.orm import Session
+
+from . import outbox
+from .cli import install_jobs_cli
+from .database import bind_settings, unbind_settings
+from .errors import HTTPError, ImproperlyConfigured, ResourcesKitError, problem_body
+from .extension import app_state
+from .mixins import RetrieveMixin
+from .nesting import Mount, Place, bind_values, guard_values, unbind_values
+from .resource import Resource
+from .tenancy import TenantScopeMixin
+
+#: ``app.config`` keys and their defaults.
+DEFAULTS: Mapping[str, Any] = {
+    #: The Celery broker (``redis://...``, ``amqp://...``); ``None``: run in-process.
+    "RESOURCES_KIT_JOBS_BROKER_URL": None,
+    #: Seconds a queued job may wait for a worker before the relay republishes it.
+    "RESOURCES_KIT_JOBS_ACK_TIMEOUT": 60.0,
+    #: Seconds a worker may hold a job before it is taken for lost and run again.
+    "RESOURCES_KIT_JOBS_LEASE": 300.0,
+    #: Seconds before the first retry; each later one waits twice as long.
+    "RESOURCES_KIT_JOBS_RETRY_BACKOFF": 2.0,
+    #: Attempts before a job is kept as failed (a task may set its own).
+    "RESOURCES_KIT_JOBS_MAX_ATTEMPTS": 5,
+    #: Seconds between two runs of the relay's Celery beat task.
+    "RESOURCES_KIT_JOBS_RELAY_INTERVAL": 30.0,
+    #: More Celery settings (``{"broker_transport_options": {...}}``).
+    "RESOURCES_KIT_JOBS_CELERY": {},
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """A function registered with :meth:`Jobs.task`; calling it runs it directly."""
+
+    name: str
+    func: Callable[..., Any]
+    max_attempts: int | None = None
+
+    def __call__(self, **arguments: Any) -> Any:
+        return self.func(**arguments)
+
+    def enqueue(self, view: Any, *, identity: Any = None, **arguments: Any) -> Any:
+        """``enqueue(view, self, ...)``."""
+        return enqueue(view, self, identity=identity, **arguments)
+
+
+@dataclass
+class JobContext:
+    """The job a task runs for: its row, and the views made for it."""
+
+    job: Any
+    jobs: Jobs
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return str(self.job.id)
+
+    @property
+    def attempt(self) -> int:
+        return int(self.job.attempts)
+
+    @property
+    def identity(self) -> Any:
+        return self.job.identity
+
+    @property
+    def tenant(self) -> dict[str, Any]:
+        """The union of the enqueuing request's scopes (``{"school_id": 1}``)."""
+        return dict(self.job.scope.get("tenant", {}))
+
+
+_current: ContextVar[JobContext | None] = ContextVar("resources_kit_job", default=None)
+
+
+def current_job() -> JobContext:
+    """The job the running task serves: ``.id`` (stable over every delivery), ``.attempt``,
+    ``.identity``, ``.tenant``."""
+    context = _current.get()
+    if context is None:
+        raise ResourcesKitError("current_job() is only available inside a running job.")
+    return context
+
+
+class Jobs:
+    """Durable background work for a Flask-SQLAlchemy app::
+
+        jobs = Jobs(db)
+
+        @jobs.task
+        def send_welcome(teacher_id):
+            ...
+
+        class WelcomeEmail(Callback):          # a post_create callback
+            def execute(self):
+                enqueue(self.view, send_welcome, teacher_id=self.resource.id)
+
+        jobs.init_app(app)
+
+    ``load_user(identity)`` turns a job's identity back into the user that permissions see
+    in a task's views (default: the identity itself).
+    """
+
+    def __init__(
+        self,
+        db: Any,
+        app: Flask | None = None,
+        *,
+        load_user: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.db = db
+        #: The mapped class of the outbox table.
+        self.model = outbox.job_model(db)
+        self.tasks: dict[str, Task] = {}
+        self.load_user = load_user or (lambda identity: identity)
+        if app is not None:
+            self.init_app(app)
+
+    def task(
+        self,
+        func: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        max_attempts: int | None = None,
+    ) -> Any:
+        """Register ``func`` as a task (``@jobs.task`` or ``@jobs.task(max_attempts=3)``)."""
+
+        def register(func: Callable[..., Any]) -> Task:
+            task = Task(name or f"{func.__module__}.{func.__qualname__}", func, max_attempts)
+            if task.name in self.tasks:
+                raise ImproperlyConfigured(f"A task named {task.name!r} is already registered.")
+            self.tasks[task.name] = task
+            return task
+
+        return register(func) if func is not None else register
+
+    def init_app(self, app: Flask) -> None:
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        app.extensions["resources_kit_jobs"] = self
+        broker = app.config["RESOURCES_KIT_JOBS_BROKER_URL"]
+        celery = None
+        if broker:
+            from .workers import make_celery  # only with a broker: Celery is optional
+
+            celery = make_celery(self, app, broker)
+        app.extensions["resources_kit_celery"] = celery
+        install_jobs_cli(app, self)
+
+    @property
+    def celery(self) -> Any:
+        """The current app's Celery app (``None`` without a broker: jobs run in-process)."""
+        return current_app.extensions.get("resources_kit_celery")
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def setting(self, key: str) -> Any:
+        name = f"RESOURCES_KIT_JOBS_{key}"
+        return current_app.config.get(name, DEFAULTS[name])
+
+    @property
+    def session(self) -> Session:
+        return cast(Session, self.db.session())
+
+    # -- delivery ---------------------------------------------------------------------------
+
+    def dispatch(self, ids: Sequence[str]) -> None:
+        """Committed jobs: published to the broker, or run here with no broker. Never
+        raises: what fails is left to the relay."""
+        for job_id in ids:
+            try:
+                self.publish(job_id)
+            except Exception:
+                current_app.logger.exception("Job %s not delivered; the relay will.", job_id)
+
+    def publish(self, job_id: str, countdown: float | None = None) -> None:
+        if self.celery is None:
+            if countdown is None:
+                self.run(job_id)
+            return
+        from .workers import publish
+
+        publish(self.celery, job_id, countdown)
+
+    def relay(self, *, limit: int = 500) -> int:
+        """Redeliver every job due (not claimed in time, lost, or waiting to retry); how
+        many. Without a broker, runs them here."""
+        session = self.session
+        total = 0
+        while True:
+            ids = outbox.due(session, self.model, limit)
+            outbox.redeliver(session, self.model, ids, self.setting("ACK_TIMEOUT"))
+            session.commit()
+            self.dispatch(ids)
+            total += len(ids)
+            if len(ids) < limit:
+                return total
+
+    def retry(self, ids: Sequence[str] | None = None) -> list[str]:
+        """Failed jobs (``ids``, or all) run again, with fresh attempts."""
+        found = outbox.reopen(self.session, self.model, ids)
+        self.session.commit()
+        self.dispatch(found)
+        return found
+
+    def listing(self, statuses: Sequence[str] = (), limit: int = 50) -> list[Any]:
+        """Jobs, newest first (only those of ``statuses``, if given)."""
+        return list(outbox.listing(self.session, self.model, statuses, limit))
+
+    def worker(self, argv: Sequence[str] = ()) -> None:
+        """Run the jobs: a Celery worker with a broker; without one, the relay every
+        second in this process (``--once``: one round)."""
+        if self.celery is not None:
+            from .workers import worker
+
+            worker(self.celery, argv)
+            return
+        while True:
+            self.relay()
+            if "--once" in argv:
+                return
+            time.sleep(1.0)
+
+    # -- a run -------------------------------------------------------------------------------
+
+    def run(self, job_id: str) -> str:
+        """Run one delivery of a job: ``"succeeded"``, ``"retrying"``, ``"failed"``,
+        ``"skipped"`` (not waiting: done, or another worker's) or ``"superseded"``."""
+        session = self.session
+        job = outbox.claim(session, self.model, job_id, self.setting("LEASE"))
+        if job is None:
+            return "skipped"
+        task = self.tasks.get(job.task)
+        try:
+            if task is None:
+                raise ImproperlyConfigured(f"No task named {job.task!r} is registered.")
+            with self.restored(job):
+                result = task.func(**job.arguments)
+                outbox.check_json("result", result)
+                done = {"status": "succeeded", "result": result, "finished_at": outbox.now()}
+                if not outbox.finish(session, self.model, job.id, job.attempts, done):
+                    session.rollback()
+                    return "superseded"
+                session.commit()
+        except Exception as exc:
+            session.rollback()
+            return self.failed(job, task, exc)
+        outbox.deliver_committed(session)  # jobs the task enqueued
+        return "succeeded"
+
+    def failed(self, job: Any, task: Task | None, exc: Exception) -> str:
+        session = self.session
+        limit = (task.max_attempts if task else None) or self.setting("MAX_ATTEMPTS")
+        final = task is None or job.attempts >= limit
+        delay = float(self.setting("RETRY_BACKOFF")) * 2 ** (job.attempts - 1)
+        values = {
+            "status": "failed" if final else "retrying",
+            "problem": job_problem(exc),
+            "due_at": outbox.now() + timedelta(seconds=delay + self.setting("ACK_TIMEOUT")),
+            "finished_at": outbox.now() if final else None,
+        }
+        current_app.logger.warning(
+            "Job %s (%s) attempt %s failed: %r", job.id, job.task, job.attempts, exc
+        )
+        if not outbox.finish(session, self.model, job.id, job.attempts, values):
+            session.rollback()
+            return "superseded"
+        session.commit()
+        if not final and self.celery is not None:
+            self.dispatch_later(job.id, delay)
+        return "failed" if final else "retrying"
+
+    def dispatch_later(self, job_id: str, delay: float) -> None:
+        try:
+            self.publish(job_id, countdown=delay)
+        except Exception:
+            current_app.logger.exception("Retry of job %s not published; the relay will.", job_id)
+
+    @contextmanager
+    def restored(self, job: Any) -> Iterator[JobContext]:
+        """The job's row-level security settings on every transaction of the block, and
+        its scope for :func:`job_view`."""
+        context = JobContext(job, self)
+        token = _current.set(context)
+        values = bind_values(context.values)
+        settings = job.scope.get("settings") or {}
+        bound = bind_settings(settings, self.db.session) if settings else None
+        try:
+            yield context
+        finally:
+            if bound is not None:
+                unbind_settings(bound)
+            unbind_values(values)
+            _current.reset(token)
+
+
+def enqueue(view: Any, task: Task | str, /, *, identity: Any = None, **arguments: Any) -> Any:
+    """Add a job for ``task`` to ``view``'s write: its row is inserted by the write's
+    flush and commits or rolls back with it. Records the scope of every level of the
+    view's URL (refused without one) and ``identity`` (JSON); returns the job's row."""
+    jobs = app_jobs()
+    name = task.name if isinstance(task, Task) else task
+    registered = jobs.tasks.get(name)
+    if registered is None:
+        raise ImproperlyConfigured(f"No task named {name!r} is registered with Jobs.task.")
+    return outbox.add_job(
+        view.get_session(),
+        jobs.model,
+        task=name,
+        arguments=arguments,
+        scope=outbox.record_scope(view),
+        identity=identity,
+        max_attempts=registered.max_attempts or jobs.setting("MAX_ATTEMPTS"),
+        ack_timeout=jobs.setting("ACK_TIMEOUT"),
+    )
+
+
+def app_jobs() -> Jobs:
+    jobs = current_app.extensions.get("resources_kit_jobs")
+    if jobs is None:
+        raise ImproperlyConfigured("The app has no Jobs extension; call Jobs(db).init_app(app).")
+    return cast(Jobs, jobs)
+
+
+def job_problem(exc: Exception) -> dict[str, Any]:
+    """A problem document for a failed attempt: the HTTP error's own, or a 500 naming
+    only the exception's type."""
+    if isinstance(exc, HTTPError):
+        return problem_body(exc)
+    return {
+        "type": "about:blank",
+        "title": "Internal Server Error",
+        "status": 500,
+        "detail": f"The task raised {type(exc).__name__}.",
+    }
+
+
+# -- the library's resources inside a task -------------------------------------------------
+
+
+def job_view(resource: type[Resource]) -> Resource:
+    """A view of ``resource`` inside the running job, scoped as the enqueuing request
+    was: its ``get_scoped_query()`` and ``execute_read()`` see the tenant's rows only. A
+    tenant-scoped resource the job's scope does not cover is refused (fail closed)."""
+    context = current_job()
+    mount = find_mount(context, resource)
+    levels: list[Resource] = []
+    for above in reversed(mount.chain()):
+        view = cast(Resource, above.resource(above, "item" if levels else "collection"))
+        view.action = "retrieve"
+        view.scope = level_scope(context, above)
+        if isinstance(view, TenantScopeMixin):
+            try:
+                view.check_scope(view.scope)
+            except HTTPError:
+                raise ResourcesKitError(
+                    f"The job has no scope for {above.resource.__name__}."
+                ) from None
+        levels.append(view)
+    place = Place(levels, dict(context.job.scope.get("url_kwargs", {})))
+    for view in levels:
+        view.place, view.caller = place, levels[0].caller
+    levels[0].caller.user(lambda: context.jobs.load_user(context.identity))
+    place.values = guard_values(levels, place.url_kwargs)
+    context.values.update(place.values)
+    return levels[0]
+
+
+def find_mount(context: JobContext, resource: type[Resource]) -> Mount:
+    recorded = [level["endpoint"] for level in context.job.scope.get("levels", [])]
+    mounts = [
+        mount
+        for _, each in app_state(current_app).get("routers", [])
+        for mount in each
+        if mount.resource is resource
+    ]
+    mounts.sort(key=lambda m: (m.endpoint not in recorded, m.parent is not None))
+    if not mounts:
+        raise ImproperlyConfigured(f"{resource.__name__} is not registered on a router.")
+    return cast(Mount, mounts[0])
+
+
+def level_scope(context: JobContext, mount: Mount) -> dict[str, Any]:
+    for level in context.job.scope.get("levels", []):
+        if level["endpoint"] == mount.endpoint:
+            return dict(level["scope"])
+    tenant = context.tenant
+    columns = getattr(mount.resource, "scope_columns", None) or [
+        key for key in tenant if key in mount.resource.model.__table__.columns
+    ]
+    return {key: tenant[key] for key in columns if key in tenant}
+
+
+# -- the job resource ---------------------------------------------------------------------
+
+
+class JobSchema(ma.Schema):
+    """A job as the job resource shows it."""
+
+    id = ma.fields.String(dump_only=True)
+    task = ma.fields.String(dump_only=True)
+    status = ma.fields.String(dump_only=True, metadata={"enum": list(outbox.STATUSES)})
+    attempts = ma.fields.Integer(dump_only=True)
+    created_at = ma.fields.DateTime(dump_only=True)
+    finished_at = ma.fields.DateTime(dump_only=True, allow_none=True)
+    result = ma.fields.Raw(dump_only=True, allow_none=True)
+    problem = ma.fields.Dict(dump_only=True, allow_none=True)
+
+
+class JobResource(TenantScopeMixin, RetrieveMixin, Resource):
+    """``GET /jobs/<id>``: a job's status, result or problem, for its own tenant only.
+    Subclass it, set ``model = jobs.model`` and ``permissions``, and override
+    :meth:`get_job_tenant` to return the scope the app's resources use::
+
+        class JobStatus(JobResource):
+            model = jobs.model
+            permissions = [IsAuthenticated]
+
+            def get_job_tenant(self):
+                return {"school_id": self.current_user().school_id}
+    """
+
+    name: ClassVar[str | None] = "jobs"
+    schema = JobSchema
+    url_variable: ClassVar[str | None] = "job_id"
+    scope_columns: ClassVar[Sequence[str] | None] = ("tenant",)
+
+    def get_job_tenant(self) -> Mapping[str, Any] | None:
+        """The scope whose jobs the caller may see (the union of the scopes of the URLs
+        that enqueue them). Required."""
+        raise NotImplementedError(f"{type(self).__name__} must override get_job_tenant().")
+
+    def get_base_query_kwargs(self) -> Mapping[str, Any] | None:
+        tenant = self.get_job_tenant()
+        return {"tenant": outbox.tenant_key(tenant)} if tenant else None
+
+
+def accepted(view: Any, job: Any) -> Response:
+    """``202 Accepted`` for an ``@action(status=202, response=JobSchema)``: the job, with
+    ``Location`` naming it on the router's job resource."""
+    mounts = [m for m in view.mount.registry.mounts if issubclass(m.resource, JobResource)]
+    if not mounts:
+        raise ImproperlyConfigured("Register a JobResource subclass to answer 202 for jobs.")
+    mount = mounts[0]
+    response = cast(Response, current_app.json.response(JobSchema().dump(job)))
+    response.status_code = 202
+    response.headers["Location"] = url_for("." + mount.item_endpoint, job_id=job.id)
+    return response
