@@ -428,7 +428,7 @@ class JobSchema(ma.Schema):
 
     id = ma.fields.String(dump_only=True)
     task = ma.fields.String(dump_only=True)
-    status = ma.fields.String(dump_only=True, metadata={"enum": list(outbox.STATUSES)})
+    status = ma.fields.String(dump_only=True, validate=ma.validate.OneOf(outbox.STATUSES))
     attempts = ma.fields.Integer(dump_only=True)
     created_at = ma.fields.DateTime(dump_only=True)
     finished_at = ma.fields.DateTime(dump_only=True, allow_none=True)

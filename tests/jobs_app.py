@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+import marshmallow as ma
 from flask import Flask, g
 from sqlalchemy import ForeignKey, Integer, String, select, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -101,9 +102,19 @@ class EnqueueEffect(Callback):
             raise HTTPError(409, "The write fails after the job was added.")
 
 
+class TaskRequest(ma.Schema):
+    task = ma.fields.String(required=True)
+    arguments = ma.fields.Dict(load_default=dict)
+
+
 class ScopedJobTeachers(models.ScopedTeacherResource):
     name = "job-teachers"
     post_create_callbacks = [EnqueueEffect]
+
+    @action(detail=False, schema=TaskRequest, status=202, response=JobSchema, url_path="run-task")
+    def run_task(self, data: dict[str, Any]) -> Any:
+        """Any registered task, for the tests' faults."""
+        return accepted(self, enqueue(self, data["task"], **data["arguments"]))
 
     @action(detail=True, status=202, response=JobSchema, summary="Build a report later")
     def report(self, obj: Teacher) -> Any:
