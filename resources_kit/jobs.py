@@ -280,7 +280,7 @@ class Jobs:
     def failed(self, job: Any, task: Task | None, exc: Exception) -> str:
         session = self.session
         limit = (task.max_attempts if task else None) or self.setting("MAX_ATTEMPTS")
-        final = task is None or job.attempts >= limit
+        final = job.attempts >= limit  # an unknown task too: a newer worker may know it
         delay = float(self.setting("RETRY_BACKOFF")) * 2 ** (job.attempts - 1)
         values = {
             "status": "failed" if final else "retrying",

@@ -1,6 +1,6 @@
 """The app the background-work tests run, in the test process and in worker processes:
-``python -m tests.jobs_app worker`` starts a real Celery worker for it, and
-``python -m tests.jobs_app post-and-die`` a web process killed after its commit.
+``[*CHILD, "worker"]`` starts a real Celery worker for it, and ``[*CHILD, "post-and-die"]``
+a web process killed after its commit.
 
 The database comes from ``RESOURCES_KIT_TEST_DB`` (a full URL for a child process), the
 broker from ``RESOURCES_KIT_TEST_BROKER``."""
@@ -127,6 +127,13 @@ class PlainJobTeachers(models.ScopedTeacherResource):
     name = "plain-teachers"
 
 
+class RlsJobTeachers(ScopedJobTeachers):
+    """PostgreSQL enforces the school too: the job carries the setting to its worker."""
+
+    name = "rls-job-teachers"
+    row_level_security = ("school_id",)
+
+
 class JobStatus(JobResource):
     model = jobs.model
 
@@ -141,8 +148,14 @@ def register(router: Router) -> None:
     router.register(JobStatus)
 
 
-def create_app(**config: Any) -> Flask:
-    app = make_app(register, **config)
+def register_rls(router: Router) -> None:
+    register(router)
+    router.register(RlsJobTeachers)
+
+
+def create_app(*, rls: bool = False, **config: Any) -> Flask:
+    """The app; with ``rls``, also a resource whose scope PostgreSQL enforces."""
+    app = make_app(register_rls if rls else register, **config)
     jobs.init_app(app)
     return app
 
@@ -162,7 +175,8 @@ def timing_config() -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    app = create_app(**broker_config(), **timing_config())
+    rls = os.environ.get("JOBS_TEST_RLS") == "1"
+    app = create_app(rls=rls, **broker_config(), **timing_config())
     if argv[:1] == ["worker"]:
         with app.app_context():
             jobs.worker(
@@ -194,5 +208,10 @@ def main(argv: list[str]) -> int:
     return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+#: How a test starts a child process of this app (imported under its own name, so that
+#: its tasks and tables are the ones the tests know): ``[*CHILD, "worker"]``.
+CHILD = [
+    sys.executable,
+    "-c",
+    "import sys; from tests.jobs_app import main; sys.exit(main(sys.argv[1:]))",
+]
