@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any, ClassVar, cast
 
 import marshmallow as ma
@@ -389,7 +389,8 @@ def job_view(resource: type[Resource]) -> Resource:
     place = Place(levels, dict(context.job.scope.get("url_kwargs", {})))
     for view in levels:
         view.place, view.caller = place, levels[0].caller
-    levels[0].caller.user(lambda: context.jobs.load_user(context.identity))
+    identity = context.identity
+    levels[0].caller.user(lambda: None if identity is None else context.jobs.load_user(identity))
     place.values = guard_values(levels, place.url_kwargs)
     context.values.update(place.values)
     return levels[0]
@@ -423,6 +424,15 @@ def level_scope(context: JobContext, mount: Mount) -> dict[str, Any]:
 # -- the job resource ---------------------------------------------------------------------
 
 
+class UtcDateTime(ma.fields.DateTime):
+    """The table's naive UTC timestamps, sent with their offset (RFC 3339)."""
+
+    def _serialize(self, value: Any, attr: Any, obj: Any, **kwargs: Any) -> Any:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return super()._serialize(value, attr, obj, **kwargs)
+
+
 class JobSchema(ma.Schema):
     """A job as the job resource shows it."""
 
@@ -430,8 +440,8 @@ class JobSchema(ma.Schema):
     task = ma.fields.String(dump_only=True)
     status = ma.fields.String(dump_only=True, validate=ma.validate.OneOf(outbox.STATUSES))
     attempts = ma.fields.Integer(dump_only=True)
-    created_at = ma.fields.DateTime(dump_only=True)
-    finished_at = ma.fields.DateTime(dump_only=True, allow_none=True)
+    created_at = UtcDateTime(dump_only=True)
+    finished_at = UtcDateTime(dump_only=True, allow_none=True)
     result = ma.fields.Raw(dump_only=True, allow_none=True)
     problem = ma.fields.Dict(dump_only=True, allow_none=True)
 

@@ -1,6 +1,8 @@
 """``python -m sample_app``: seed a database and serve the school API.
 ``python -m sample_app token LOGIN``: print the access token of one demo login.
-``python -m sample_app policies``: print the row-level security DDL (PostgreSQL)."""
+``python -m sample_app policies``: print the row-level security DDL (PostgreSQL).
+``python -m sample_app worker [CELERY ARGS]``: run the background jobs: a Celery worker
+with ``SAMPLE_APP_BROKER_URL``; without one, the relay every second."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import sys
 import tempfile
 
 from . import create_app, policies, seed
+from .models import jobs
 
 
 def main(argv: list[str]) -> int:
@@ -18,6 +21,10 @@ def main(argv: list[str]) -> int:
     default = f"sqlite:///{os.path.join(tempfile.gettempdir(), 'resources_kit_sample_2.sqlite3')}"
     os.environ.setdefault("SAMPLE_APP_DATABASE_URL", default)
     app = create_app()
+    if argv[:1] == ["worker"]:
+        with app.app_context():
+            jobs.worker(argv[1:])
+        return 0
     with app.app_context():
         tokens = seed()
     if argv[:1] == ["token"]:
