@@ -128,6 +128,8 @@ def test_public_names() -> None:
         "testing",
         "jobs",
         "outbox",
+        "migrations",
+        "workers",
     }
     for name in ("HTTPError", "action", "Pagination", "Filtering", "Sorting"):
         assert name in resources_kit.__all__
