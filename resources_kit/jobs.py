@@ -52,6 +52,8 @@ DEFAULTS: Mapping[str, Any] = {
     "RESOURCES_KIT_JOBS_MAX_ATTEMPTS": 5,
     #: Seconds between two runs of the relay's Celery beat task.
     "RESOURCES_KIT_JOBS_RELAY_INTERVAL": 30.0,
+    #: Publish a committed write's jobs from a thread of the process, not in the request.
+    "RESOURCES_KIT_JOBS_PUBLISH_IN_THREAD": True,
     #: More Celery settings (``{"broker_transport_options": {...}}``).
     "RESOURCES_KIT_JOBS_CELERY": {},
 }
@@ -168,12 +170,15 @@ class Jobs:
             app.config.setdefault(key, value)
         app.extensions["resources_kit_jobs"] = self
         broker = app.config["RESOURCES_KIT_JOBS_BROKER_URL"]
-        celery = None
+        celery = publisher = None
         if broker:
-            from .workers import make_celery  # only with a broker: Celery is optional
+            from .workers import Publisher, make_celery  # only with a broker: Celery is optional
 
             celery = make_celery(self, app, broker)
+            if app.config["RESOURCES_KIT_JOBS_PUBLISH_IN_THREAD"]:
+                publisher = Publisher(app, self)
         app.extensions["resources_kit_celery"] = celery
+        app.extensions["resources_kit_publisher"] = publisher
         install_jobs_cli(app, self)
 
     @property
@@ -193,23 +198,41 @@ class Jobs:
 
     # -- delivery ---------------------------------------------------------------------------
 
-    def dispatch(self, ids: Sequence[str]) -> None:
-        """Committed jobs: published to the broker, or run here with no broker. Never
-        raises: what fails is left to the relay."""
-        for job_id in ids:
-            try:
-                self.publish(job_id)
-            except Exception:
-                current_app.logger.exception("Job %s not delivered; the relay will.", job_id)
+    def dispatch(self, ids: Sequence[str], *, background: bool = False) -> None:
+        """Committed jobs: published to the broker (by the publisher thread, with
+        ``background``), or run here with no broker. Never raises: what fails is left to
+        the relay."""
+        publisher = current_app.extensions.get("resources_kit_publisher")
+        if background and publisher is not None:
+            publisher.put(ids)
+            return
+        if self.celery is None:
+            for job_id in ids:
+                self.deliver(job_id)
+            return
+        try:
+            with self.celery.producer_or_acquire() as producer:  # one connection for all
+                for job_id in ids:
+                    self.deliver(job_id, producer)
+        except Exception:
+            current_app.logger.exception("Jobs %s not delivered; the relay will.", list(ids))
 
-    def publish(self, job_id: str, countdown: float | None = None) -> None:
+    def deliver(self, job_id: str, producer: Any = None) -> None:
+        try:
+            self.publish(job_id, producer=producer)
+        except Exception:
+            current_app.logger.exception("Job %s not delivered; the relay will.", job_id)
+
+    def publish(self, job_id: str, countdown: float | None = None, producer: Any = None) -> None:
+        """Send one job to the broker; with no broker, run it here (a retry waits for
+        the relay)."""
         if self.celery is None:
             if countdown is None:
                 self.run(job_id)
             return
         from .workers import publish
 
-        publish(self.celery, job_id, countdown)
+        publish(self.celery, job_id, countdown, producer)
 
     def relay(self, *, limit: int = 500) -> int:
         """Redeliver every job due (not claimed in time, lost, or waiting to retry); how

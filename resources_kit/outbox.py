@@ -200,7 +200,7 @@ def deliver_committed(session: Session | scoped_session[Session]) -> None:
     jobs = current_app.extensions.get("resources_kit_jobs")
     if jobs is None:  # pragma: no cover - enqueue needs the extension
         return
-    jobs.dispatch(ids)
+    jobs.dispatch(ids, background=True)
 
 
 # -- the steps of a job's life, each one conditional UPDATE ------------------------------

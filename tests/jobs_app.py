@@ -193,10 +193,10 @@ def main(argv: list[str]) -> int:
         # A web process that dies after its commit and before the publish.
         from resources_kit import jobs as jobs_module
 
-        def die(self: Any, job_id: str, countdown: float | None = None) -> None:
+        def die(self: Any, ids: Any, *, background: bool = False) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
-        jobs_module.Jobs.publish = die  # type: ignore[method-assign]
+        jobs_module.Jobs.dispatch = die  # type: ignore[method-assign]
         client = app.test_client()
         with app.app_context():
             client.post("/api/job-teachers", json={"name": argv[1]}, headers={"X-School": argv[2]})

@@ -328,3 +328,21 @@ def test_a_tasks_raw_sql_sees_only_its_tenants_rows(client: Any, app_role_url: s
             # SELECT school_id FROM teachers, as the app's role: the tenant's rows only.
             assert job.result == [ids[name]]
             assert job.scope["settings"] == {"school_id": str(ids[name])}
+
+
+def test_the_beat_task_is_the_relay(client: Any, web: Flask) -> None:
+    ids = seed_two_schools()
+    down = create_app(RESOURCES_KIT_JOBS_BROKER_URL=CLOSED_BROKER, **timing())
+    answer = down.test_client().post(
+        "/api/job-teachers", json={"name": "Eve"}, headers=school(ids, "one")
+    )
+    assert answer.status_code == 201
+    with web.app_context():
+        celery = jobs.celery
+    schedule = celery.conf.beat_schedule["resources-kit-relay"]
+    assert schedule["task"] == "resources_kit.relay"
+    with worker():
+        # What beat would send; applied here, as a worker would run it.
+        assert celery.tasks["resources_kit.relay"].apply().get() == 1
+        wait_for("the job to run", status_is("succeeded"))
+    assert notes() == ["Eve"]
