@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -346,3 +347,62 @@ def test_the_beat_task_is_the_relay(client: Any, web: Flask) -> None:
         assert celery.tasks["resources_kit.relay"].apply().get() == 1
         wait_for("the job to run", status_is("succeeded"))
     assert notes() == ["Eve"]
+
+
+def test_the_sample_apps_worker_runs_its_jobs(broker: Any) -> None:
+    """``python -m sample_app worker``: the welcome email and a report, on Celery."""
+    from sample_app import create_app as create_sample_app
+    from sample_app import seed
+    from sample_app.models import Mailbox, Report
+    from sample_app.models import db as sample_db
+
+    from .conftest import separate_database_url
+
+    broker.flushdb()
+    url = separate_database_url("resources_kit_sample_jobs")
+    app = create_sample_app(
+        {"SQLALCHEMY_DATABASE_URI": url, "RESOURCES_KIT_JOBS_BROKER_URL": REDIS, "TESTING": True}
+    )
+    with app.app_context():
+        sample_db.drop_all()
+        sample_db.create_all()
+        tokens = seed()
+    admin = {"Authorization": f"Bearer {tokens['north-admin']}"}
+    env = {**os.environ, "SAMPLE_APP_DATABASE_URL": url, "SAMPLE_APP_BROKER_URL": REDIS}
+    arguments = ["--pool=solo", "--without-mingle", "--without-gossip", "--loglevel=WARNING"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sample_app", "worker", *arguments],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        with app.app_context():
+            client = app.test_client()
+            body = {"name": "Kay", "email": "kay@northside.example.org", "credential": "LIC-4242"}
+            created = client.post("/api/teachers", json=body, headers=admin)
+            assert created.status_code == 201
+
+            def mailed() -> Any:
+                sample_db.session.rollback()
+                return sample_db.session.scalars(sample_db.select(Mailbox)).first()
+
+            assert wait_for("the welcome email", mailed).to == body["email"]
+            answer = client.post(f"/api/teachers/{created.json['id']}/report", headers=admin)
+            assert answer.status_code == 202
+
+            def done() -> Any:
+                sample_db.session.rollback()  # the test's context outlives each request
+                status = client.get(answer.headers["Location"], headers=admin).json
+                return status if status["status"] == "succeeded" else None
+
+            assert wait_for("the report", done)["result"] == {"teacher": "Kay", "students": 0}
+            sample_db.session.rollback()
+            assert sample_db.session.scalars(sample_db.select(Report)).one().students == 0
+    finally:
+        kill(process)
+        with app.app_context():
+            sample_db.session.remove()
+            sample_db.drop_all()
+            for engine in sample_db.engines.values():
+                engine.dispose()
