@@ -10,7 +10,9 @@ database is flushed). Without a server the tests skip, unless
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -107,12 +109,14 @@ def child_env(url: str = DB_URL, broker_url: str = REDIS, **extra: str) -> dict[
 
 
 @contextmanager
-def worker(url: str = DB_URL, **extra: str) -> Iterator[subprocess.Popen[bytes]]:
+def worker(
+    url: str = DB_URL, broker_url: str = REDIS, **extra: str
+) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker process (``[*CHILD, "worker"]``), stopped after."""
     process = subprocess.Popen(
         [*CHILD, "worker"],
         cwd=ROOT,
-        env=child_env(url, **extra),
+        env=child_env(url, broker_url, **extra),
         start_new_session=True,
     )
     try:
@@ -222,6 +226,76 @@ def test_a_broker_down_during_the_request_delays_the_job_only(client: Any, web: 
         assert "1 job(s) redelivered" in relay(web)
         wait_for("the job to run", status_is("succeeded"))
     assert notes() == ["Eve"]
+
+
+@contextmanager
+def private_redis(port: int) -> Iterator[None]:
+    """A redis-server of this test's own on ``port`` (never the shared one), stopped after."""
+    import redis
+
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    process = subprocess.Popen(
+        [*command, "--appendonly", "no"], stdout=subprocess.DEVNULL, start_new_session=True
+    )
+    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    try:
+        wait_for("the private redis-server", answers, timeout=10)
+        yield
+    finally:
+        client.close()
+        kill(process)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server to start")
+def test_a_job_made_while_the_broker_was_down_runs_once_it_is_back(client: Any) -> None:
+    ids = seed_two_schools()
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    app = create_app(RESOURCES_KIT_JOBS_BROKER_URL=url, **timing())
+    headers = school(ids, "one")
+    with worker(broker_url=url):
+        with private_redis(port):
+            assert (
+                app.test_client()
+                .post("/api/job-teachers", json={"name": "Ada2"}, headers=headers)
+                .status_code
+                == 201
+            )
+            wait_for("a job while the broker is up", status_is("succeeded"))
+        # The broker is down: the request is answered at once, its job waits.
+        started = time.monotonic()
+        answer = app.test_client().post("/api/job-teachers", json={"name": "Eve"}, headers=headers)
+        assert answer.status_code == 201
+        assert time.monotonic() - started < 2
+        job_id = answer_job(answer.json["id"])
+        time.sleep(0.5)
+        assert job_row(job_id).status == "queued"
+        with private_redis(port):  # back, on the same port: the worker reconnects
+            assert "1 job(s) redelivered" in relay(app)
+            wait_for("the job to run", status_is("succeeded", job_id), timeout=40)
+    assert notes() == ["Ada2", "Eve"]
+
+
+def answer_job(teacher_id: int) -> str:
+    """The id of the job a create enqueued for the teacher ``teacher_id``."""
+    db.session.rollback()
+    for job in db.session.scalars(select(Job)):
+        if job.arguments.get("teacher_id") == teacher_id:
+            return str(job.id)
+    raise AssertionError(f"no job for teacher {teacher_id}")
 
 
 def test_a_worker_killed_mid_task_has_its_job_run_again(client: Any, web: Flask) -> None:
