@@ -127,6 +127,7 @@ def test_public_names() -> None:
         "openapi",
         "testing",
         "jobs",
+        "jobstatus",
         "outbox",
         "migrations",
         "workers",
