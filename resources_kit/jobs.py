@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -211,8 +211,11 @@ class Jobs:
             return
         try:
             with self.celery.producer_or_acquire() as producer:  # one connection for all
-                for job_id in ids:
-                    self.deliver(job_id, producer)
+                # kombu >= 5.7 sends many messages in one round trip (a Redis pipeline).
+                batch = getattr(producer, "batch", None) if len(ids) > 1 else None
+                with batch() if batch is not None else nullcontext():
+                    for job_id in ids:
+                        self.deliver(job_id, producer)
         except Exception:
             current_app.logger.exception("Jobs %s not delivered; the relay will.", list(ids))
 
