@@ -17,6 +17,7 @@ Lifecycle (see *Background work* in the docs):
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
@@ -411,7 +412,7 @@ def job_view(resource: type[Resource]) -> Resource:
                     f"The job has no scope for {above.resource.__name__}."
                 ) from None
         levels.append(view)
-    place = Place(levels, dict(context.job.scope.get("url_kwargs", {})))
+    place = Place(levels, url_values(levels, context.job.scope.get("url_kwargs", {})))
     for view in levels:
         view.place, view.caller = place, levels[0].caller
     identity = context.identity
@@ -419,6 +420,20 @@ def job_view(resource: type[Resource]) -> Resource:
     place.values = guard_values(levels, place.url_kwargs)
     context.values.update(place.values)
     return levels[0]
+
+
+def url_values(levels: Sequence[Resource], recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """The URL's variables as the request had them: a lookup recorded as text (a UUID, a
+    date) converted back for its column."""
+    values = dict(recorded)
+    for view in levels:
+        options = view.options
+        value = values.get(options.url_variable)
+        if isinstance(value, str) and options.converter == "uuid":
+            values[options.url_variable] = uuid.UUID(value)
+        elif isinstance(value, str) and options.lookup_convert is not None:
+            values[options.url_variable] = options.lookup_convert(value)
+    return values
 
 
 def find_mount(context: JobContext, resource: type[Resource]) -> Mount:

@@ -100,6 +100,10 @@ def check_json(what: str, value: Any) -> None:
         raise ImproperlyConfigured(f"A job's {what} must be JSON: {exc}.") from None
 
 
+def json_value(value: Any) -> Any:
+    return value if value is None or isinstance(value, str | int | float | bool) else str(value)
+
+
 def record_scope(view: Any) -> dict[str, Any]:
     """The scope of every level of ``view``'s URL, its variables and the row-level
     security settings; a tenant-scoped level without a scope refuses the job."""
@@ -123,7 +127,8 @@ def record_scope(view: Any) -> dict[str, Any]:
                 )
     scope = {
         "levels": recorded,
-        "url_kwargs": dict(view.url_kwargs),
+        # A UUID or a date in the URL as its text; job_view() converts it back.
+        "url_kwargs": {key: json_value(value) for key, value in view.url_kwargs.items()},
         "settings": {key: str(value) for key, value in request_settings(levels).items()},
         "tenant": merged,
     }

@@ -31,7 +31,7 @@ from resources_kit.jobs import (
 
 from . import models
 from .conftest import make_app
-from .models import Teacher, db
+from .models import Student, Teacher, db
 
 #: A broker nothing listens on.
 CLOSED_BROKER = "redis://127.0.0.1:1/0"
@@ -93,6 +93,18 @@ def fails_once(note: str) -> str:
     return note
 
 
+@jobs.task
+def classmates() -> list[str]:
+    """The students of the teacher in the enqueuing URL, through the nested resource."""
+    view = job_view(JobStudents)
+    return sorted(db.session.scalars(view.get_scoped_query().with_only_columns(Student.name)))
+
+
+class EnqueueClassmates(Callback):
+    def execute(self) -> None:
+        enqueue(self.view, classmates)
+
+
 class EnqueueEffect(Callback):
     """post_create: a job in the write's own transaction."""
 
@@ -127,6 +139,12 @@ class PlainJobTeachers(models.ScopedTeacherResource):
     name = "plain-teachers"
 
 
+class JobStudents(models.ScopedStudentResource):
+    """Nested under a teacher: a job enqueued here keeps the teacher of its URL."""
+
+    post_create_callbacks = [EnqueueClassmates]
+
+
 class RlsJobTeachers(ScopedJobTeachers):
     """PostgreSQL enforces the school too: the job carries the setting to its worker."""
 
@@ -144,6 +162,7 @@ class JobStatus(JobResource):
 
 def register(router: Router) -> None:
     router.register(ScopedJobTeachers)
+    router.register(JobStudents, parent=ScopedJobTeachers)
     router.register(PlainJobTeachers)
     router.register(JobStatus)
 

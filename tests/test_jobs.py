@@ -271,3 +271,27 @@ def test_the_cli_lists_jobs(client: Any, embedded: Flask) -> None:
     assert "tests.jobs_app.record_effect" in output
     db.session.rollback()  # a fresh snapshot (MariaDB reads repeatably)
     assert db.session.scalar(select(func.count()).select_from(Job)) == 1
+
+
+def test_the_worker_command_without_a_broker_runs_the_relay(client: Any, embedded: Flask) -> None:
+    ids = seed_two_schools()
+    client.post("/api/job-teachers", json={"name": "Eve"}, headers=school("one", ids))
+    db.session.execute(update(Job).values(status="queued", attempts=0, result=None, due_at=now()))
+    db.session.execute(JobEffect.__table__.delete())
+    db.session.commit()
+    assert cli(embedded, "worker", "--once").exit_code == 0
+    (job,) = all_jobs()
+    assert job.status == "succeeded"
+    assert effects() == [(job.id, "Eve")]
+
+
+def test_a_job_from_a_nested_url_keeps_its_parent(client: Any) -> None:
+    ids = seed_two_schools()
+    answer = client.post(
+        f"/api/job-teachers/{ids['ada']}/students", json={"name": "Zoe"}, headers=school("one", ids)
+    )
+    assert answer.status_code == 201
+    (job,) = all_jobs()
+    assert job.scope["url_kwargs"] == {"teacher_id": ids["ada"]}
+    # Ada's students only: not Di, Bob's student in the other school.
+    assert (job.status, job.result) == ("succeeded", ["Cy", "Zoe"])
