@@ -68,7 +68,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typing(session: nox.Session) -> None:
-    session.install("-e", ".[testing]", "mypy")
+    # Celery and Alembic too: the background-work modules are checked against them.
+    session.install("-e", ".[testing,jobs,migrations]", "mypy")
     session.run("mypy")
 
 

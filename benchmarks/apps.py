@@ -23,12 +23,14 @@ from resources_kit import (
     CreateMixin,
     DeleteMixin,
     IsAuthenticated,
+    Jobs,
     ListMixin,
     PatchMixin,
     Resource,
     RetrieveMixin,
     Router,
     TenantScopeMixin,
+    enqueue,
 )
 
 
@@ -327,12 +329,36 @@ class PermittedTeacherResource(TeacherResource):
         return request.headers.get("X-User")
 
 
-def resources_kit_app(url: str) -> Flask:
+#: Background work: the outbox table joins the benchmark's tables.
+jobs = Jobs(db)
+
+
+@jobs.task(name="bench.welcome")
+def welcome(name: str) -> None:
+    """What the benchmark's job would do; the create is measured, not the job."""
+
+
+class JobTeacherResource(TeacherResource):
+    """The same create, plus one job in its transaction: the job overhead run."""
+
+    name = "job-teachers"
+
+    def perform_create(self, data: dict[str, Any]) -> Any:
+        obj = super().perform_create(data)
+        enqueue(self, welcome, name=data["name"])
+        return obj
+
+
+def resources_kit_app(url: str, broker: str | None = None) -> Flask:
+    """The resources_kit app; with ``broker``, its jobs are published there (Celery)."""
     app = make_app(url)
+    app.config["RESOURCES_KIT_JOBS_BROKER_URL"] = broker
     api = Router(url_prefix="/api")
     api.register(TeacherResource)
     api.register(PermittedTeacherResource)
     api.register(StudentResource, parent=TeacherResource)
     api.register(CursorTeacherResource)
+    api.register(JobTeacherResource)
     api.init_app(app)
+    jobs.init_app(app)
     return app

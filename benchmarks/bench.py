@@ -11,7 +11,10 @@ statements per request. Before timing, it checks that both apps give the same st
 the same JSON for every operation.
 
 It also measures keyset pagination: the first page and a page deep in a table of
-1,000,000 rows (``--big-rows``) on SQLite.
+1,000,000 rows (``--big-rows``) on SQLite; and, with a Redis broker
+(``RESOURCES_KIT_BENCH_BROKER``, default ``redis://127.0.0.1:6379/7``, flushed), a create
+with one job against the same create without, and the relay's throughput in jobs per
+second (``--relay-jobs`` due jobs republished in one run).
 """
 
 from __future__ import annotations
@@ -283,6 +286,98 @@ def keyset(big_rows: int, repeats: int) -> tuple[float, float]:
     return statistics.median(first_times), statistics.median(deep_times)
 
 
+#: Most a create may slow down with one job in its transaction (published to Celery).
+JOB_TARGET = 1.10
+#: The broker of the job measurements (a Redis database of its own; flushed).
+BROKER = os.environ.get("RESOURCES_KIT_BENCH_BROKER", "redis://127.0.0.1:6379/7")
+
+
+def broker_problem(broker: str) -> str | None:
+    try:
+        import redis
+
+        redis.Redis.from_url(broker, socket_connect_timeout=1).ping()
+    except Exception as exc:  # no Celery, no redis-py, no server: no job measurement
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def flush_broker(broker: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(broker)
+    client.flushdb()
+    client.close()
+
+
+def job_overhead(url: str, broker: str, rounds: int, per_round: int) -> float:
+    """Median time of a create with one job (inserted in its transaction, published to
+    Celery after the commit) over the same create without: interleaved round by round."""
+    app = resources_kit_app(url, broker)
+    client = app.test_client()
+    samples: dict[str, list[float]] = {}
+    counter = 0
+    for round_number in range(rounds + 1):  # round 0 warms the broker connection up
+        names = ["teachers", "job-teachers"]
+        for name in names if round_number % 2 == 0 else names[::-1]:
+            bodies = []
+            for _ in range(per_round):
+                counter += 1
+                body = {"name": f"job {counter}", "email": f"j{counter}@x.org", "years_teaching": 1}
+                bodies.append(body)
+            started = time.perf_counter()
+            for body in bodies:
+                response = client.post(f"/api/{name}", json=body, headers=HEADERS)
+                if response.status_code != 201:
+                    raise AssertionError((name, response.status_code, response.get_data()))
+            if round_number:
+                samples.setdefault(name, []).append((time.perf_counter() - started) / per_round)
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    flush_broker(broker)
+    return statistics.median(samples["job-teachers"]) / statistics.median(samples["teachers"])
+
+
+def relay_throughput(url: str, broker: str, count: int) -> float:
+    """Jobs per second the relay republishes: ``count`` jobs left behind by a crash
+    (committed, never published), all due, relayed in one run."""
+    from benchmarks.apps import jobs
+    from resources_kit.outbox import now
+
+    app = resources_kit_app(url, broker)
+    model = jobs.model
+    rows = [
+        {
+            "id": f"00000000-0000-0000-0000-{n:012d}",
+            "task": "bench.welcome",
+            "arguments": {"name": f"n{n}"},
+            "scope": {"levels": [], "url_kwargs": {}, "settings": {}, "tenant": {}},
+            "tenant": "{}",
+            "status": "queued",
+            "attempts": 0,
+            "max_attempts": 5,
+            "due_at": now(),
+            "created_at": now(),
+        }
+        for n in range(count)
+    ]
+    with app.app_context():
+        db.session.execute(model.__table__.delete())
+        db.session.execute(insert(model), rows)
+        db.session.commit()
+        started = time.perf_counter()
+        relayed = jobs.relay()
+        elapsed = time.perf_counter() - started
+        assert relayed == count, relayed
+        db.session.execute(model.__table__.delete())
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+    flush_broker(broker)
+    return count / elapsed
+
+
 #: Most a resource may slow down behind one simple permission (IsAuthenticated).
 PERMISSION_TARGET = 1.05
 
@@ -311,13 +406,20 @@ def permission_overhead(app: Any, rounds: int, per_round: int) -> dict[str, floa
     }
 
 
-def run(db_kind: str, rounds: int, per_round: int, big_rows: int) -> dict[str, Any]:
+def run(
+    db_kind: str, rounds: int, per_round: int, big_rows: int, relay_jobs: int = 2000
+) -> dict[str, Any]:
     url = database_url(db_kind)
     fill(url)
     apps = {"hand": hand_written_app(url), "rk": resources_kit_app(url)}
     statements = check_parity(apps, 1)
     timings = timed_rounds(apps, rounds, per_round)
     permission = permission_overhead(apps["rk"], rounds, per_round)
+    no_broker = broker_problem(BROKER)
+    job, relay = None, None
+    if no_broker is None:
+        job = job_overhead(url, BROKER, rounds, per_round)
+        relay = relay_throughput(url, BROKER, relay_jobs)
     for app in apps.values():
         with app.app_context():
             db.session.remove()
@@ -328,6 +430,10 @@ def run(db_kind: str, rounds: int, per_round: int, big_rows: int) -> dict[str, A
         "statements": statements,
         "timings": timings,
         "permission": permission,
+        "job": job,
+        "relay": relay,
+        "no_broker": no_broker,
+        "relay_jobs": relay_jobs,
         "keyset": (first, deep),
         "db": db_kind,
         "rounds": rounds,
@@ -363,6 +469,17 @@ def report(result: dict[str, Any]) -> tuple[str, bool]:
             f"one permission (IsAuthenticated), {op}: {ratio:.3f} of the same resource "
             f"without (target {PERMISSION_TARGET:.2f}){'' if meets else '  MISSED'}"
         )
+    if result["job"] is None:
+        lines.append(f"jobs: not measured, no broker at {BROKER} ({result['no_broker']})")
+    else:
+        meets = result["job"] <= JOB_TARGET
+        ok = ok and meets
+        lines += [
+            f"a create with one job (Celery, Redis): {result['job']:.3f} of the same create "
+            f"without (target {JOB_TARGET:.2f}){'' if meets else '  MISSED'}",
+            f"relay: {result['relay']:,.0f} jobs/s ({result['relay_jobs']:,} due jobs "
+            f"republished to Redis, {result['db']})",
+        ]
     first, deep = result["keyset"]
     if result["big_rows"]:
         ratio = deep / first
@@ -382,11 +499,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--per-round", type=int, default=40)
     parser.add_argument("--big-rows", type=int, default=1_000_000)
+    parser.add_argument("--relay-jobs", type=int, default=2000)
     parser.add_argument("--short", action="store_true", help="a quick run: 3 x 10, 20k rows")
     args = parser.parse_args()
     if args.short:
-        args.rounds, args.per_round, args.big_rows = 3, 10, 20_000
-    text_report, ok = report(run(args.db, args.rounds, args.per_round, args.big_rows))
+        args.rounds, args.per_round, args.big_rows, args.relay_jobs = 3, 10, 20_000, 200
+    result = run(args.db, args.rounds, args.per_round, args.big_rows, args.relay_jobs)
+    text_report, ok = report(result)
     print(text_report)
     return 0 if ok else 1
 

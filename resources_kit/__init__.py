@@ -4,6 +4,7 @@ from . import signals
 from .actions import action
 from .callbacks import Callback, CallbackMixin
 from .errors import HTTPError, ImproperlyConfigured, ResourcesKitError
+from .jobs import JobResource, Jobs, enqueue
 from .mixins import (
     CreateMixin,
     DeleteMixin,
@@ -32,6 +33,8 @@ __all__ = [
     "HTTPError",
     "ImproperlyConfigured",
     "IsAuthenticated",
+    "JobResource",
+    "Jobs",
     "ListMixin",
     "ModelResource",
     "OffsetPagination",
@@ -48,5 +51,6 @@ __all__ = [
     "TenantScopeMixin",
     "UpdateMixin",
     "action",
+    "enqueue",
     "signals",
 ]

@@ -93,6 +93,20 @@ def guard_param(name: str) -> BindParameter[Any]:
     return bindparam(name, callable_=_reader(name))
 
 
+def guard_values(views: Sequence[GuardedView], url_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of every guard parameter of a place (the parent key comes later): what
+    ``Resource.dispatch_request`` binds level by level, for a place built elsewhere (a
+    job's)."""
+    values: dict[str, Any] = {}
+    for level, view in enumerate(views):
+        for key, value in view.scope.items():
+            values[f"rk_{level}_{key}"] = value
+        lookup = url_kwargs.get(view.options.url_variable)
+        if lookup is not None:
+            values[f"rk_{level}_lookup"] = lookup
+    return values
+
+
 #: The guard parameter of the parent key, once ``check_parent`` found it.
 PARENT_KEY = "rk_0_parent"
 

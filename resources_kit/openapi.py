@@ -306,6 +306,11 @@ def _action_responses(extra: ExtraAction, mount: Mount, components: Components) 
             "description": "Done.",
             "content": {"application/json": {"schema": schema}},
         }
+        if status == 202:  # accepted: the job to poll
+            responses["202"]["description"] = "Accepted; the work goes on in a job."
+            responses["202"]["headers"] = {
+                "Location": {"description": "The job's URL.", "schema": {"type": "string"}}
+            }
     return responses
 
 

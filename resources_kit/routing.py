@@ -90,6 +90,7 @@ class Router:
 
     @property
     def mounts(self) -> list[Mount]:
+        """Every place a resource is mounted on this router (``registry.mounts``)."""
         return self.registry.mounts
 
     # -- registration -----------------------------------------------------------------------

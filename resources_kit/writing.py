@@ -9,7 +9,8 @@
 5. the rows written are checked: the server's values still hold, references set other than
    by the body are reachable, and each row is still inside the caller's row policy (403);
 6. the response is built, then one commit; any error before rolls everything back;
-7. signals and after-commit callbacks, which cannot undo the commit.
+7. the write's jobs are delivered, then signals and after-commit callbacks, which cannot
+   undo the commit.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session, scoped_session
 from . import signals
 from .actions import ExtraAction
 from .errors import HTTPError, ImproperlyConfigured, from_database_error, unprocessable
+from .outbox import COMMITTED, deliver_committed
 from .parsing import check_query_args, json_body
 from .policy import reaches_row
 
@@ -324,6 +326,10 @@ def read_back(view: WriterView, obj: Any, data: Mapping[str, Any]) -> None:
 def after_commit(view: WriterView, write: Write, obj: Any) -> None:
     """Signals, then after-commit callbacks; each receiver runs on its own, and a
     failure is logged and cannot undo the commit or stop the others."""
+    # The write's jobs first: published (or run, with no broker) right after the commit.
+    session = write.session() if isinstance(write.session, scoped_session) else write.session
+    if session.info.get(COMMITTED):
+        deliver_committed(session)
     signal = signals.BY_OPERATION.get(write.operation, signals.action_performed)
     sender = type(view)
     for receiver in signal.receivers_for(sender):

@@ -21,8 +21,9 @@ from flask_jwt_extended import JWTManager
 from resources_kit import Router
 from resources_kit.database import pooled_engine_options, row_level_security_ddl
 
-from .models import Teacher, db
-from .resources import StudentResource, TeacherResource
+from . import tasks
+from .models import Teacher, db, jobs
+from .resources import JobStatus, StudentResource, TeacherResource
 from .seed import seed
 
 #: The scope column PostgreSQL enforces when row-level security is on.
@@ -46,6 +47,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     - ``SAMPLE_APP_READ_REPLICA_URL``: lists and item reads go to this replica;
     - ``SAMPLE_APP_ROW_LEVEL_SECURITY=1``: PostgreSQL enforces the school scope of
       teachers too (the policy must exist: ``python -m sample_app policies`` prints it);
+    - ``SAMPLE_APP_BROKER_URL``: a Celery broker (``redis://127.0.0.1:6379/0``); the jobs
+      then run in ``python -m sample_app worker``; without it, in-process after the commit;
     - ``SAMPLE_APP_SECRET_KEY`` (cursors) and ``SAMPLE_APP_JWT_SECRET_KEY`` (tokens): the
       same on every host.
     """
@@ -62,6 +65,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": not url.startswith("sqlite")}
     if environ.get("SAMPLE_APP_POOLED") == "1":
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] |= pooled_engine_options(url)
+    if environ.get("SAMPLE_APP_BROKER_URL"):
+        app.config["RESOURCES_KIT_JOBS_BROKER_URL"] = environ["SAMPLE_APP_BROKER_URL"]
     if environ.get("SAMPLE_APP_READ_REPLICA_URL"):
         app.config["SQLALCHEMY_BINDS"] = {"replica": environ["SAMPLE_APP_READ_REPLICA_URL"]}
         app.config["RESOURCES_KIT_READ_REPLICA"] = "replica"
@@ -81,11 +86,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     api.register(TeacherResource)
     api.register(StudentResource, parent=TeacherResource)
+    api.register(JobStatus)
     api.init_app(app)
+    jobs.init_app(app)
 
     with app.app_context():
         db.create_all()
     return app
 
 
-__all__ = ["create_app", "policies", "seed"]
+__all__ = ["create_app", "policies", "seed", "tasks"]

@@ -11,7 +11,7 @@ import tempfile
 from flask import Flask
 
 from . import create_app, policies, seed
-from .models import db
+from .models import db, jobs
 
 #: Where the demo keeps its data between runs, unless SAMPLE_APP_DATABASE_URL says.
 DEMO_DATABASE = os.path.join(tempfile.gettempdir(), "resources_kit_sample_2.sqlite3")
@@ -36,16 +36,33 @@ def parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("reset", help="drop the demo data and seed it afresh")
     commands.add_parser("policies", help="print the row-level security DDL (PostgreSQL)")
+    worker = commands.add_parser(
+        "worker",
+        help="run the background jobs: a Celery worker with SAMPLE_APP_BROKER_URL; "
+        "without one, the relay every second",
+    )
+    worker.add_argument("celery_args", nargs=argparse.REMAINDER, help="passed to Celery")
     return parser
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)  # --help prints the usage and exits
+    commands = parser()
+    args, rest = commands.parse_known_args(argv)  # --help prints the usage and exits
+    if rest and args.command != "worker":
+        commands.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "policies":
         print(";\n".join(policies()) + ";")
         return 0
     os.environ.setdefault("SAMPLE_APP_DATABASE_URL", f"sqlite:///{DEMO_DATABASE}")
     app = create_app()
+    if args.command == "worker":
+        with app.app_context():
+            jobs.worker([*args.celery_args, *rest])  # Celery's own options
+        return 0
+    if argv[:1] == ["worker"]:
+        with app.app_context():
+            jobs.worker(argv[1:])
+        return 0
     with app.app_context():
         if args.command == "reset":
             db.drop_all()

@@ -9,6 +9,8 @@ from sqlalchemy import DateTime, ForeignKey, Integer, String, UniqueConstraint, 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from resources_kit import Jobs
+
 
 class Base(DeclarativeBase):
     pass
@@ -86,11 +88,32 @@ class AuditLog(db.Model):  # type: ignore[name-defined,misc]
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
-class Outbox(db.Model):  # type: ignore[name-defined,misc]
-    """Emails waiting to be sent (a worker would pick them up)."""
+class Mailbox(db.Model):  # type: ignore[name-defined,misc]
+    """The demo's mailbox: each email the welcome job sent (a real app would call its mail
+    service with the job id as the idempotency key)."""
 
-    __tablename__ = "outbox"
+    __tablename__ = "mailbox"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: The job that sent it: one email per job, however often the job is delivered.
+    job_id: Mapped[str] = mapped_column(String(36), unique=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("schools.id"))
     to: Mapped[str] = mapped_column(String(200))
     subject: Mapped[str] = mapped_column(String(200))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Report(db.Model):  # type: ignore[name-defined,misc]
+    """A teacher's report, built by a worker (``POST /api/teachers/<id>/report``)."""
+
+    __tablename__ = "reports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(36), unique=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("schools.id"))
+    teacher_id: Mapped[int] = mapped_column(ForeignKey("teachers.id", ondelete="CASCADE"))
+    students: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+#: Background work: the outbox table joins the school's tables (``db.create_all()``,
+#: Alembic's autogenerate); the tasks are in :mod:`sample_app.tasks`.
+jobs = Jobs(db, load_user=lambda identity: db.session.get(User, identity))

@@ -27,9 +27,11 @@ from resources_kit import (
     TenantScopeMixin,
     UpdateMixin,
     action,
+    enqueue,
 )
+from resources_kit.jobs import JobResource, JobSchema, accepted
 
-from .models import AuditLog, Outbox, Student, Teacher, User, db
+from .models import AuditLog, Student, Teacher, User, db, jobs
 
 #: The most years of teaching a teacher's record may show.
 MAX_YEARS = 80
@@ -136,11 +138,12 @@ class AuditWrite(Callback):
 
 
 class WelcomeEmail(Callback):
-    """after_commit_create: queue a welcome email once the teacher surely exists."""
+    """post_create: a durable job that emails the new teacher, committed with the teacher
+    (a rolled-back create sends nothing; a committed one always sends)."""
 
     def execute(self) -> None:
-        db.session.add(Outbox(to=self.resource.email, subject=f"Welcome, {self.resource.name}!"))
-        db.session.commit()
+        user = self.view.current_user()
+        enqueue(self.view, "send_welcome", teacher_id=self.resource.id, identity=user.id)
 
 
 # -- resources ----------------------------------------------------------------------------
@@ -167,7 +170,7 @@ class TeacherResource(TenantScopeMixin, AuditedResource, ModelResource):
     sort_fields = ["name", "years_teaching"]
     search_fields = ["name", "email"]
     pre_create_callbacks = [VerifyCredentials]
-    after_commit_create_callbacks = [WelcomeEmail]
+    post_create_callbacks = [AuditWrite, WelcomeEmail]
     post_promote_callbacks = [AuditWrite]
     # A mentor must be a teacher this school can see: another school's is a 422.
     references = {"mentor_id": "self"}
@@ -189,6 +192,18 @@ class TeacherResource(TenantScopeMixin, AuditedResource, ModelResource):
             raise HTTPError(409, f"At most {MAX_YEARS} years of teaching.")
         obj.years_teaching += 1
         return obj
+
+    @action(
+        detail=True,
+        status=202,
+        response=JobSchema,
+        summary="Build the teacher's report in the background",
+    )
+    def report(self, obj: Teacher) -> Any:
+        """``POST /api/teachers/<id>/report``: 202 with ``Location: /api/jobs/<job id>``;
+        a worker builds the report."""
+        user = self.current_user()
+        return accepted(self, enqueue(self, "build_report", teacher_id=obj.id, identity=user.id))
 
     @action(
         detail=False,
@@ -227,3 +242,16 @@ class StudentResource(
     filter_fields = ["name", "grade_level"]
     sort_fields = ["name", "grade_level"]
     search_fields = ["name"]
+
+
+class JobStatus(JobResource):
+    """``GET /api/jobs/<job id>``: the school's jobs, for anyone signed in there."""
+
+    model = jobs.model
+    permissions = [IsAuthenticated]
+
+    def get_current_user(self) -> User | None:
+        return current_user()
+
+    def get_job_tenant(self) -> dict[str, Any]:
+        return {"school_id": self.current_user().school_id}

@@ -15,7 +15,7 @@ from .conftest import DB
 @pytest.fixture(scope="module")
 def result() -> dict[str, object]:
     return bench.run(DB if DB in ("sqlite", "postgresql", "mysql") else "sqlite",
-                     rounds=2, per_round=3, big_rows=5_000)  # fmt: skip
+                     rounds=2, per_round=3, big_rows=5_000, relay_jobs=100)  # fmt: skip
 
 
 def test_statements_per_request_meet_the_targets(result: dict[str, object]) -> None:
@@ -43,3 +43,14 @@ def test_keyset_pages_were_measured(result: dict[str, object]) -> None:
     first, deep = result["keyset"]  # type: ignore[misc]
     assert first > 0
     assert deep > 0
+
+
+def test_the_job_overhead_and_the_relay_were_measured(result: dict[str, object]) -> None:
+    if result["no_broker"] is not None:
+        pytest.skip(f"no broker: {result['no_broker']}")
+    assert isinstance(result["job"], float)
+    assert result["job"] > 0
+    assert isinstance(result["relay"], float)
+    assert result["relay"] > 0
+    text, _ = bench.report(result)
+    assert "jobs/s" in text

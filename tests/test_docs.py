@@ -17,6 +17,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 RUN = [
     ("quickstart", "tour"),
     ("callbacks", "tour"),
+    ("jobs", "tour"),
     ("tenancy", "tour"),
     ("errors", "check"),
     ("contract", "test_teachers_contract"),

@@ -253,7 +253,7 @@ def test_flask_resources_command_lists_everything() -> None:
     assert "tenant scope: TeacherResource" in result.output
     assert "parent chain: TeacherResource" in result.output
     assert "pre_create: VerifyCredentials" in result.output
-    assert "after_commit_create: WelcomeEmail" in result.output
+    assert "post_create: AuditWrite, WelcomeEmail" in result.output
 
 
 def component(document: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:

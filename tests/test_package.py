@@ -127,6 +127,11 @@ def test_public_names() -> None:
         "components",
         "openapi",
         "testing",
+        "jobs",
+        "jobstatus",
+        "outbox",
+        "migrations",
+        "workers",
     }
     for name in ("HTTPError", "action", "Pagination", "Filtering", "Sorting"):
         assert name in resources_kit.__all__

@@ -14,7 +14,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from resources_kit.testing import crud_contract
 from sample_app import create_app, seed
-from sample_app.models import AuditLog, Outbox, Student, Teacher, User, db
+from sample_app.models import AuditLog, Mailbox, Report, Student, Teacher, User, db, jobs
 from sample_app.resources import REVOKED_LICENCES, StudentResource, TeacherResource
 
 from .conftest import separate_database_url
@@ -52,7 +52,7 @@ def sample() -> Iterator[tuple[Flask, Any]]:
 def counts() -> tuple[int, int, int, int]:
     db.session.rollback()
     return tuple(  # type: ignore[return-value]
-        db.session.query(model).count() for model in (Teacher, Student, AuditLog, Outbox)
+        db.session.query(model).count() for model in (Teacher, Student, AuditLog, Mailbox)
     )
 
 
@@ -89,7 +89,41 @@ def test_create_teacher_audits_and_queues_welcome(sample: tuple[Flask, Any]) -> 
         "teachers",
         response.json["id"],
     )
-    assert db.session.query(Outbox).one().to == NEW_TEACHER["email"]
+    # The welcome email: a job committed with the teacher, run right after the commit
+    # (no broker here), under the school's scope.
+    email = db.session.query(Mailbox).one()
+    assert (email.to, email.subject) == (NEW_TEACHER["email"], "Welcome, Kay!")
+    job = db.session.get(jobs.model, email.job_id)
+    assert (job.task, job.status, job.attempts) == ("send_welcome", "succeeded", 1)
+
+
+def test_a_refused_create_sends_no_email(sample: tuple[Flask, Any]) -> None:
+    _, client = sample
+    client.post("/api/teachers", json=NEW_TEACHER, headers=NORTH)
+    again = client.post("/api/teachers", json=NEW_TEACHER, headers=NORTH)  # same email
+    assert again.status_code == 409
+    db.session.rollback()
+    assert db.session.query(Mailbox).count() == db.session.query(jobs.model).count() == 1
+
+
+def test_a_report_is_202_and_a_job_to_poll(sample: tuple[Flask, Any]) -> None:
+    _, client = sample
+    teacher = client.get("/api/teachers", headers=NORTH).json["items"][0]
+    answer = client.post(f"/api/teachers/{teacher['id']}/report", headers=NORTH)
+    assert answer.status_code == 202
+    location = answer.headers["Location"]
+    assert location == f"/api/jobs/{answer.json['id']}"
+    status = client.get(location, headers=AS["north-auditor"])
+    assert status.status_code == 200
+    assert status.json["status"] == "succeeded"
+    assert status.json["result"] == {"teacher": teacher["name"], "students": 3}
+    assert db.session.query(Report).one().students == 3
+    # Another school's caller cannot see the job; a caller without a token is a 401;
+    # an auditor may read but not start reports.
+    assert client.get(location, headers=SOUTH).status_code == 404
+    assert client.get(location).status_code == 401
+    refused = client.post(f"/api/teachers/{teacher['id']}/report", headers=AS["north-auditor"])
+    assert refused.status_code == 403
 
 
 @pytest.mark.parametrize(
@@ -156,7 +190,7 @@ LICENCES = st.from_regex(r"LIC-\d{4}", fullmatch=True).filter(lambda c: c not in
 def reseed() -> None:
     db.session.rollback()
     db.session.query(User).update({User.teacher_id: None})
-    for model in (Outbox, AuditLog, Student, Teacher):
+    for model in (Mailbox, AuditLog, Student, Teacher):
         db.session.query(model).delete()
     db.session.commit()
     db.session.expunge_all()
