@@ -127,6 +127,10 @@ def test_public_names() -> None:
         "components",
         "openapi",
         "testing",
+        "guards",
+        "caching",
+        "idempotency",
+        "ratelimits",
     }
     for name in ("HTTPError", "action", "Pagination", "Filtering", "Sorting"):
         assert name in resources_kit.__all__

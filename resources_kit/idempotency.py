@@ -1,0 +1,175 @@
+"""``Idempotency-Key``: a write's answer stored in the same transaction as the write, and
+replayed to every retry of it.
+
+The request's transaction opens by inserting the key's row (``claim``). A concurrent retry
+inserts the same primary key and so waits on the first's uncommitted row, up to
+``RESOURCES_KIT_IDEMPOTENCY_WAIT`` seconds: when the first commits, the retry finds the row
+and replays its answer; when it rolls back (an error, a crash: the database drops the
+transaction), the retry's insert goes through and it runs the write itself; when the wait
+runs out, a 409 with ``Retry-After``. Just before the commit the write unit stores the
+answer in the row (``store_answer``), so a process killed between commit and answer leaves
+the answer behind, and a retry gets it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Response, current_app
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from .errors import HTTPError
+
+#: The library's table (joined to the app's metadata by ``Guards.init_app``).
+TABLE = "resources_kit_idempotency_keys"
+
+#: The headers of an answer that a replay repeats.
+REPLAYED_HEADERS = ("Content-Type", "Location", "ETag", "Link")
+
+
+def idempotency_table(metadata: MetaData) -> Table:
+    """The table of stored answers, in ``metadata`` (made there once)."""
+    found = metadata.tables.get(TABLE)
+    if found is not None:
+        return found
+    return Table(
+        TABLE,
+        metadata,
+        #: sha256 of the key, the caller and the scope of every level.
+        Column("id", String(64), primary_key=True),
+        #: sha256 of the method, the path and the body: another body is a 422.
+        Column("fingerprint", String(64), nullable=False),
+        #: The answer: ``None`` while the first request runs (never committed so).
+        Column("status", Integer, nullable=True),
+        Column("headers", Text, nullable=True),
+        Column("body", LargeBinary, nullable=True),
+        Column("created_at", BigInteger, nullable=False),
+        Column("expires_at", BigInteger, nullable=False, index=True),
+    )
+
+
+@dataclass(eq=False)
+class Claim:
+    """A key this request holds, inside its transaction."""
+
+    identity: str
+    #: Whether the answer joined the write's transaction.
+    stored: bool = False
+
+
+def claim(table: Any, session: Any, identity: str, fingerprint: str, ttl: int) -> Claim | Response:
+    """Insert the key's row in the request's transaction, or answer from the row a first
+    request committed (a replay; 422 for another body; 409 while it still runs)."""
+    if table is None:
+        raise HTTPError(500, "Idempotency-Key needs Flask-SQLAlchemy: init Guards(app) after it.")
+    wait = float(current_app.config.get("RESOURCES_KIT_IDEMPOTENCY_WAIT", 10))
+    for _ in range(3):
+        now = int(time.time())
+        values = {
+            "id": identity,
+            "fingerprint": fingerprint,
+            "created_at": now,
+            "expires_at": now + ttl,
+        }
+        try:
+            session.execute(claim_statement(table, session, wait), values)
+            return Claim(identity)
+        except IntegrityError:
+            session.rollback()
+        except OperationalError:  # the wait ran out (or a deadlock among retries)
+            session.rollback()
+            raise busy(wait) from None
+        row = session.execute(select(table).where(table.c.id == identity)).first()
+        session.rollback()
+        if row is None:  # the first rolled back meanwhile: claim it again
+            continue
+        if row.expires_at <= now:
+            session.execute(delete(table).where(table.c.id == identity))
+            session.commit()
+            continue
+        if row.fingerprint != fingerprint:
+            raise HTTPError(
+                422,
+                "This Idempotency-Key was used for another request (method, path or body); "
+                "use a new key for a new request.",
+            )
+        if row.status is None:
+            raise busy(wait)
+        return replay(row)
+    raise busy(wait)
+
+
+def busy(wait: float) -> HTTPError:
+    return HTTPError(
+        409,
+        "A request with this Idempotency-Key is still being processed; retry later.",
+        headers={"Retry-After": str(max(1, int(wait)))},
+    )
+
+
+def claim_statement(table: Any, session: Any, wait: float) -> Any:
+    """The insert, bounded to wait ``wait`` seconds for a concurrent holder of the key:
+    ``lock_timeout`` for this transaction on PostgreSQL (no extra statement), ``SET
+    STATEMENT`` on MariaDB; SQLite's busy timeout otherwise."""
+    dialect = session.get_bind().dialect
+    columns = "id, fingerprint, created_at, expires_at"
+    marks = ":id, :fingerprint, :created_at, :expires_at"
+    if dialect.name == "postgresql":
+        return text(
+            f"WITH wait AS (SELECT set_config('lock_timeout', '{int(wait * 1000)}ms', true)) "
+            f"INSERT INTO {TABLE} ({columns}) SELECT {marks} FROM wait"
+        )
+    if dialect.name in ("mysql", "mariadb") and getattr(dialect, "is_mariadb", False):
+        return text(
+            f"SET STATEMENT innodb_lock_wait_timeout = {max(1, int(wait))} FOR "
+            f"INSERT INTO {TABLE} ({columns}) VALUES ({marks})"
+        )
+    return insert(table)
+
+
+def store_answer(table: Any, session: Any, pending: Claim, response: Response) -> None:
+    """The answer written into the claimed row, in the write's transaction."""
+    headers = [
+        (name, response.headers[name]) for name in REPLAYED_HEADERS if name in response.headers
+    ]
+    session.execute(
+        update(table)
+        .where(table.c.id == pending.identity)
+        .values(status=response.status_code, headers=json.dumps(headers), body=response.get_data())
+    )
+    pending.stored = True
+
+
+def replay(row: Any) -> Response:
+    """The stored answer, as the first request sent it."""
+    response = current_app.response_class(row.body, status=row.status)
+    response.headers.clear()
+    for name, value in json.loads(row.headers):
+        response.headers[name] = value
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def purge_expired(session: Any, table: Any) -> int:
+    """Delete the keys past their expiry (a periodic job may call it); how many went."""
+    result = session.execute(delete(table).where(table.c.expires_at <= int(time.time())))
+    session.commit()
+    return int(result.rowcount)
