@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +92,8 @@ def claim(table: Any, session: Any, identity: str, fingerprint: str, ttl: int) -
             "expires_at": now + ttl,
         }
         try:
-            session.execute(claim_statement(table, session, wait), values)
+            with bounded_wait(session, wait):
+                session.execute(claim_statement(table, session, wait), values)
             return Claim(identity)
         except IntegrityError:
             session.rollback()
@@ -125,10 +128,25 @@ def busy(wait: float) -> HTTPError:
     )
 
 
+@contextmanager
+def bounded_wait(session: Any, wait: float) -> Iterator[None]:
+    """On SQLite, whose wait for a writer is the connection's busy timeout, that timeout
+    is ``wait`` for the claim only (the other databases bound it in the statement)."""
+    if session.get_bind().dialect.name != "sqlite":
+        yield
+        return
+    before = session.execute(text("PRAGMA busy_timeout")).scalar()
+    session.execute(text(f"PRAGMA busy_timeout = {int(wait * 1000)}"))
+    try:
+        yield
+    finally:
+        session.execute(text(f"PRAGMA busy_timeout = {int(before)}"))
+
+
 def claim_statement(table: Any, session: Any, wait: float) -> Any:
     """The insert, bounded to wait ``wait`` seconds for a concurrent holder of the key:
     ``lock_timeout`` for this transaction on PostgreSQL (no extra statement), ``SET
-    STATEMENT`` on MariaDB; SQLite's busy timeout otherwise."""
+    STATEMENT`` on MariaDB; SQLite's busy timeout (:func:`bounded_wait`) otherwise."""
     dialect = session.get_bind().dialect
     columns = "id, fingerprint, created_at, expires_at"
     marks = ":id, :fingerprint, :created_at, :expires_at"
