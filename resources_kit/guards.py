@@ -46,7 +46,7 @@ from .caching import (
 )
 from .errors import HTTPError, ImproperlyConfigured
 from .idempotency import Claim, claim, idempotency_table, store_answer
-from .ratelimits import Limits, check_limits, limits_for
+from .ratelimits import Limits, check_limits, counts, limits_for
 
 #: The key of the guards' state in ``app.extensions``.
 EXTENSION = "resources_kit.guards"
@@ -357,6 +357,60 @@ class Guards:
         if scope is not None:
             keys.append(f"rk:gen:{name}:{scope_digest(scope)}")
         self.cache.bump(keys)
+
+
+PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+RATE_HEADERS = {
+    name: {"description": description, "schema": {"type": "integer"}}
+    for name, description in (
+        ("RateLimit-Limit", "Requests the window allows."),
+        ("RateLimit-Remaining", "Requests left in the window."),
+        ("RateLimit-Reset", "Seconds until the window resets."),
+    )
+}
+
+
+def document_guards(
+    resource: type[Any], action: str, extra: Any, operation: dict[str, Any]
+) -> None:
+    """The OpenAPI operation of ``action`` with what the resource's guards add: the
+    ``Idempotency-Key`` header and its 409/422, a 429 with ``Retry-After``."""
+    plan: GuardPlan | None = getattr(resource, "guard_plan", None)
+    if plan is None:
+        return
+    responses = operation["responses"]
+    writes = bool(extra.writes) if extra is not None else action in IDEMPOTENT_ACTIONS
+    if plan.idempotency is not None and writes:
+        operation["parameters"].append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": plan.idempotency.required,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "description": "A key unique to this request: a retry with it gets the "
+                "first answer again, and writes nothing more.",
+            }
+        )
+        responses["409"] = {
+            "description": "A conflict, or the first request with this Idempotency-Key "
+            "is still running (retry after Retry-After).",
+            "content": PROBLEM,
+        }
+        responses["422"] = {
+            "description": "Validation failed, or the Idempotency-Key was used for "
+            "another request.",
+            "content": PROBLEM,
+        }
+        if plan.idempotency.required:
+            responses.setdefault("400", {"description": "Bad request.", "content": PROBLEM})
+    view = type("Described", (), {"action": action, "extra": extra})()
+    if any(counts(limit, view) for limit in plan.limits):
+        retry = {"description": "Seconds to wait.", "schema": {"type": "integer"}}
+        responses["429"] = {
+            "description": "Too many requests: the rate limit is spent.",
+            "headers": {"Retry-After": retry, **RATE_HEADERS},
+            "content": PROBLEM,
+        }
 
 
 def guards_of(app: Flask) -> Guards:

@@ -271,3 +271,20 @@ def test_a_request_may_switch_the_cache_off(client: Any, header: dict[str, str])
     client.get("/api/teachers", headers=ONE)
     fresh = client.get("/api/teachers", headers={**ONE, **header})
     assert not fresh.headers["Cache-Status"].endswith("hit")
+
+
+def test_the_openapi_document_shows_the_guards(client: Any) -> None:
+    from openapi_spec_validator import validate
+
+    document = client.get("/api/openapi.json").get_json()
+    validate(document)
+    create = document["paths"]["/api/teachers"]["post"]
+    key = next(p for p in create["parameters"] if p["name"] == "Idempotency-Key")
+    assert key["required"] is False
+    assert {"409", "422", "429"} <= set(create["responses"])
+    assert "Retry-After" in create["responses"]["429"]["headers"]
+    promote = document["paths"]["/api/teachers/{teacher_id}/promote"]["post"]
+    assert any(p["name"] == "Idempotency-Key" for p in promote["parameters"])
+    assert "429" not in document["paths"]["/api/teachers"]["get"]["responses"]  # reads not limited
+    strict = document["paths"]["/api/strict-teachers"]["post"]
+    assert next(p for p in strict["parameters"] if p["name"] == "Idempotency-Key")["required"]
