@@ -32,6 +32,7 @@ from sqlalchemy import create_engine, event, insert, make_url, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import guards
 from benchmarks.apps import (
     School,
     Student,
@@ -310,13 +311,16 @@ def permission_overhead(app: Any, rounds: int, per_round: int) -> dict[str, floa
     }
 
 
-def run(db_kind: str, rounds: int, per_round: int, big_rows: int) -> dict[str, Any]:
+def run(
+    db_kind: str, rounds: int, per_round: int, big_rows: int, redis_url: str | None = None
+) -> dict[str, Any]:
     url = database_url(db_kind)
     fill(url)
     apps = {"hand": hand_written_app(url), "rk": resources_kit_app(url)}
     statements = check_parity(apps, 1)
     timings = timed_rounds(apps, rounds, per_round)
     permission = permission_overhead(apps["rk"], rounds, per_round)
+    guard_costs = guards.measure(url, redis_url, rounds, per_round)
     for app in apps.values():
         with app.app_context():
             db.session.remove()
@@ -327,6 +331,7 @@ def run(db_kind: str, rounds: int, per_round: int, big_rows: int) -> dict[str, A
         "statements": statements,
         "timings": timings,
         "permission": permission,
+        "guards": guard_costs,
         "keyset": (first, deep),
         "db": db_kind,
         "rounds": rounds,
@@ -362,6 +367,9 @@ def report(result: dict[str, Any]) -> tuple[str, bool]:
             f"one permission (IsAuthenticated), {op}: {ratio:.3f} of the same resource "
             f"without (target {PERMISSION_TARGET:.2f}){'' if meets else '  MISSED'}"
         )
+    guard_lines, guards_ok = guards.report(result["guards"])
+    lines += guard_lines
+    ok = ok and guards_ok
     first, deep = result["keyset"]
     if result["big_rows"]:
         ratio = deep / first
@@ -382,10 +390,12 @@ def main() -> int:
     parser.add_argument("--per-round", type=int, default=40)
     parser.add_argument("--big-rows", type=int, default=1_000_000)
     parser.add_argument("--short", action="store_true", help="a quick run: 3 x 10, 20k rows")
+    parser.add_argument("--redis", help="the guards' shared state: a Redis URL (default memory)")
     args = parser.parse_args()
     if args.short:
         args.rounds, args.per_round, args.big_rows = 3, 10, 20_000
-    text_report, ok = report(run(args.db, args.rounds, args.per_round, args.big_rows))
+    result = run(args.db, args.rounds, args.per_round, args.big_rows, args.redis)
+    text_report, ok = report(result)
     print(text_report)
     return 0 if ok else 1
 

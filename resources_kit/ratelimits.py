@@ -16,6 +16,14 @@ from flask import Flask, request
 
 from .errors import HTTPError, ImproperlyConfigured
 
+#: A fixed window in one round trip: Flask-Limiter's fixed-window counter (its key, its
+#: expiry), incremented, and the time left in its window.
+SPEND = """
+local count = redis.call('INCRBY', KEYS[1], ARGV[2])
+if count == tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return {count, redis.call('PTTL', KEYS[1])}
+"""
+
 
 @dataclass
 class Limits:
@@ -23,6 +31,19 @@ class Limits:
 
     limiter: Any
     parsed: dict[str, Any]
+    #: On a Redis storage with the fixed-window strategy, ``SPEND`` on its client.
+    script: Any = None
+
+    def spend(self, item: Any, namespace: str, identity: str) -> tuple[bool, int, float]:
+        """One request of ``item`` spent: whether it was allowed, what is left and when
+        the window resets (epoch seconds)."""
+        if self.script is not None:
+            key = self.limiter.storage.prefixed_key(item.key_for(namespace, identity))
+            count, left_ms = self.script(keys=[key], args=[item.get_expiry(), 1])
+            return count <= item.amount, item.amount - count, time.time() + max(left_ms, 0) / 1000
+        allowed = self.limiter.hit(item, namespace, identity)
+        reset, remaining = self.limiter.get_window_stats(item, namespace, identity)
+        return allowed, remaining, reset
 
     def item(self, text: str) -> Any:
         found = self.parsed.get(text)
@@ -43,16 +64,21 @@ def limits_for(app: Flask, storage_uri: str | None) -> Limits | None:
     """The app's own Flask-Limiter (its storage, its strategy) when it has one; else a
     limiter over ``storage_uri`` (``memory://`` by default). ``None`` without the
     ``guards`` extra installed (a resource with limits then fails at its first request)."""
-    limiter = app.extensions.get("limiter")
-    if limiter is not None and hasattr(limiter, "limiter"):
-        return Limits(limiter.limiter, {})
     try:
-        from limits.storage import storage_from_string
-        from limits.strategies import STRATEGIES
+        from limits.storage import RedisStorage, storage_from_string
+        from limits.strategies import STRATEGIES, FixedWindowRateLimiter
     except ImportError:
         return None
-    strategy = STRATEGIES[app.config.get("RATELIMIT_STRATEGY", "fixed-window")]
-    return Limits(strategy(storage_from_string(storage_uri or "memory://")), {})
+    flask_limiter = app.extensions.get("limiter")
+    if flask_limiter is not None and hasattr(flask_limiter, "limiter"):
+        limiter = flask_limiter.limiter
+    else:
+        strategy = STRATEGIES[app.config.get("RATELIMIT_STRATEGY", "fixed-window")]
+        limiter = strategy(storage_from_string(storage_uri or "memory://"))
+    script = None
+    if isinstance(limiter, FixedWindowRateLimiter) and isinstance(limiter.storage, RedisStorage):
+        script = limiter.storage.storage.register_script(SPEND)
+    return Limits(limiter, {}, script)
 
 
 def limit_key(view: Any, per: Any) -> str:
@@ -95,8 +121,7 @@ def check_limits(limits: Limits | None, view: Any, declared: Sequence[Any]) -> M
         item = limits.item(limit.limit)
         namespace = f"rk:{type(view).name}:{view.action}:{index}"
         identity = limit_key(view, limit.per)
-        allowed = limits.limiter.hit(item, namespace, identity)
-        reset, remaining = limits.limiter.get_window_stats(item, namespace, identity)
+        allowed, remaining, reset = limits.spend(item, namespace, identity)
         if not allowed:
             headers = rate_headers(item, 0, reset)
             headers["Retry-After"] = headers["RateLimit-Reset"]
