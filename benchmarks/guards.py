@@ -45,6 +45,7 @@ class IdempotentTeacherResource(TeacherResource):
 def guarded_app(url: str, redis_url: str | None) -> Flask:
     app = make_app(url)
     app.config["RESOURCES_KIT_REDIS_URL"] = redis_url
+    app.config["RESOURCES_KIT_CACHE_IN_PROCESS"] = True  # one process: the benchmark
     api = Router(url_prefix="/api")
     for resource in (
         TeacherResource,

@@ -88,8 +88,12 @@ class RedisStore:
         pipeline.execute()
 
 
-def store_for(redis_url: str | None) -> CacheStore:
-    return RedisStore(redis_url) if redis_url else MemoryStore()
+def store_for(redis_url: str | None, in_process: bool) -> CacheStore | None:
+    """Redis when the app names one; the process's memory when it says it is one process;
+    else no cache (a process's memory is not invalidated by another's writes)."""
+    if redis_url:
+        return RedisStore(redis_url)
+    return MemoryStore() if in_process else None
 
 
 def scope_digest(scope: Any) -> str:

@@ -37,7 +37,6 @@ from flask import Flask, Response, current_app, request
 
 from .caching import (
     CacheStore,
-    MemoryStore,
     cached_response,
     generation_keys,
     keep_response,
@@ -219,6 +218,8 @@ def read_through_cache(
     cache: ResponseCache, guards: Guards, view: Any, handler: Callable[[], Response]
 ) -> Response:
     """A list or item read answered from the cache, or run and its answer kept."""
+    if guards.cache is None:  # no Redis, and one process not declared: nothing kept
+        return handler()
     bypass = bool(request.cache_control.no_cache) or "read-your-writes" in request.headers.get(
         "Prefer", ""
     )
@@ -304,7 +305,9 @@ class Guards:
     Configuration (``app.config``):
 
     - ``RESOURCES_KIT_REDIS_URL``: the Redis every host shares (rate limits, cache);
-      without it both stay in the process (one host);
+      without it the rate limits count per process, and nothing is cached unless
+      ``RESOURCES_KIT_CACHE_IN_PROCESS`` says the app runs as one process (the
+      development server, tests): another worker's writes could not invalidate it;
     - ``RESOURCES_KIT_RATELIMIT_STORAGE_URI``: another storage for the limits (Flask-
       Limiter's notation; default: the Redis above, else ``memory://``); an app that has
       its own ``flask_limiter.Limiter`` shares its storage;
@@ -318,7 +321,7 @@ class Guards:
     def __init__(self, app: Flask | None = None) -> None:
         self.app: Flask | None = None
         self.limits: Limits | None = None
-        self.cache: CacheStore = MemoryStore()
+        self.cache: CacheStore | None = None
         self.idempotency_table: Any = None
         if app is not None:
             self.init_app(app)
@@ -328,7 +331,7 @@ class Guards:
         config = app.config
         redis_url = config.get("RESOURCES_KIT_REDIS_URL")
         self.limits = limits_for(app, config.get("RESOURCES_KIT_RATELIMIT_STORAGE_URI", redis_url))
-        self.cache = store_for(redis_url)
+        self.cache = store_for(redis_url, bool(config.get("RESOURCES_KIT_CACHE_IN_PROCESS")))
         extension = app.extensions.get("sqlalchemy")
         if extension is not None:
             self.idempotency_table = idempotency_table(extension.metadata)
@@ -345,6 +348,8 @@ class Guards:
         """The write unit's hook, after its commit: answers cached for the resource at
         this scope (and every answer that depends on it) are stale, on every host."""
         name = type(view).name
+        if self.cache is None:
+            return
         try:
             self.invalidate(name, view.scope)
         except Exception:  # the commit stands; the cache's ttl bounds the staleness
@@ -356,7 +361,8 @@ class Guards:
         keys = [f"rk:gen:{name}:*"]
         if scope is not None:
             keys.append(f"rk:gen:{name}:{scope_digest(scope)}")
-        self.cache.bump(keys)
+        if self.cache is not None:
+            self.cache.bump(keys)
 
 
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}

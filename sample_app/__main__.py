@@ -17,6 +17,7 @@ def main(argv: list[str]) -> int:
         return 0
     default = f"sqlite:///{os.path.join(tempfile.gettempdir(), 'resources_kit_sample_2.sqlite3')}"
     os.environ.setdefault("SAMPLE_APP_DATABASE_URL", default)
+    os.environ.setdefault("SAMPLE_APP_ONE_PROCESS", "1")  # the development server: one
     app = create_app()
     with app.app_context():
         tokens = seed()

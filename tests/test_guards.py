@@ -89,7 +89,9 @@ def guarded_app(**config: Any) -> Flask:
 
 @pytest.fixture(params=["memory", "redis"])
 def client(request: pytest.FixtureRequest, app: Flask) -> Iterator[Any]:
-    config = {"RESOURCES_KIT_REDIS_URL": redis_or_skip()} if request.param == "redis" else {}
+    config: dict[str, Any] = {"RESOURCES_KIT_CACHE_IN_PROCESS": True}
+    if request.param == "redis":
+        config = {"RESOURCES_KIT_REDIS_URL": redis_or_skip()}
     made = guarded_app(**config)
     with running(made) as test_client:
         reset_database()
@@ -288,3 +290,65 @@ def test_the_openapi_document_shows_the_guards(client: Any) -> None:
     assert "429" not in document["paths"]["/api/teachers"]["get"]["responses"]  # reads not limited
     strict = document["paths"]["/api/strict-teachers"]["post"]
     assert next(p for p in strict["parameters"] if p["name"] == "Idempotency-Key")["required"]
+
+
+def test_without_redis_nothing_is_cached_unless_the_app_is_one_process(app: Flask) -> None:
+    with running(guarded_app()) as test_client:
+        first = test_client.get("/api/teachers", headers=ONE)
+        assert "Cache-Status" not in first.headers
+
+
+# -- the sample app -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def sample(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from dataclasses import replace
+
+    from sample_app import create_app, seed
+    from sample_app.models import db as sample_db
+    from sample_app.resources import TeacherResource
+
+    from .conftest import separate_database_url
+
+    plan = TeacherResource.guard_plan
+    assert plan is not None
+    tight = [RateLimit("3/minute", per="caller", actions=WRITES)]  # a replay counts too
+    monkeypatch.setattr(TeacherResource, "guard_plan", replace(plan, limits=tight))
+    url = separate_database_url("resources_kit_sample_guards")
+    config = {"SQLALCHEMY_DATABASE_URI": url, "TESTING": True}
+    sample_app = create_app({**config, "RESOURCES_KIT_CACHE_IN_PROCESS": True})
+    with sample_app.app_context():
+        sample_db.drop_all()
+        sample_db.create_all()
+        tokens = seed()
+        yield sample_app.test_client(), {"Authorization": f"Bearer {tokens['north-admin']}"}
+        sample_db.session.remove()
+        sample_db.drop_all()
+        for engine in sample_db.engines.values():
+            engine.dispose()
+
+
+def test_the_sample_app_replays_a_retried_create_limits_writes_and_caches_teachers(
+    sample: Any,
+) -> None:
+    client, admin = sample
+    body = {"name": "Kay", "email": "kay@northside.example.org", "credential": "LIC-4242"}
+    headers = {**admin, "Idempotency-Key": "create-kay"}
+    first = client.post("/api/teachers", json=body, headers=headers)
+    again = client.post("/api/teachers", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.get_data() == first.get_data()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    listed = client.get("/api/teachers", headers=admin)
+    assert client.get("/api/teachers", headers=admin).headers["Cache-Status"].endswith("hit")
+    assert [t["name"] for t in listed.get_json()["items"]].count("Kay") == 1
+    second = {**body, "email": "kim@northside.example.org", "name": "Kim"}
+    assert client.post("/api/teachers", json=second, headers=admin).status_code == 201
+    third = {**body, "email": "kit@northside.example.org", "name": "Kit"}
+    refused = client.post("/api/teachers", json=third, headers=admin)
+    assert refused.status_code == 429
+    assert "Retry-After" in refused.headers
+    names = [t["name"] for t in client.get("/api/teachers", headers=admin).get_json()["items"]]
+    assert "Kim" in names
+    assert "Kit" not in names
