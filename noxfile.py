@@ -67,7 +67,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typing(session: nox.Session) -> None:
-    session.install("-e", ".[testing]", "mypy")
+    session.install("-e", ".[testing,guards]", "mypy")
     session.run("mypy")
 
 
