@@ -16,6 +16,13 @@ from flask import Flask, request
 
 from .errors import HTTPError, ImproperlyConfigured
 
+try:  # Flask-Limiter's backend, from the guards extra
+    from limits import parse
+    from limits.storage import RedisStorage, storage_from_string
+    from limits.strategies import STRATEGIES, FixedWindowRateLimiter
+except ImportError:  # pragma: no cover - a resource with limits says what to install
+    STRATEGIES = None  # type: ignore[assignment]
+
 #: A fixed window in one round trip: Flask-Limiter's fixed-window counter (its key, its
 #: expiry), incremented, and the time left in its window.
 SPEND = """
@@ -48,8 +55,6 @@ class Limits:
     def item(self, text: str) -> Any:
         found = self.parsed.get(text)
         if found is None:
-            from limits import parse
-
             try:
                 found = self.parsed[text] = parse(text)
             except ValueError:
@@ -64,10 +69,7 @@ def limits_for(app: Flask, storage_uri: str | None) -> Limits | None:
     """The app's own Flask-Limiter (its storage, its strategy) when it has one; else a
     limiter over ``storage_uri`` (``memory://`` by default). ``None`` without the
     ``guards`` extra installed (a resource with limits then fails at its first request)."""
-    try:
-        from limits.storage import RedisStorage, storage_from_string
-        from limits.strategies import STRATEGIES, FixedWindowRateLimiter
-    except ImportError:
+    if STRATEGIES is None:
         return None
     flask_limiter = app.extensions.get("limiter")
     if flask_limiter is not None and hasattr(flask_limiter, "limiter"):
