@@ -44,7 +44,14 @@ from .caching import (
     store_for,
 )
 from .errors import HTTPError, ImproperlyConfigured
-from .idempotency import Claim, claim, idempotency_table, store_answer
+from .idempotency import (
+    Claim,
+    claim,
+    claim_in_redis,
+    finish_in_redis,
+    idempotency_table,
+    store_answer,
+)
 from .ratelimits import Limits, check_limits, counts, limits_for
 
 #: The key of the guards' state in ``app.extensions``.
@@ -253,6 +260,8 @@ def write_once(
     ttl = policy.ttl or int(current_app.config.get("RESOURCES_KIT_IDEMPOTENCY_TTL", 86400))
     identity = digest("idempotency", scope_identity(view), view.get_caller_key(), key)
     fingerprint = digest(request.method, request.path, request.get_data(cache=True))
+    if guards.idempotency_redis is not None:
+        return write_once_in_redis(guards, identity, fingerprint, ttl, handler)
     found = claim(guards.idempotency_table, view.get_session(), identity, fingerprint, ttl)
     if isinstance(found, Response):
         return found
@@ -263,6 +272,21 @@ def write_once(
         PENDING.reset(token)
         if not found.stored:
             view.get_session().rollback()  # frees the key for a retry
+
+
+def write_once_in_redis(
+    guards: Guards, identity: str, fingerprint: str, ttl: int, handler: Callable[[], Response]
+) -> Response:
+    wait = float(current_app.config.get("RESOURCES_KIT_IDEMPOTENCY_WAIT", 10))
+    found = claim_in_redis(guards.idempotency_redis, identity, fingerprint, wait)
+    if isinstance(found, Response):
+        return found
+    response = None
+    try:
+        response = handler()
+        return response
+    finally:
+        finish_in_redis(found, response or Response(status=500), ttl)
 
 
 def is_idempotent_write(view: Any) -> bool:
@@ -311,6 +335,8 @@ class Guards:
     - ``RESOURCES_KIT_RATELIMIT_STORAGE_URI``: another storage for the limits (Flask-
       Limiter's notation; default: the Redis above, else ``memory://``); an app that has
       its own ``flask_limiter.Limiter`` shares its storage;
+    - ``RESOURCES_KIT_IDEMPOTENCY_STORAGE``: ``"database"`` (the default: the answer in
+      the write's transaction) or ``"redis"`` (no table; see :mod:`.idempotency`);
     - ``RESOURCES_KIT_IDEMPOTENCY_TTL`` (24 hours), ``RESOURCES_KIT_IDEMPOTENCY_WAIT``
       (seconds a retry waits for the first request: 10), ``RESOURCES_KIT_CACHE_TTL`` (300).
 
@@ -323,6 +349,9 @@ class Guards:
         self.limits: Limits | None = None
         self.cache: CacheStore | None = None
         self.idempotency_table: Any = None
+        #: The Redis client of the keys, when ``RESOURCES_KIT_IDEMPOTENCY_STORAGE`` is
+        #: ``"redis"`` (default ``"database"``: the table, in the write's transaction).
+        self.idempotency_redis: Any = None
         if app is not None:
             self.init_app(app)
 
@@ -332,6 +361,14 @@ class Guards:
         redis_url = config.get("RESOURCES_KIT_REDIS_URL")
         self.limits = limits_for(app, config.get("RESOURCES_KIT_RATELIMIT_STORAGE_URI", redis_url))
         self.cache = store_for(redis_url, bool(config.get("RESOURCES_KIT_CACHE_IN_PROCESS")))
+        if config.get("RESOURCES_KIT_IDEMPOTENCY_STORAGE", "database") == "redis":
+            if not redis_url:
+                raise ImproperlyConfigured(
+                    'RESOURCES_KIT_IDEMPOTENCY_STORAGE = "redis" needs RESOURCES_KIT_REDIS_URL.'
+                )
+            import redis
+
+            self.idempotency_redis = redis.Redis.from_url(redis_url)
         extension = app.extensions.get("sqlalchemy")
         if extension is not None:
             self.idempotency_table = idempotency_table(extension.metadata)

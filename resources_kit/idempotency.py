@@ -9,12 +9,18 @@ transaction), the retry's insert goes through and it runs the write itself; when
 runs out, a 409 with ``Retry-After``. Just before the commit the write unit stores the
 answer in the row (``store_answer``), so a process killed between commit and answer leaves
 the answer behind, and a retry gets it.
+
+With ``RESOURCES_KIT_IDEMPOTENCY_STORAGE = "redis"`` the keys live in Redis instead (no
+table): a running marker set with ``SET NX``, replaced by the answer after the commit. The
+answer is then not in the write's transaction: a process killed between its commit and
+storing the answer leaves a marker that expires, and a retry after that writes again.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -178,9 +184,13 @@ def store_answer(table: Any, session: Any, pending: Claim, response: Response) -
 
 def replay(row: Any) -> Response:
     """The stored answer, as the first request sent it."""
-    response = current_app.response_class(row.body, status=row.status)
+    return replayed(row.status, json.loads(row.headers), row.body)
+
+
+def replayed(status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
+    response = current_app.response_class(body, status=status)
     response.headers.clear()
-    for name, value in json.loads(row.headers):
+    for name, value in headers:
         response.headers[name] = value
     response.headers["Idempotent-Replayed"] = "true"
     return response
@@ -191,3 +201,61 @@ def purge_expired(session: Any, table: Any) -> int:
     result = session.execute(delete(table).where(table.c.expires_at <= int(time.time())))
     session.commit()
     return int(result.rowcount)
+
+
+# -- optional: the keys in Redis ------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class RedisClaim:
+    """A key this request holds in Redis: a running marker that expires by itself."""
+
+    client: Any
+    key: str
+    token: str
+    fingerprint: str
+    stored: bool = False
+
+
+def claim_in_redis(
+    client: Any, identity: str, fingerprint: str, wait: float
+) -> RedisClaim | Response:
+    """Set the running marker (``SET NX``), or answer from the key: the stored answer, a
+    422 for another body, or a 409 once ``wait`` seconds passed with the first running."""
+    key, token = f"rk:idempotency:{identity}", uuid.uuid4().hex
+    running = json.dumps({"f": fingerprint, "t": token})
+    deadline = time.monotonic() + wait
+    while True:
+        # The marker outlives the wait, and expires if the process dies before answering.
+        if client.set(key, running, nx=True, px=int(max(wait, 30) * 1000)):
+            return RedisClaim(client, key, token, fingerprint)
+        found = client.get(key)
+        if found is not None:
+            held = json.loads(found)
+            if held["f"] != fingerprint:
+                raise HTTPError(
+                    422,
+                    "This Idempotency-Key was used for another request (method, path or "
+                    "body); use a new key for a new request.",
+                )
+            if "s" in held:
+                return replayed(held["s"], held["h"], bytes.fromhex(held["b"]))
+        if time.monotonic() >= deadline:
+            raise busy(wait)
+        time.sleep(0.05)
+
+
+def finish_in_redis(pending: RedisClaim, response: Response, ttl: int) -> None:
+    """After the commit: the answer replaces the marker (an error answer frees the key)."""
+    client, key = pending.client, pending.key
+    if response.status_code >= 400:
+        if client.get(key) == json.dumps({"f": pending.fingerprint, "t": pending.token}).encode():
+            client.delete(key)
+        return
+    headers = [
+        (name, response.headers[name]) for name in REPLAYED_HEADERS if name in response.headers
+    ]
+    answer = {"f": pending.fingerprint, "s": response.status_code, "h": headers}
+    answer["b"] = response.get_data().hex()
+    client.set(key, json.dumps(answer), ex=max(ttl, 1))
+    pending.stored = True

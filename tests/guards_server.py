@@ -67,6 +67,7 @@ def create() -> Flask:
     app.config.update(
         SQLALCHEMY_DATABASE_URI=os.environ["GUARDS_DB_URL"],
         RESOURCES_KIT_REDIS_URL=os.environ.get("GUARDS_REDIS_URL"),
+        RESOURCES_KIT_IDEMPOTENCY_STORAGE=os.environ.get("GUARDS_KEYS", "database"),
         RESOURCES_KIT_IDEMPOTENCY_WAIT=float(os.environ.get("GUARDS_WAIT", 20)),
     )
     db.init_app(app)

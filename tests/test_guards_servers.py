@@ -28,6 +28,7 @@ from resources_kit.idempotency import idempotency_table
 from . import models
 from .conftest import DB_URL
 from .models import db
+from .test_guards import redis_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,8 +111,14 @@ def teachers(name: str) -> int:
 HEADERS = {"X-School": "1", "X-User": "ada", "Idempotency-Key": "one-key"}
 
 
-def test_fifty_concurrent_posts_with_one_key_write_one_row_and_answer_alike(tables: None) -> None:
-    with serving() as request:
+@pytest.mark.parametrize("keys", ["database", "redis"])
+def test_fifty_concurrent_posts_with_one_key_write_one_row_and_answer_alike(
+    tables: None, keys: str
+) -> None:
+    environ = {"GUARDS_KEYS": keys}
+    if keys == "redis":
+        environ["GUARDS_REDIS_URL"] = redis_or_skip()
+    with serving(**environ) as request:
         start = threading.Barrier(50, timeout=30)
 
         def post(_: int) -> tuple[int, str | None, bytes]:
