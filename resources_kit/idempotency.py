@@ -103,8 +103,10 @@ def claim(table: Any, session: Any, identity: str, fingerprint: str, ttl: int) -
             return Claim(identity)
         except IntegrityError:
             session.rollback()
-        except OperationalError:  # the wait ran out (or a deadlock among retries)
+        except OperationalError as exc:
             session.rollback()
+            if not waited_out(exc):  # a missing table, a server gone: not the key's doing
+                raise
             raise busy(wait) from None
         row = session.execute(select(table).where(table.c.id == identity)).first()
         session.rollback()
@@ -124,6 +126,22 @@ def claim(table: Any, session: Any, identity: str, fingerprint: str, ttl: int) -
             raise busy(wait)
         return replay(row)
     raise busy(wait)
+
+
+#: What a wait that ran out (or a deadlock among retries) looks like: PostgreSQL's
+#: SQLSTATEs, MariaDB's error numbers, SQLite's message.
+LOCK_STATES = frozenset({"55P03", "40P01"})
+LOCK_ERRORS = frozenset({1205, 1213})
+
+
+def waited_out(exc: OperationalError) -> bool:
+    original = exc.orig
+    if getattr(original, "sqlstate", None) in LOCK_STATES:
+        return True
+    args = getattr(original, "args", ())
+    if args and args[0] in LOCK_ERRORS:
+        return True
+    return "database is locked" in str(original)
 
 
 def busy(wait: float) -> HTTPError:
