@@ -71,7 +71,9 @@ def limits_for(app: Flask, storage_uri: str | None) -> Limits | None:
     ``guards`` extra installed (a resource with limits then fails at its first request)."""
     if STRATEGIES is None:
         return None
-    flask_limiter = app.extensions.get("limiter")
+    # Flask-Limiter keeps its limiter, or (since 3.x) the set of them, in "limiter".
+    found = app.extensions.get("limiter")
+    flask_limiter = next(iter(found), None) if isinstance(found, set) else found
     if flask_limiter is not None and hasattr(flask_limiter, "limiter"):
         limiter = flask_limiter.limiter
     else:

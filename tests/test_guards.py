@@ -356,3 +356,19 @@ def test_the_sample_app_replays_a_retried_create_limits_writes_and_caches_teache
     names = [t["name"] for t in client.get("/api/teachers", headers=admin).get_json()["items"]]
     assert "Kim" in names
     assert "Kit" not in names
+
+
+def test_an_app_with_its_own_flask_limiter_shares_its_storage(app: Flask) -> None:
+    from flask_limiter import Limiter
+
+    made = make_app(register, RESOURCES_KIT_CACHE_IN_PROCESS=True)
+    limiter = Limiter(lambda: "x", app=made, storage_uri="memory://")
+    guards = Guards(made)
+    assert guards.limits is not None
+    assert guards.limits.limiter.storage is limiter.storage
+    with running(made) as test_client:
+        db.session.add(models.School(id=1, name="One"))
+        db.session.commit()
+        for n in range(3):
+            test_client.post("/api/teachers", json={"name": f"T{n}"}, headers=ONE)
+        assert test_client.post("/api/teachers", json={"name": "T"}, headers=ONE).status_code == 429
