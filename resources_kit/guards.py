@@ -113,6 +113,10 @@ class ResponseCache:
     #: Keep answers per caller (``get_caller_key``), not only per tenant and visibility.
     per_caller: bool = True
 
+    def __post_init__(self) -> None:
+        if isinstance(self.depends_on, str):  # one resource named on its own
+            object.__setattr__(self, "depends_on", (self.depends_on,))
+
 
 class GuardView:
     """What the guards need of a resource instance (``Resource`` provides it)."""
