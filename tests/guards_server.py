@@ -17,8 +17,10 @@ import time
 from typing import Any
 
 from flask import Flask, g, request
+from sqlalchemy import make_url
 
 from resources_kit import Callback, Permission, Router
+from resources_kit.database import pooled_engine_options
 from resources_kit.guards import WRITES, Guards, Idempotency, RateLimit, ResponseCache
 
 from . import models
@@ -64,8 +66,11 @@ class LimitedTeachers(HostTeachers):
 
 def create() -> Flask:
     app = Flask(__name__)
+    url = os.environ["GUARDS_DB_URL"]
+    if make_url(url).port == 6432:  # PgBouncer in transaction mode
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = pooled_engine_options(url)
     app.config.update(
-        SQLALCHEMY_DATABASE_URI=os.environ["GUARDS_DB_URL"],
+        SQLALCHEMY_DATABASE_URI=url,
         RESOURCES_KIT_REDIS_URL=os.environ.get("GUARDS_REDIS_URL"),
         RESOURCES_KIT_IDEMPOTENCY_STORAGE=os.environ.get("GUARDS_KEYS", "database"),
         RESOURCES_KIT_IDEMPOTENCY_WAIT=float(os.environ.get("GUARDS_WAIT", 20)),
