@@ -68,14 +68,17 @@ class RedisStore:
     """The cache every host shares: one ``EVALSHA`` per lookup, one ``SET`` per answer
     kept, one pipelined ``INCR`` per write."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str) -> None:
         import redis
 
         self.client = redis.Redis.from_url(url)
         self.script = self.client.register_script(LOOKUP)
+        #: Every key starts with it: apps sharing one Redis keep apart.
+        self.prefix = prefix
 
     def lookup(self, generations: Sequence[str], key: str) -> tuple[str, bytes | None]:
-        full, value = self.script(keys=list(generations), args=[f"rk:answer:{key}"])
+        keys = [self.prefix + generation for generation in generations]
+        full, value = self.script(keys=keys, args=[f"{self.prefix}answer:{key}"])
         return full.decode(), value
 
     def keep(self, full_key: str, value: bytes, ttl: int) -> None:
@@ -84,15 +87,15 @@ class RedisStore:
     def bump(self, generations: Sequence[str]) -> None:
         pipeline = self.client.pipeline(transaction=False)
         for key in generations:
-            pipeline.incr(key)
+            pipeline.incr(self.prefix + key)
         pipeline.execute()
 
 
-def store_for(redis_url: str | None, in_process: bool) -> CacheStore | None:
+def store_for(redis_url: str | None, in_process: bool, prefix: str) -> CacheStore | None:
     """Redis when the app names one; the process's memory when it says it is one process;
     else no cache (a process's memory is not invalidated by another's writes)."""
     if redis_url:
-        return RedisStore(redis_url)
+        return RedisStore(redis_url, prefix)
     return MemoryStore() if in_process else None
 
 
@@ -105,8 +108,8 @@ def generation_keys(view: Any, depends_on: Sequence[str]) -> list[str]:
     """The counters an answer of ``view`` depends on: its resource's at its scope, each
     parent level's at that level's scope, and every ``depends_on`` resource's (any
     scope)."""
-    keys = [f"rk:gen:{type(level).name}:{scope_digest(level.scope)}" for level in view.place.levels]
-    keys += [f"rk:gen:{name}:*" for name in depends_on]
+    keys = [f"gen:{type(level).name}:{scope_digest(level.scope)}" for level in view.place.levels]
+    keys += [f"gen:{name}:*" for name in depends_on]
     return keys
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from flask import Flask, Response, current_app, request
+from sqlalchemy import make_url
 
 from .caching import (
     CacheStore,
@@ -262,7 +263,7 @@ def write_once(
     if not 1 <= len(key) <= 255:
         raise HTTPError(400, "An Idempotency-Key is 1 to 255 characters.")
     ttl = policy.ttl or int(current_app.config.get("RESOURCES_KIT_IDEMPOTENCY_TTL", 86400))
-    identity = digest("idempotency", scope_identity(view), view.get_caller_key(), key)
+    identity = digest(guards.prefix, scope_identity(view), view.get_caller_key(), key)
     fingerprint = digest(request.method, request.path, request.get_data(cache=True))
     if guards.idempotency_redis is not None:
         return write_once_in_redis(guards, identity, fingerprint, ttl, handler)
@@ -339,6 +340,8 @@ class Guards:
     - ``RESOURCES_KIT_RATELIMIT_STORAGE_URI``: another storage for the limits (Flask-
       Limiter's notation; default: the Redis above, else ``memory://``); an app that has
       its own ``flask_limiter.Limiter`` shares its storage;
+    - ``RESOURCES_KIT_REDIS_PREFIX``: what the app's keys start with (default: made
+      from ``SQLALCHEMY_DATABASE_URI``, the same on every host of the app);
     - ``RESOURCES_KIT_IDEMPOTENCY_STORAGE``: ``"database"`` (the default: the answer in
       the write's transaction) or ``"redis"`` (no table; see :mod:`.idempotency`);
     - ``RESOURCES_KIT_IDEMPOTENCY_TTL`` (24 hours), ``RESOURCES_KIT_IDEMPOTENCY_WAIT``
@@ -353,6 +356,8 @@ class Guards:
         self.limits: Limits | None = None
         self.cache: CacheStore | None = None
         self.idempotency_table: Any = None
+        #: What every key of this app's shared state starts with.
+        self.prefix = "rk:"
         #: The Redis client of the keys, when ``RESOURCES_KIT_IDEMPOTENCY_STORAGE`` is
         #: ``"redis"`` (default ``"database"``: the table, in the write's transaction).
         self.idempotency_redis: Any = None
@@ -363,8 +368,11 @@ class Guards:
         self.app = app
         config = app.config
         redis_url = config.get("RESOURCES_KIT_REDIS_URL")
-        self.limits = limits_for(app, config.get("RESOURCES_KIT_RATELIMIT_STORAGE_URI", redis_url))
-        self.cache = store_for(redis_url, bool(config.get("RESOURCES_KIT_CACHE_IN_PROCESS")))
+        self.prefix = namespace(config)
+        storage = config.get("RESOURCES_KIT_RATELIMIT_STORAGE_URI", redis_url)
+        self.limits = limits_for(app, storage, self.prefix)
+        in_process = bool(config.get("RESOURCES_KIT_CACHE_IN_PROCESS"))
+        self.cache = store_for(redis_url, in_process, self.prefix)
         if config.get("RESOURCES_KIT_IDEMPOTENCY_STORAGE", "database") == "redis":
             if not redis_url:
                 raise ImproperlyConfigured(
@@ -399,9 +407,9 @@ class Guards:
     def invalidate(self, name: str, scope: Mapping[str, Any] | None = None) -> None:
         """Invalidate the cached answers of the resource ``name`` for ``scope`` (``None``:
         every scope), for a write made outside the library (a script, a job)."""
-        keys = [f"rk:gen:{name}:*"]
+        keys = [f"gen:{name}:*"]
         if scope is not None:
-            keys.append(f"rk:gen:{name}:{scope_digest(scope)}")
+            keys.append(f"gen:{name}:{scope_digest(scope)}")
         if self.cache is not None:
             self.cache.bump(keys)
 
@@ -458,6 +466,19 @@ def document_guards(
             "headers": {"Retry-After": retry, **RATE_HEADERS},
             "content": PROBLEM,
         }
+
+
+def namespace(config: Mapping[str, Any]) -> str:
+    """The prefix of the app's keys in Redis: ``RESOURCES_KIT_REDIS_PREFIX``, else one
+    made from the database URL, so that the hosts of one app share their state and two
+    apps on one Redis (another service, another database) never do."""
+    prefix = config.get("RESOURCES_KIT_REDIS_PREFIX")
+    if prefix is None:
+        url = str(config.get("SQLALCHEMY_DATABASE_URI", ""))
+        if url:
+            url = make_url(url).render_as_string(hide_password=True)
+        prefix = f"rk:{hashlib.sha256(url.encode()).hexdigest()[:12]}:"
+    return str(prefix)
 
 
 def guards_of(app: Flask) -> Guards:

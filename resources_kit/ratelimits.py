@@ -40,6 +40,8 @@ class Limits:
     parsed: dict[str, Any]
     #: On a Redis storage with the fixed-window strategy, ``SPEND`` on its client.
     script: Any = None
+    #: What the app's counters start with (apps sharing one storage keep apart).
+    prefix: str = "rk:"
 
     def spend(self, item: Any, namespace: str, identity: str) -> tuple[bool, int, float]:
         """One request of ``item`` spent: whether it was allowed, what is left and when
@@ -65,7 +67,7 @@ class Limits:
         return found
 
 
-def limits_for(app: Flask, storage_uri: str | None) -> Limits | None:
+def limits_for(app: Flask, storage_uri: str | None, prefix: str) -> Limits | None:
     """The app's own Flask-Limiter (its storage, its strategy) when it has one; else a
     limiter over ``storage_uri`` (``memory://`` by default). ``None`` without the
     ``guards`` extra installed (a resource with limits then fails at its first request)."""
@@ -82,7 +84,7 @@ def limits_for(app: Flask, storage_uri: str | None) -> Limits | None:
     script = None
     if isinstance(limiter, FixedWindowRateLimiter) and isinstance(limiter.storage, RedisStorage):
         script = limiter.storage.storage.register_script(SPEND)
-    return Limits(limiter, {}, script)
+    return Limits(limiter, {}, script, prefix)
 
 
 def limit_key(view: Any, per: Any) -> str:
@@ -123,7 +125,7 @@ def check_limits(limits: Limits | None, view: Any, declared: Sequence[Any]) -> M
         if not counts(limit, view):
             continue
         item = limits.item(limit.limit)
-        namespace = f"rk:{type(view).name}:{view.action}:{index}"
+        namespace = f"{limits.prefix}{type(view).name}:{view.action}:{index}"
         identity = limit_key(view, limit.per)
         allowed, remaining, reset = limits.spend(item, namespace, identity)
         if not allowed:

@@ -372,3 +372,12 @@ def test_an_app_with_its_own_flask_limiter_shares_its_storage(app: Flask) -> Non
         for n in range(3):
             test_client.post("/api/teachers", json={"name": f"T{n}"}, headers=ONE)
         assert test_client.post("/api/teachers", json={"name": "T"}, headers=ONE).status_code == 429
+
+
+def test_apps_sharing_one_redis_keep_their_keys_apart() -> None:
+    from resources_kit.guards import namespace
+
+    one = namespace({"SQLALCHEMY_DATABASE_URI": "postgresql://app:secret@db/school"})
+    assert one == namespace({"SQLALCHEMY_DATABASE_URI": "postgresql://app:other@db/school"})
+    assert one != namespace({"SQLALCHEMY_DATABASE_URI": "postgresql://app:secret@db/shop"})
+    assert namespace({"RESOURCES_KIT_REDIS_PREFIX": "school:"}) == "school:"
