@@ -123,8 +123,9 @@ def cached_response(
     full, value = store.lookup(generations, key)
     if value is None:
         return None, full
-    kept = json.loads(value)
-    headers = dict(kept["h"])
+    # The headers as one JSON line, then the body's bytes as they were sent.
+    line, _, body = value.partition(b"\n")
+    headers = dict(json.loads(line))
     headers["Cache-Status"] = "resources_kit; hit"
     etag = headers.get("ETag")
     if etag is not None and request.if_none_match:
@@ -132,7 +133,7 @@ def cached_response(
         if tag is not None and request.if_none_match.contains_weak(tag):
             status = {"ETag": etag, "Cache-Status": headers["Cache-Status"]}
             return Response(status=304, headers=status), full
-    response = current_app.response_class(kept["b"], status=200, headers=headers)
+    response = current_app.response_class(body, status=200, headers=headers)
     return response, full
 
 
@@ -148,6 +149,5 @@ def keep_response(
     if "Set-Cookie" in response.headers:
         return
     headers = [(name, response.headers[name]) for name in KEPT_HEADERS if name in response.headers]
-    value = json.dumps({"h": headers, "b": response.get_data(as_text=True)})
-    store.keep(full_key, value.encode(), ttl)
+    store.keep(full_key, json.dumps(headers).encode() + b"\n" + response.get_data(), ttl)
     response.headers["Cache-Status"] = "resources_kit; fwd=miss; stored"
