@@ -68,8 +68,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typing(session: nox.Session) -> None:
-    # Celery and Alembic too: the background-work modules are checked against them.
-    session.install("-e", ".[testing,jobs,migrations]", "mypy")
+    # Celery, Alembic, Flask-Limiter and redis too: the background-work modules are checked against them.
+    session.install("-e", ".[testing,jobs,migrations,guards]", "mypy")
     session.run("mypy")
 
 

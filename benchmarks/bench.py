@@ -35,6 +35,7 @@ from sqlalchemy import create_engine, event, insert, make_url, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import guards
 from benchmarks.apps import (
     School,
     Student,
@@ -407,7 +408,12 @@ def permission_overhead(app: Any, rounds: int, per_round: int) -> dict[str, floa
 
 
 def run(
-    db_kind: str, rounds: int, per_round: int, big_rows: int, relay_jobs: int = 2000
+    db_kind: str,
+    rounds: int,
+    per_round: int,
+    big_rows: int,
+    relay_jobs: int = 2000,
+    redis_url: str | None = None,
 ) -> dict[str, Any]:
     url = database_url(db_kind)
     fill(url)
@@ -420,6 +426,7 @@ def run(
     if no_broker is None:
         job = job_overhead(url, BROKER, rounds, per_round)
         relay = relay_throughput(url, BROKER, relay_jobs)
+    guard_costs = guards.measure(url, redis_url, rounds, per_round)
     for app in apps.values():
         with app.app_context():
             db.session.remove()
@@ -434,6 +441,7 @@ def run(
         "relay": relay,
         "no_broker": no_broker,
         "relay_jobs": relay_jobs,
+        "guards": guard_costs,
         "keyset": (first, deep),
         "db": db_kind,
         "rounds": rounds,
@@ -480,6 +488,9 @@ def report(result: dict[str, Any]) -> tuple[str, bool]:
             f"relay: {result['relay']:,.0f} jobs/s ({result['relay_jobs']:,} due jobs "
             f"republished to Redis, {result['db']})",
         ]
+    guard_lines, guards_ok = guards.report(result["guards"])
+    lines += guard_lines
+    ok = ok and guards_ok
     first, deep = result["keyset"]
     if result["big_rows"]:
         ratio = deep / first
@@ -501,10 +512,11 @@ def main() -> int:
     parser.add_argument("--big-rows", type=int, default=1_000_000)
     parser.add_argument("--relay-jobs", type=int, default=2000)
     parser.add_argument("--short", action="store_true", help="a quick run: 3 x 10, 20k rows")
+    parser.add_argument("--redis", help="the guards' shared state: a Redis URL (default memory)")
     args = parser.parse_args()
     if args.short:
         args.rounds, args.per_round, args.big_rows, args.relay_jobs = 3, 10, 20_000, 200
-    result = run(args.db, args.rounds, args.per_round, args.big_rows, args.relay_jobs)
+    result = run(args.db, args.rounds, args.per_round, args.big_rows, args.relay_jobs, args.redis)
     text_report, ok = report(result)
     print(text_report)
     return 0 if ok else 1

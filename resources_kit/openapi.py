@@ -16,6 +16,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from .actions import ACTIONS, ExtraAction
 from .callbacks import CallbackMixin
 from .components import Components, Names
+from .guards import document_guards
 from .nesting import Mount
 from .options import options_for, permission_rule
 from .querying import MAX_FILTERS, MAX_IN_VALUES, OPERATORS, TEXT_OPERATORS
@@ -406,6 +407,8 @@ def _operation(
         errors.add(428)
     for status in sorted(errors):
         operation["responses"][str(status)] = _problem(status)
+    extra = next((extra for extra in mount.extra_actions if extra.name == action), None)
+    document_guards(resource, action, extra, operation)  # production guards: guards.py
     return operation
 
 

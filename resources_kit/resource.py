@@ -30,6 +30,7 @@ from .actions import ACTIONS, ExtraAction
 from .conditional import check_if_match
 from .database import database_failure, read_engine, row_level_security_settings
 from .errors import HTTPError, ImproperlyConfigured, not_found, problem_response
+from .guards import GuardsConfig
 from .nesting import (
     GUARD_VALUES,
     PARENT_KEY,
@@ -48,7 +49,7 @@ from .representation import Representation
 from .writing import WriteHooks
 
 
-class Resource(WriteHooks, Representation, ResourceConfig, MethodView):
+class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodView):
     """A JSON resource over one SQLAlchemy model.
 
     Compose it with action mixins and register it on a :class:`~resources_kit.Router`::
@@ -119,6 +120,8 @@ class Resource(WriteHooks, Representation, ResourceConfig, MethodView):
                 level = self._view(level.mount.parent, self.place)
                 level._enter()
                 self.place.levels.append(level)
+            if self.guard_plan is not None:  # production guards: see guards.py
+                handler = self.guard_plan.wrap(self, handler)
             token = GUARD_VALUES.set(self.place.values)  # what the guarded statements read
             try:
                 if not any(view.mount.row_level_security for view in self.place.levels):

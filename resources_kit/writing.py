@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, scoped_session
 from . import signals
 from .actions import ExtraAction
 from .errors import HTTPError, ImproperlyConfigured, from_database_error, unprocessable
+from .guards import EXTENSION as GUARDS
 from .outbox import COMMITTED, deliver_committed
 from .parsing import check_query_args, json_body
 from .policy import reaches_row
@@ -118,6 +119,7 @@ def load_body(view: WriterView, operation: str, server_values: Mapping[str, Any]
 def run_write(view: WriterView, write: Write) -> Response:
     """Steps 2 to 7 of the write, in one transaction committed once."""
     session = write.session = view.get_session()
+    guards = current_app.extensions.get(GUARDS)  # production guards: see guards.py
     try:
         references = view.options.references
         before = {key: getattr(write.item, key) for key in references} if write.item else {}
@@ -133,6 +135,8 @@ def run_write(view: WriterView, write: Write) -> Response:
         if response.status_code >= 400:  # an action that answered an error writes nothing
             session.rollback()
             return response
+        if guards is not None:
+            guards.before_commit(view, session, response)
         commit(session)
     except BaseException as exc:
         session.rollback()
@@ -142,6 +146,8 @@ def run_write(view: WriterView, write: Write) -> Response:
         if isinstance(exc, ma.ValidationError):
             raise unprocessable(validation_messages(exc)) from exc
         raise
+    if guards is not None:
+        guards.committed(view)
     after_commit(view, write, obj)
     return response
 

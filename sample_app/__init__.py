@@ -20,6 +20,7 @@ from flask_jwt_extended import JWTManager
 
 from resources_kit import Router
 from resources_kit.database import pooled_engine_options, row_level_security_ddl
+from resources_kit.guards import Guards
 
 from . import tasks
 from .models import Teacher, db, jobs
@@ -49,6 +50,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
       teachers too (the policy must exist: ``python -m sample_app policies`` prints it);
     - ``SAMPLE_APP_BROKER_URL``: a Celery broker (``redis://127.0.0.1:6379/0``); the jobs
       then run in ``python -m sample_app worker``; without it, in-process after the commit;
+    - ``SAMPLE_APP_REDIS_URL``: the Redis every host shares for rate limits and the
+      teachers' cache (without it, the cache is on only when ``SAMPLE_APP_ONE_PROCESS=1``
+      says one process serves, as ``python -m sample_app`` does);
+    - ``SAMPLE_APP_WRITE_LIMIT``: each user's writes per action (``600/minute``);
     - ``SAMPLE_APP_SECRET_KEY`` (cursors) and ``SAMPLE_APP_JWT_SECRET_KEY`` (tokens): the
       same on every host.
     """
@@ -60,6 +65,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=1024 * 1024,
         SECRET_KEY=environ.get("SAMPLE_APP_SECRET_KEY", "change-me"),
         JWT_SECRET_KEY=environ.get("SAMPLE_APP_JWT_SECRET_KEY", DEMO_JWT_SECRET),
+        RESOURCES_KIT_REDIS_URL=environ.get("SAMPLE_APP_REDIS_URL"),
+        RESOURCES_KIT_CACHE_IN_PROCESS=environ.get("SAMPLE_APP_ONE_PROCESS") == "1",
     )
     # A connection a database restart left stale is replaced before a request gets it.
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": not url.startswith("sqlite")}
@@ -73,6 +80,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     db.init_app(app)
     JWTManager(app)
+    Guards(app)  # before create_all: the idempotency table joins the metadata
 
     api = Router(
         url_prefix="/api",

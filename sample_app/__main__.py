@@ -54,6 +54,8 @@ def main(argv: list[str]) -> int:
         print(";\n".join(policies()) + ";")
         return 0
     os.environ.setdefault("SAMPLE_APP_DATABASE_URL", f"sqlite:///{DEMO_DATABASE}")
+    if args.command in (None, "serve"):
+        os.environ.setdefault("SAMPLE_APP_ONE_PROCESS", "1")  # the development server: one
     app = create_app()
     if args.command == "worker":
         with app.app_context():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import marshmallow as ma
@@ -29,12 +30,15 @@ from resources_kit import (
     action,
     enqueue,
 )
+from resources_kit.guards import WRITES, Idempotency, RateLimit, ResponseCache
 from resources_kit.jobs import JobResource, JobSchema, accepted
 
 from .models import AuditLog, Student, Teacher, User, db, jobs
 
 #: The most years of teaching a teacher's record may show.
 MAX_YEARS = 80
+#: Writes per user and action (``SAMPLE_APP_WRITE_LIMIT``, Flask-Limiter's notation).
+WRITE_LIMIT = os.environ.get("SAMPLE_APP_WRITE_LIMIT", "600/minute")
 
 
 def current_user() -> User | None:
@@ -150,7 +154,10 @@ class WelcomeEmail(Callback):
 
 
 class AuditedResource(CallbackMixin, Resource):
-    """Signed in with a Flask-JWT-Extended token; every write leaves an audit row."""
+    """Signed in with a Flask-JWT-Extended token; every write leaves an audit row, and each
+    user's writes are limited (per action, on every host at once with Redis)."""
+
+    rate_limits = [RateLimit(WRITE_LIMIT, per="caller", actions=WRITES)]
 
     def get_current_user(self) -> User | None:
         return current_user()
@@ -172,6 +179,11 @@ class TeacherResource(TenantScopeMixin, AuditedResource, ModelResource):
     pre_create_callbacks = [VerifyCredentials]
     post_create_callbacks = [AuditWrite, WelcomeEmail]
     post_promote_callbacks = [AuditWrite]
+    #: A retried create (the same Idempotency-Key) answers the first one's 201, once.
+    idempotency = Idempotency()
+    #: Lists and items are kept until a write to a teacher or a student (the
+    #: ``students.name`` filter) of the school.
+    cache = ResponseCache(depends_on=("students",))
     # A mentor must be a teacher this school can see: another school's is a 422.
     references = {"mentor_id": "self"}
 
@@ -249,6 +261,9 @@ class JobStatus(JobResource):
 
     model = jobs.model
     permissions = [IsAuthenticated]
+    #: The jobs table keeps its tenant in a JSON column, which no row-level security
+    #: policy compares: the library's own scoping is its guard.
+    row_level_security = ()
 
     def get_current_user(self) -> User | None:
         return current_user()

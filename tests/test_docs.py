@@ -30,6 +30,7 @@ RUN = [
     ("extending_write_step", "tour"),
     ("permissions_login", "tour"),
     ("permissions_jwt", "tour"),
+    ("guards", "tour"),
 ]
 
 

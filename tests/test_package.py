@@ -132,6 +132,10 @@ def test_public_names() -> None:
         "outbox",
         "migrations",
         "workers",
+        "guards",
+        "caching",
+        "idempotency",
+        "ratelimits",
     }
     for name in ("HTTPError", "action", "Pagination", "Filtering", "Sorting"):
         assert name in resources_kit.__all__

@@ -360,6 +360,8 @@ def test_reset_drops_what_earlier_runs_changed(
 
     url = f"sqlite:///{tmp_path / 'demo.sqlite3'}"
     monkeypatch.setenv("SAMPLE_APP_DATABASE_URL", url)
+    # main() says one process serves (an in-process cache); here two apps share the file.
+    monkeypatch.setenv("SAMPLE_APP_ONE_PROCESS", "")
     assert main(["token", "north-admin"]) == 0
     token = capsys.readouterr().out.strip()
     app = create_app()
@@ -397,5 +399,22 @@ def test_the_hint_runs_the_interpreter_that_serves(
     assert f"$({shlex.quote(sys.executable)} -m sample_app token north-admin)" in hint
     assert served == [{"host": "127.0.0.1", "port": 5000}]
     with app.app_context():
+        for engine in db.engines.values():
+            engine.dispose()
+
+
+def test_the_sample_app_starts_with_row_level_security(monkeypatch: Any) -> None:
+    """Every tenant-scoped resource of it either has the school column the policies
+    compare or opts out (the jobs): the scale-out run starts it this way."""
+    from .conftest import DB_URL, separate_database_url
+
+    if not DB_URL.startswith("postgresql"):
+        pytest.skip("row-level security is PostgreSQL's; elsewhere it is refused")
+    monkeypatch.setenv("SAMPLE_APP_ROW_LEVEL_SECURITY", "1")
+    monkeypatch.setenv("SAMPLE_APP_DATABASE_URL", separate_database_url("resources_kit_sample"))
+    app = create_app()
+    assert any(rule.rule == "/api/teachers" for rule in app.url_map.iter_rules())
+    with app.app_context():
+        db.session.remove()
         for engine in db.engines.values():
             engine.dispose()

@@ -1,0 +1,149 @@
+"""The production guards' costs, for ``benchmarks/bench.py``: a cache hit, a 304 from the
+cache and a miss against the same item read uncached, a rate limit against none, and an
+Idempotency-Key on a create against none. Same app, same process, interleaved round by
+round; the shared state in Redis when ``--redis`` names one, else in memory."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+from benchmarks.apps import TeacherResource, db, make_app
+from resources_kit import Router
+from resources_kit.guards import Guards, Idempotency, RateLimit, ResponseCache
+
+HEADERS = {"X-School": "1"}
+#: (the guarded request's name, the plain one it is compared with) -> the most the
+#: ratio guarded / plain may be.
+TARGETS = {
+    ("cache hit", "get"): 0.33,
+    ("cache miss", "get"): 1.05,
+    ("rate limited get", "get"): 1.05,
+    ("idempotent create", "create"): 1.15,
+}
+
+
+class CachedTeacherResource(TeacherResource):
+    name = "cached-teachers"
+    cache = ResponseCache(per_caller=False)
+
+
+class LimitedTeacherResource(TeacherResource):
+    name = "limited-teachers"
+    rate_limits = [RateLimit("100000000/hour", per="tenant")]
+
+
+class IdempotentTeacherResource(TeacherResource):
+    name = "idempotent-teachers"
+    idempotency = Idempotency()
+
+
+def guarded_app(url: str, redis_url: str | None) -> Flask:
+    app = make_app(url)
+    app.config["RESOURCES_KIT_REDIS_URL"] = redis_url
+    app.config["RESOURCES_KIT_CACHE_IN_PROCESS"] = True  # one process: the benchmark
+    api = Router(url_prefix="/api")
+    for resource in (
+        TeacherResource,
+        CachedTeacherResource,
+        LimitedTeacherResource,
+        IdempotentTeacherResource,
+    ):
+        api.register(resource)
+    api.init_app(app)
+    Guards(app)
+    with app.app_context():
+        db.metadata.create_all(db.engine)  # the idempotency table
+    return app
+
+
+def requests(client: Any) -> dict[str, Callable[[int], Any]]:
+    def create(path: str, key: bool) -> Callable[[int], Any]:
+        def send(n: int) -> Any:
+            body = {"name": f"g{n}", "email": f"g{n}@x.org", "years_teaching": 1}
+            headers = {**HEADERS, "Idempotency-Key": f"bench-{n}"} if key else HEADERS
+            return client.post(path, json=body, headers=headers)
+
+        return send
+
+    etag = client.get("/api/cached-teachers/7", headers=HEADERS).headers["ETag"]
+    return {
+        "get": lambda n: client.get("/api/teachers/7", headers=HEADERS),
+        "cache hit": lambda n: client.get("/api/cached-teachers/7", headers=HEADERS),
+        "cache 304": lambda n: client.get(
+            "/api/cached-teachers/7", headers={**HEADERS, "If-None-Match": etag}
+        ),
+        # no-cache: the lookup, the read and the answer kept, as a miss does
+        "cache miss": lambda n: client.get(
+            "/api/cached-teachers/7", headers={**HEADERS, "Cache-Control": "no-cache"}
+        ),
+        "rate limited get": lambda n: client.get("/api/limited-teachers/7", headers=HEADERS),
+        "create": create("/api/teachers", key=False),
+        "idempotent create": create("/api/idempotent-teachers", key=True),
+    }
+
+
+def measure(url: str, redis_url: str | None, rounds: int, per_round: int) -> dict[str, Any]:
+    """Median time per request of each, and the statements of a 304 from the cache."""
+    from benchmarks.bench import counting
+
+    app = guarded_app(url, redis_url)
+    client = app.test_client()
+    sends = requests(client)
+    samples: dict[str, list[float]] = {name: [] for name in sends}
+    counter = 10_000_000
+    for round_number in range(rounds):
+        names = list(sends) if round_number % 2 == 0 else list(sends)[::-1]
+        for name in names:
+            started = time.perf_counter()
+            for _ in range(per_round):
+                counter += 1
+                response = sends[name](counter)
+                if response.status_code >= 400:
+                    raise AssertionError((name, response.status_code, response.get_data()))
+            samples[name].append((time.perf_counter() - started) / per_round)
+    with app.app_context():
+        engine = db.engine
+    with counting(engine) as seen:
+        not_modified = sends["cache 304"](0)
+    assert not_modified.status_code == 304, not_modified.status_code
+    medians = {name: statistics.median(times) for name, times in samples.items()}
+    # Each ratio from the same round (adjacent in time), then the median over rounds: a
+    # shared machine's load drifts within a run, and this pairs what it hit alike.
+    ratios = {
+        pair: statistics.median(
+            guarded / plain
+            for guarded, plain in zip(samples[pair[0]], samples[pair[1]], strict=True)
+        )
+        for pair in TARGETS
+    }
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    return {"medians": medians, "ratios": ratios, "statements_304": len(seen), "redis": redis_url}
+
+
+def report(result: dict[str, Any]) -> tuple[list[str], bool]:
+    medians = result["medians"]
+    where = f"Redis ({result['redis']})" if result["redis"] else "memory"
+    lines = ["", f"production guards, shared state in {where}:"]
+    ok = True
+    for (guarded, plain), target in TARGETS.items():
+        ratio = result["ratios"][(guarded, plain)]
+        meets = ratio <= target
+        ok = ok and meets
+        lines.append(
+            f"{guarded:<18} {medians[guarded] * 1e6:>7.0f} µs, {ratio:.2f}x {plain} "
+            f"{medians[plain] * 1e6:.0f} µs (target {target:.2f}){'' if meets else '  MISSED'}"
+        )
+    statements = result["statements_304"]
+    ok = ok and statements == 0
+    lines.append(
+        f"a 304 from the cache: {statements} SQL statements, "
+        f"{medians['cache 304'] * 1e6:.0f} µs{'' if statements == 0 else '  MISSED'}"
+    )
+    return lines, ok

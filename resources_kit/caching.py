@@ -1,0 +1,153 @@
+"""The response cache's storage: answers kept under a key that ends with the generation
+counters of every resource and scope they depend on, in Redis (shared by every host) or in
+the process. A write bumps the counters after its commit, so no later read computes a key
+an older answer is stored under."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from flask import Response, current_app, request
+from werkzeug.http import unquote_etag
+
+#: One round trip: read the generations, build the full key, read the answer stored there.
+LOOKUP = """
+local parts = {ARGV[1]}
+local gens = redis.call('MGET', unpack(KEYS))
+for i = 1, #gens do parts[#parts + 1] = gens[i] or '0' end
+local key = table.concat(parts, ':')
+return {key, redis.call('GET', key)}
+"""
+
+#: The headers of an answer worth keeping (the rest Flask adds again).
+KEPT_HEADERS = ("Content-Type", "ETag", "Link")
+
+
+class CacheStore(Protocol):
+    def lookup(self, generations: Sequence[str], key: str) -> tuple[str, bytes | None]: ...
+
+    def keep(self, full_key: str, value: bytes, ttl: int) -> None: ...
+
+    def bump(self, generations: Sequence[str]) -> None: ...
+
+
+class MemoryStore:
+    """One process's cache (one host, the tests): dicts under a lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counters: dict[str, int] = {}
+        self.answers: dict[str, tuple[float, bytes]] = {}
+
+    def lookup(self, generations: Sequence[str], key: str) -> tuple[str, bytes | None]:
+        with self.lock:
+            full = ":".join([key, *(str(self.counters.get(g, 0)) for g in generations)])
+            found = self.answers.get(full)
+        if found is None or found[0] < time.monotonic():
+            return full, None
+        return full, found[1]
+
+    def keep(self, full_key: str, value: bytes, ttl: int) -> None:
+        with self.lock:
+            if len(self.answers) > 10_000:  # a bound, not an eviction policy
+                self.answers.clear()
+            self.answers[full_key] = (time.monotonic() + ttl, value)
+
+    def bump(self, generations: Sequence[str]) -> None:
+        with self.lock:
+            for key in generations:
+                self.counters[key] = self.counters.get(key, 0) + 1
+
+
+class RedisStore:
+    """The cache every host shares: one ``EVALSHA`` per lookup, one ``SET`` per answer
+    kept, one pipelined ``INCR`` per write."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.script = self.client.register_script(LOOKUP)
+        #: Every key starts with it: apps sharing one Redis keep apart.
+        self.prefix = prefix
+
+    def lookup(self, generations: Sequence[str], key: str) -> tuple[str, bytes | None]:
+        keys = [self.prefix + generation for generation in generations]
+        full, value = self.script(keys=keys, args=[f"{self.prefix}answer:{key}"])
+        return full.decode(), value
+
+    def keep(self, full_key: str, value: bytes, ttl: int) -> None:
+        self.client.set(full_key, value, ex=ttl)
+
+    def bump(self, generations: Sequence[str]) -> None:
+        pipeline = self.client.pipeline(transaction=False)
+        for key in generations:
+            pipeline.incr(self.prefix + key)
+        pipeline.execute()
+
+
+def store_for(redis_url: str | None, in_process: bool, prefix: str) -> CacheStore | None:
+    """Redis when the app names one; the process's memory when it says it is one process;
+    else no cache (a process's memory is not invalidated by another's writes)."""
+    if redis_url:
+        return RedisStore(redis_url, prefix)
+    return MemoryStore() if in_process else None
+
+
+def scope_digest(scope: Any) -> str:
+    text = json.dumps(sorted(scope.items()), default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def generation_keys(view: Any, depends_on: Sequence[str]) -> list[str]:
+    """The counters an answer of ``view`` depends on: its resource's at its scope, each
+    parent level's at that level's scope, and every ``depends_on`` resource's (any
+    scope)."""
+    keys = [f"gen:{type(level).name}:{scope_digest(level.scope)}" for level in view.place.levels]
+    keys += [f"gen:{name}:*" for name in depends_on]
+    return keys
+
+
+def cached_response(
+    store: CacheStore | None, generations: Sequence[str], key: str
+) -> tuple[Response | None, str | None]:
+    """The kept answer (a 304 when ``If-None-Match`` names its ETag), or ``None``, and the
+    full key to keep a fresh answer under."""
+    if store is None:
+        return None, None
+    full, value = store.lookup(generations, key)
+    if value is None:
+        return None, full
+    # The headers as one JSON line, then the body's bytes as they were sent.
+    line, _, body = value.partition(b"\n")
+    headers = dict(json.loads(line))
+    headers["Cache-Status"] = "resources_kit; hit"
+    etag = headers.get("ETag")
+    if etag is not None and request.if_none_match:
+        tag, _ = unquote_etag(etag)
+        if tag is not None and request.if_none_match.contains_weak(tag):
+            status = {"ETag": etag, "Cache-Status": headers["Cache-Status"]}
+            return Response(status=304, headers=status), full
+    response = current_app.response_class(body, status=200, headers=headers)
+    return response, full
+
+
+def keep_response(
+    store: CacheStore | None,
+    full_key: str,
+    response: Response,
+    ttl: int,
+) -> None:
+    """Keep a fresh 200 answer (not one the client asked not to store)."""
+    if store is None or response.status_code != 200 or request.cache_control.no_store:
+        return
+    if "Set-Cookie" in response.headers:
+        return
+    headers = [(name, response.headers[name]) for name in KEPT_HEADERS if name in response.headers]
+    store.keep(full_key, json.dumps(headers).encode() + b"\n" + response.get_data(), ttl)
+    response.headers["Cache-Status"] = "resources_kit; fwd=miss; stored"

@@ -1,0 +1,155 @@
+"""Rate limits per resource and action, on Flask-Limiter's storage and strategies (the
+``limits`` package): a Redis storage makes one limit hold across every host. Over the
+limit: 429 problem+json with ``Retry-After`` and the IETF RateLimit headers, before the
+request reaches the database."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, request
+
+from .errors import HTTPError, ImproperlyConfigured
+
+try:  # Flask-Limiter's backend, from the guards extra
+    from limits import parse
+    from limits.storage import RedisStorage, storage_from_string
+    from limits.strategies import STRATEGIES, FixedWindowRateLimiter
+except ImportError:  # pragma: no cover - a resource with limits says what to install
+    STRATEGIES = None  # type: ignore[assignment]
+
+#: A fixed window in one round trip: Flask-Limiter's fixed-window counter (its key, its
+#: expiry), incremented, and the time left in its window.
+SPEND = """
+local count = redis.call('INCRBY', KEYS[1], ARGV[2])
+if count == tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return {count, redis.call('PTTL', KEYS[1])}
+"""
+
+
+@dataclass
+class Limits:
+    """The app's limiter (a ``limits`` strategy over its storage) and parsed limits."""
+
+    limiter: Any
+    parsed: dict[str, Any]
+    #: On a Redis storage with the fixed-window strategy, ``SPEND`` on its client.
+    script: Any = None
+    #: What the app's counters start with (apps sharing one storage keep apart).
+    prefix: str = "rk:"
+
+    def spend(self, item: Any, namespace: str, identity: str) -> tuple[bool, int, float]:
+        """One request of ``item`` spent: whether it was allowed, what is left and when
+        the window resets (epoch seconds)."""
+        if self.script is not None:
+            key = self.limiter.storage.prefixed_key(item.key_for(namespace, identity))
+            count, left_ms = self.script(keys=[key], args=[item.get_expiry(), 1])
+            return count <= item.amount, item.amount - count, time.time() + max(left_ms, 0) / 1000
+        allowed = self.limiter.hit(item, namespace, identity)
+        reset, remaining = self.limiter.get_window_stats(item, namespace, identity)
+        return allowed, remaining, reset
+
+    def item(self, text: str) -> Any:
+        found = self.parsed.get(text)
+        if found is None:
+            try:
+                found = self.parsed[text] = parse(text)
+            except ValueError:
+                raise ImproperlyConfigured(
+                    f"RateLimit({text!r}): not a limit in Flask-Limiter's notation "
+                    '("30/minute", "5 per second").'
+                ) from None
+        return found
+
+
+def limits_for(app: Flask, storage_uri: str | None, prefix: str) -> Limits | None:
+    """The app's own Flask-Limiter (its storage, its strategy) when it has one; else a
+    limiter over ``storage_uri`` (``memory://`` by default). ``None`` without the
+    ``guards`` extra installed (a resource with limits then fails at its first request)."""
+    if STRATEGIES is None:
+        return None
+    # Flask-Limiter keeps its limiter, or (since 3.x) the set of them, in "limiter".
+    found = app.extensions.get("limiter")
+    flask_limiter = next(iter(found), None) if isinstance(found, set) else found
+    if flask_limiter is not None and hasattr(flask_limiter, "limiter"):
+        limiter = flask_limiter.limiter
+    else:
+        strategy = STRATEGIES[app.config.get("RATELIMIT_STRATEGY", "fixed-window")]
+        limiter = strategy(storage_from_string(storage_uri or "memory://"))
+    script = None
+    if isinstance(limiter, FixedWindowRateLimiter) and isinstance(limiter.storage, RedisStorage):
+        script = limiter.storage.storage.register_script(SPEND)
+    return Limits(limiter, {}, script, prefix)
+
+
+def limit_key(view: Any, per: Any) -> str:
+    """Whose budget a request spends: the caller's, the tenant's (the scope of every level
+    of the URL), both, or what a function of the view says."""
+    if callable(per):
+        return str(per(view))
+    parts = []
+    if "tenant" in per:
+        parts.append(
+            json.dumps([sorted(level.scope.items()) for level in view.place.levels], default=str)
+        )
+    if "caller" in per:
+        caller = view.get_caller_key()
+        parts.append(f"user:{caller}" if caller is not None else f"addr:{request.remote_addr}")
+    return "|".join(parts)
+
+
+def counts(limit: Any, view: Any) -> bool:
+    actions = limit.actions
+    if actions is None:
+        return True
+    if view.action in actions:
+        return True
+    return "@writes" in actions and view.extra is not None and bool(view.extra.writes)
+
+
+def check_limits(limits: Limits | None, view: Any, declared: Sequence[Any]) -> Mapping[str, str]:
+    """Spend one request of every limit that counts this action; 429 when one is spent.
+    Returns the RateLimit headers of the tightest limit."""
+    if limits is None:
+        raise ImproperlyConfigured(
+            f"{type(view).__name__}.rate_limits needs Flask-Limiter: pip install "
+            "'resources_kit[guards]'."
+        )
+    tightest: tuple[int, float, Any] | None = None
+    for index, limit in enumerate(declared):
+        if not counts(limit, view):
+            continue
+        item = limits.item(limit.limit)
+        namespace = f"{limits.prefix}{type(view).name}:{view.action}:{index}"
+        identity = limit_key(view, limit.per)
+        allowed, remaining, reset = limits.spend(item, namespace, identity)
+        if not allowed:
+            headers = rate_headers(item, 0, reset)
+            headers["Retry-After"] = headers["RateLimit-Reset"]
+            raise HTTPError(
+                429,
+                f"Rate limit exceeded: {item.amount} per {item.get_expiry()} seconds; see "
+                "Retry-After.",
+                headers=headers,
+            )
+        if tightest is None or remaining < tightest[0]:
+            tightest = (remaining, reset, item)
+    if tightest is None:
+        return {}
+    return rate_headers(tightest[2], tightest[0], tightest[1])
+
+
+def rate_headers(item: Any, remaining: int, reset: float) -> dict[str, str]:
+    """The IETF RateLimit header fields (draft-ietf-httpapi-ratelimit-headers)."""
+    seconds = max(1, math.ceil(reset - time.time()))
+    return {
+        "RateLimit-Limit": str(item.amount),
+        "RateLimit-Remaining": str(max(0, remaining)),
+        "RateLimit-Reset": str(seconds),
+        "RateLimit-Policy": f"{item.amount};w={item.get_expiry()}",
+    }

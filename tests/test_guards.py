@@ -1,0 +1,383 @@
+"""Production guards on one host: Idempotency-Key, rate limits and the response cache, in
+memory and on Redis (database 9, flushed; skipped with a message when no Redis answers,
+unless ``RESOURCES_KIT_REQUIRE_REDIS`` is set)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask, request
+from sqlalchemy import func, select
+
+from resources_kit import Callback, Router, action
+from resources_kit.guards import WRITES, Guards, Idempotency, RateLimit, ResponseCache
+from resources_kit.idempotency import purge_expired
+
+from . import models
+from .conftest import make_app, reset_database, running
+from .models import db
+
+REDIS_URL = os.environ.get("RESOURCES_KIT_TEST_REDIS", "redis://127.0.0.1:6379/9")
+
+
+def redis_or_skip() -> str:
+    """The test Redis, flushed; a skip (a failure under ``RESOURCES_KIT_REQUIRE_REDIS``)
+    when none answers."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+        client.flushdb()
+    except Exception as exc:
+        if os.environ.get("RESOURCES_KIT_REQUIRE_REDIS"):
+            raise AssertionError(f"no Redis at {REDIS_URL} ({exc}), and CI needs it") from exc
+        pytest.skip(f"no Redis at {REDIS_URL} ({type(exc).__name__})")
+    return REDIS_URL
+
+
+CALLS: list[str] = []
+
+
+class Counted(Callback):
+    def execute(self) -> None:
+        CALLS.append(self.operation)
+
+
+class UserMixin:
+    def get_current_user(self) -> Any:
+        return request.headers.get("X-User")
+
+
+class GuardedTeachers(UserMixin, models.ScopedTeacherResource):
+    name = "teachers"
+    idempotency = Idempotency()
+    rate_limits = [RateLimit("3/minute", per="caller", actions=WRITES)]
+    cache = ResponseCache(depends_on=("students",))
+    after_commit_create_callbacks = [Counted]
+    post_create_callbacks = [Counted]
+
+    @action(detail=True, methods=["POST"])
+    def promote(self, teacher: models.Teacher) -> dict[str, Any]:
+        teacher.years_teaching = (teacher.years_teaching or 0) + 1
+        return {"years_teaching": teacher.years_teaching}
+
+
+class GuardedStudents(UserMixin, models.ScopedStudentResource):
+    name = "students"
+    cache = True
+
+
+class RequiredKeyTeachers(UserMixin, models.ScopedTeacherResource):
+    name = "strict-teachers"
+    idempotency = Idempotency(required=True)
+
+
+def register(router: Router) -> None:
+    router.register(GuardedTeachers)
+    router.register(GuardedStudents, parent=GuardedTeachers)
+    router.register(RequiredKeyTeachers)
+
+
+def guarded_app(**config: Any) -> Flask:
+    app = make_app(register, **config)
+    Guards(app)
+    return app
+
+
+@pytest.fixture(params=["memory", "redis", "keys-in-redis"])
+def client(request: pytest.FixtureRequest, app: Flask) -> Iterator[Any]:
+    config: dict[str, Any] = {"RESOURCES_KIT_CACHE_IN_PROCESS": True}
+    if request.param != "memory":
+        config = {"RESOURCES_KIT_REDIS_URL": redis_or_skip()}
+    if request.param == "keys-in-redis":
+        config["RESOURCES_KIT_IDEMPOTENCY_STORAGE"] = "redis"
+    made = guarded_app(**config)
+    with running(made) as test_client:
+        reset_database()
+        db.session.execute(made.extensions["resources_kit.guards"].idempotency_table.delete())
+        db.session.add(models.School(id=1, name="One"))
+        db.session.add(models.School(id=2, name="Two"))
+        db.session.commit()
+        CALLS.clear()
+        yield test_client
+
+
+ONE = {"X-School": "1", "X-User": "ada"}
+
+
+def teachers() -> int:
+    return int(db.session.execute(select(func.count()).select_from(models.Teacher)).scalar_one())
+
+
+# -- Idempotency-Key ----------------------------------------------------------------------
+
+
+def test_a_retried_post_answers_the_stored_response_and_writes_once(client: Any) -> None:
+    headers = {**ONE, "Idempotency-Key": "k-1"}
+    first = client.post("/api/teachers", json={"name": "Ada"}, headers=headers)
+    again = client.post("/api/teachers", json={"name": "Ada"}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.get_data() == again.get_data()
+    assert first.headers["Location"] == again.headers["Location"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert teachers() == 1
+    assert CALLS == ["create", "create"]  # one post and one after-commit callback
+
+
+def test_another_body_with_the_same_key_is_a_422(client: Any) -> None:
+    headers = {**ONE, "Idempotency-Key": "k-2"}
+    assert client.post("/api/teachers", json={"name": "Ada"}, headers=headers).status_code == 201
+    other = client.post("/api/teachers", json={"name": "Bob"}, headers=headers)
+    assert other.status_code == 422
+    assert other.mimetype == "application/problem+json"
+    assert teachers() == 1
+
+
+def test_a_key_is_per_caller_and_per_scope(client: Any) -> None:
+    body = {"name": "Ada"}
+    for headers in (ONE, {**ONE, "X-User": "bob"}, {**ONE, "X-School": "2"}):
+        response = client.post(
+            "/api/teachers", json=body, headers={**headers, "Idempotency-Key": "k"}
+        )
+        assert response.status_code == 201
+        assert "Idempotent-Replayed" not in response.headers
+    assert teachers() == 3
+
+
+def test_a_failed_write_frees_its_key(client: Any) -> None:
+    headers = {**ONE, "Idempotency-Key": "k-3"}
+    assert client.post("/api/teachers", json={"nom": "x"}, headers=headers).status_code == 422
+    assert client.post("/api/teachers", json={"name": "Ada"}, headers=headers).status_code == 201
+
+
+def test_patch_and_writing_actions_honour_the_key(client: Any) -> None:
+    created = client.post("/api/teachers", json={"name": "Ada", "years_teaching": 1}, headers=ONE)
+    url = created.headers["Location"]
+    headers = {**ONE, "Idempotency-Key": "promote-1"}
+    first = client.post(f"{url}/promote", headers=headers)
+    again = client.post(f"{url}/promote", headers=headers)
+    assert first.get_json() == again.get_json() == {"years_teaching": 2}
+    assert db.session.get(models.Teacher, created.get_json()["id"]).years_teaching == 2
+    headers = {**ONE, "Idempotency-Key": "patch-1"}
+    client.patch(url, json={"years_teaching": 7}, headers=headers)
+    assert client.patch(url, json={"years_teaching": 7}, headers=headers).headers[
+        "Idempotent-Replayed"
+    ]
+
+
+def test_a_resource_may_require_the_key(client: Any) -> None:
+    refused = client.post("/api/strict-teachers", json={"name": "Ada"}, headers=ONE)
+    assert refused.status_code == 400
+    assert "Idempotency-Key" in refused.get_json()["detail"]
+    headers = {**ONE, "Idempotency-Key": "x"}
+    assert (
+        client.post("/api/strict-teachers", json={"name": "Ada"}, headers=headers).status_code
+        == 201
+    )
+
+
+def test_keys_expire(client: Any) -> None:
+    if client.application.config.get("RESOURCES_KIT_IDEMPOTENCY_STORAGE") == "redis":
+        pytest.skip("Redis expires keys itself")
+    client.application.config["RESOURCES_KIT_IDEMPOTENCY_TTL"] = -1  # expired at once
+    headers = {**ONE, "Idempotency-Key": "k-4"}
+    assert client.post("/api/teachers", json={"name": "Ada"}, headers=headers).status_code == 201
+    assert client.post("/api/teachers", json={"name": "Ada"}, headers=headers).status_code == 201
+    assert teachers() == 2
+    table = client.application.extensions["resources_kit.guards"].idempotency_table
+    assert purge_expired(db.session, table) == 1
+
+
+# -- rate limits ----------------------------------------------------------------------------
+
+
+def test_over_the_limit_is_a_429_with_retry_after_before_any_sql(
+    client: Any, statements: list[str]
+) -> None:
+    for n in range(3):
+        response = client.post("/api/teachers", json={"name": f"T{n}"}, headers=ONE)
+        assert response.status_code == 201
+        assert response.headers["RateLimit-Remaining"] == str(2 - n)
+        assert response.headers["RateLimit-Limit"] == "3"
+    statements.clear()
+    refused = client.post("/api/teachers", json={"name": "T4"}, headers=ONE)
+    assert refused.status_code == 429
+    assert refused.mimetype == "application/problem+json"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.headers["RateLimit-Remaining"] == "0"
+    assert statements == []
+    # Reads are not counted, and another caller has a budget of its own.
+    assert client.get("/api/teachers", headers=ONE).status_code == 200
+    other = {**ONE, "X-User": "bob"}
+    assert client.post("/api/teachers", json={"name": "T5"}, headers=other).status_code == 201
+
+
+# -- the response cache -------------------------------------------------------------------
+
+
+def test_a_cached_item_read_costs_no_statement_and_a_write_invalidates_it(
+    client: Any, statements: list[str]
+) -> None:
+    url = client.post("/api/teachers", json={"name": "Ada"}, headers=ONE).headers["Location"]
+    first = client.get(url, headers=ONE)
+    statements.clear()
+    hit = client.get(url, headers=ONE)
+    assert statements == []
+    assert hit.get_data() == first.get_data()
+    assert hit.headers["ETag"] == first.headers["ETag"]
+    assert hit.headers["Cache-Status"].endswith("hit")
+    not_modified = client.get(url, headers={**ONE, "If-None-Match": first.headers["ETag"]})
+    assert not_modified.status_code == 304
+    assert statements == []
+    client.patch(url, json={"name": "Ava"}, headers=ONE)
+    assert client.get(url, headers=ONE).get_json()["name"] == "Ava"
+
+
+def test_the_cache_key_covers_tenant_caller_query_and_accept(client: Any) -> None:
+    client.post("/api/teachers", json={"name": "Ada"}, headers=ONE)
+    client.post("/api/teachers", json={"name": "Bob"}, headers={**ONE, "X-School": "2"})
+    names = {
+        key: [item["name"] for item in client.get(url, headers=headers).get_json()["items"]]
+        for key, url, headers in (
+            ("one", "/api/teachers", ONE),
+            ("two", "/api/teachers", {**ONE, "X-School": "2"}),
+            ("fields", "/api/teachers?fields=name", ONE),
+        )
+    }
+    assert names == {"one": ["Ada"], "two": ["Bob"], "fields": ["Ada"]}
+    trimmed = client.get("/api/teachers?fields=name", headers=ONE).get_json()["items"]
+    assert trimmed == [{"name": "Ada"}]
+    other_caller = client.get("/api/teachers", headers={**ONE, "X-User": "eve"})
+    assert other_caller.headers["Cache-Status"].endswith("stored")  # not ada's answer
+
+
+def test_a_write_to_a_dependency_or_a_parent_invalidates(client: Any) -> None:
+    teacher = client.post("/api/teachers", json={"name": "Ada"}, headers=ONE).get_json()
+    students = f"/api/teachers/{teacher['id']}/students"
+    assert client.get(students, headers=ONE).get_json()["items"] == []
+    client.post(students, json={"name": "Cy"}, headers=ONE)
+    assert [s["name"] for s in client.get(students, headers=ONE).get_json()["items"]] == ["Cy"]
+    client.get("/api/teachers", headers=ONE)
+    # A student written: the teachers' answers depend on students.
+    client.post(students, json={"name": "Di"}, headers=ONE)
+    listed = client.get("/api/teachers", headers=ONE)
+    assert listed.headers["Cache-Status"].endswith("stored")
+    # The parent written: its children's answers are stale.
+    client.get(students, headers=ONE)
+    client.patch(f"/api/teachers/{teacher['id']}", json={"name": "Ava"}, headers=ONE)
+    assert client.get(students, headers=ONE).headers["Cache-Status"].endswith("stored")
+
+
+@pytest.mark.parametrize("header", [{"Cache-Control": "no-cache"}, {"Prefer": "read-your-writes"}])
+def test_a_request_may_switch_the_cache_off(client: Any, header: dict[str, str]) -> None:
+    client.post("/api/teachers", json={"name": "Ada"}, headers=ONE)
+    client.get("/api/teachers", headers=ONE)
+    fresh = client.get("/api/teachers", headers={**ONE, **header})
+    assert not fresh.headers["Cache-Status"].endswith("hit")
+
+
+def test_the_openapi_document_shows_the_guards(client: Any) -> None:
+    from openapi_spec_validator import validate
+
+    document = client.get("/api/openapi.json").get_json()
+    validate(document)
+    create = document["paths"]["/api/teachers"]["post"]
+    key = next(p for p in create["parameters"] if p["name"] == "Idempotency-Key")
+    assert key["required"] is False
+    assert {"409", "422", "429"} <= set(create["responses"])
+    assert "Retry-After" in create["responses"]["429"]["headers"]
+    promote = document["paths"]["/api/teachers/{teacher_id}/promote"]["post"]
+    assert any(p["name"] == "Idempotency-Key" for p in promote["parameters"])
+    assert "429" not in document["paths"]["/api/teachers"]["get"]["responses"]  # reads not limited
+    strict = document["paths"]["/api/strict-teachers"]["post"]
+    assert next(p for p in strict["parameters"] if p["name"] == "Idempotency-Key")["required"]
+
+
+def test_without_redis_nothing_is_cached_unless_the_app_is_one_process(app: Flask) -> None:
+    with running(guarded_app()) as test_client:
+        first = test_client.get("/api/teachers", headers=ONE)
+        assert "Cache-Status" not in first.headers
+
+
+# -- the sample app -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def sample(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from dataclasses import replace
+
+    from sample_app import create_app, seed
+    from sample_app.models import db as sample_db
+    from sample_app.resources import TeacherResource
+
+    from .conftest import separate_database_url
+
+    plan = TeacherResource.guard_plan
+    assert plan is not None
+    tight = [RateLimit("3/minute", per="caller", actions=WRITES)]  # a replay counts too
+    monkeypatch.setattr(TeacherResource, "guard_plan", replace(plan, limits=tight))
+    url = separate_database_url("resources_kit_sample_guards")
+    config = {"SQLALCHEMY_DATABASE_URI": url, "TESTING": True}
+    sample_app = create_app({**config, "RESOURCES_KIT_CACHE_IN_PROCESS": True})
+    with sample_app.app_context():
+        sample_db.drop_all()
+        sample_db.create_all()
+        tokens = seed()
+        yield sample_app.test_client(), {"Authorization": f"Bearer {tokens['north-admin']}"}
+        sample_db.session.remove()
+        sample_db.drop_all()
+        for engine in sample_db.engines.values():
+            engine.dispose()
+
+
+def test_the_sample_app_replays_a_retried_create_limits_writes_and_caches_teachers(
+    sample: Any,
+) -> None:
+    client, admin = sample
+    body = {"name": "Kay", "email": "kay@northside.example.org", "credential": "LIC-4242"}
+    headers = {**admin, "Idempotency-Key": "create-kay"}
+    first = client.post("/api/teachers", json=body, headers=headers)
+    again = client.post("/api/teachers", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.get_data() == first.get_data()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    listed = client.get("/api/teachers", headers=admin)
+    assert client.get("/api/teachers", headers=admin).headers["Cache-Status"].endswith("hit")
+    assert [t["name"] for t in listed.get_json()["items"]].count("Kay") == 1
+    second = {**body, "email": "kim@northside.example.org", "name": "Kim"}
+    assert client.post("/api/teachers", json=second, headers=admin).status_code == 201
+    third = {**body, "email": "kit@northside.example.org", "name": "Kit"}
+    refused = client.post("/api/teachers", json=third, headers=admin)
+    assert refused.status_code == 429
+    assert "Retry-After" in refused.headers
+    names = [t["name"] for t in client.get("/api/teachers", headers=admin).get_json()["items"]]
+    assert "Kim" in names
+    assert "Kit" not in names
+
+
+def test_an_app_with_its_own_flask_limiter_shares_its_storage(app: Flask) -> None:
+    from flask_limiter import Limiter
+
+    made = make_app(register, RESOURCES_KIT_CACHE_IN_PROCESS=True)
+    limiter = Limiter(lambda: "x", app=made, storage_uri="memory://")
+    guards = Guards(made)
+    assert guards.limits is not None
+    assert guards.limits.limiter.storage is limiter.storage
+    with running(made) as test_client:
+        db.session.add(models.School(id=1, name="One"))
+        db.session.commit()
+        for n in range(3):
+            test_client.post("/api/teachers", json={"name": f"T{n}"}, headers=ONE)
+        assert test_client.post("/api/teachers", json={"name": "T"}, headers=ONE).status_code == 429
+
+
+def test_apps_sharing_one_redis_keep_their_keys_apart() -> None:
+    from resources_kit.guards import namespace
+
+    one = namespace({"SQLALCHEMY_DATABASE_URI": "postgresql://app:secret@db/school"})
+    assert one == namespace({"SQLALCHEMY_DATABASE_URI": "postgresql://app:other@db/school"})
+    assert one != namespace({"SQLALCHEMY_DATABASE_URI": "postgresql://app:secret@db/shop"})
+    assert namespace({"RESOURCES_KIT_REDIS_PREFIX": "school:"}) == "school:"
