@@ -68,7 +68,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typing(session: nox.Session) -> None:
-    # Celery, Alembic, Flask-Limiter and redis too: the background-work modules are checked against them.
+    # Celery, Alembic, Flask-Limiter and redis too: the modules are checked against them.
     session.install("-e", ".[testing,jobs,migrations,guards]", "mypy")
     session.run("mypy")
 
