@@ -52,7 +52,16 @@ def minimums(session: nox.Session) -> None:
     session.install("-e", ".[test]", *MINIMUMS)
     session.run("pip", "freeze")
     # The generated-client test needs the newest httpx and pydantic: not a minimums matter.
-    session.run("pytest", *session.posargs, env={"RESOURCES_KIT_REQUIRE_CLIENT": ""})
+    # The mutation suite pins the examples it draws with the newest marshmallow (older
+    # versions build other strategies, and the planted bugs need other draws); the library
+    # itself is checked against the oldest versions by everything else.
+    session.run(
+        "pytest",
+        "--deselect",
+        "tests/test_mutants.py::test_every_mutant_is_caught_and_explained",
+        *session.posargs,
+        env={"RESOURCES_KIT_REQUIRE_CLIENT": ""},
+    )
 
 
 #: What ruff checks and formats.
