@@ -6,9 +6,9 @@ and by every level of the parent chain in the URL (one statement, however deep).
 
 Every value a guard compares with (scope values, ids in the URL, the parent's key) is a
 bound parameter that reads its value, when the statement runs, from the request being
-served (``bind()``). So a guarded statement can be executed as it is, anywhere in the
-request, by the library or by user code; executed outside it, it fails instead of running
-unscoped. And a statement's shape depends only on where the resource is mounted and which
+served (``GUARD_VALUES``, which ``dispatch_request`` sets). So a guarded statement can be
+executed as it is, anywhere in the request, by the library or by user code; executed
+outside it, it fails instead of running unscoped. And a statement's shape depends only on where the resource is mounted and which
 scope columns apply: when no level overrides ``get_query()``, each shape is built once per
 mount and reused, and SQLAlchemy then skips both building it and computing its cache key.
 
@@ -20,8 +20,7 @@ itself, level 1 its parent, and so on.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -65,16 +64,6 @@ def bind_values(values: Mapping[str, Any]) -> Token[Mapping[str, Any]]:
 
 def unbind_values(token: Token[Mapping[str, Any]]) -> None:
     GUARD_VALUES.reset(token)
-
-
-@contextmanager
-def bind(values: Mapping[str, Any]) -> Iterator[None]:
-    """Make ``values`` the guard values of the statements executed inside the block."""
-    token = bind_values(values)
-    try:
-        yield
-    finally:
-        unbind_values(token)
 
 
 def _reader(name: str) -> Callable[[], Any]:

@@ -208,7 +208,7 @@ def check_references(
 
 
 def check_moved(write: Write, rows: list[Any]) -> None:
-    """422 when the perform step changed a column the server sets on a row it loaded."""
+    """422 when a column the server sets no longer holds its value on one of ``rows``."""
     moved = {
         key: [SERVER_SET]
         for row in rows
@@ -245,13 +245,7 @@ def check_written(view: WriterView, write: Write, before: Mapping[str, Any]) -> 
     for row in write.rows:
         if inspect(row).deleted or inspect(row).was_deleted:
             continue
-        moved = {
-            key: [SERVER_SET]
-            for key, value in write.server_values.items()
-            if getattr(row, key) != value
-        }
-        if moved:
-            raise unprocessable(moved)
+        check_moved(write, [row])
         if view.options.references:
             now = {key: getattr(row, key) for key in view.options.references}
             check_references(view, now, before if row is write.item else {}, write.server_values)
