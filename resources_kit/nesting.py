@@ -8,9 +8,10 @@ Every value a guard compares with (scope values, ids in the URL, the parent's ke
 bound parameter that reads its value, when the statement runs, from the request being
 served (``GUARD_VALUES``, which ``dispatch_request`` sets). So a guarded statement can be
 executed as it is, anywhere in the request, by the library or by user code; executed
-outside it, it fails instead of running unscoped. And a statement's shape depends only on where the resource is mounted and which
-scope columns apply: when no level overrides ``get_query()``, each shape is built once per
-mount and reused, and SQLAlchemy then skips both building it and computing its cache key.
+outside it, it fails instead of running unscoped. And a statement's shape depends only on
+where the resource is mounted and which scope columns apply: when no level overrides
+``get_query()``, each shape is built once per mount and reused, and SQLAlchemy then skips
+both building it and computing its cache key.
 
 Parameter names: ``rk_<level>_<column>`` for scope values, ``rk_<level>_lookup`` for the id
 in the URL, ``rk_0_parent`` for a parent key already checked; level 0 is the resource
