@@ -54,6 +54,8 @@ DEFAULTS: Mapping[str, Any] = {
     "RESOURCES_KIT_JOBS_RELAY_INTERVAL": 30.0,
     #: Publish a committed write's jobs from a thread of the process, not in the request.
     "RESOURCES_KIT_JOBS_PUBLISH_IN_THREAD": True,
+    #: Publish straight to a Redis broker's queue where that sends what Celery would.
+    "RESOURCES_KIT_JOBS_DIRECT_REDIS": True,
     #: More Celery settings (``{"broker_transport_options": {...}}``).
     "RESOURCES_KIT_JOBS_CELERY": {},
 }
@@ -172,15 +174,19 @@ class Jobs:
             app.config.setdefault(key, value)
         app.extensions["resources_kit_jobs"] = self
         broker = app.config["RESOURCES_KIT_JOBS_BROKER_URL"]
-        celery = publisher = None
+        celery = publisher = sender = None
         if broker:
-            from .workers import Publisher, make_celery  # only with a broker: Celery is optional
+            # Only with a broker: Celery is optional.
+            from .workers import Publisher, make_celery, redis_sender
 
             celery = make_celery(self, app, broker)
+            if app.config["RESOURCES_KIT_JOBS_DIRECT_REDIS"]:
+                sender = redis_sender(celery)
             if app.config["RESOURCES_KIT_JOBS_PUBLISH_IN_THREAD"]:
                 publisher = Publisher(app, self)
         app.extensions["resources_kit_celery"] = celery
         app.extensions["resources_kit_publisher"] = publisher
+        app.extensions["resources_kit_redis_sender"] = sender
         install_jobs_cli(app, self)
 
     @property
@@ -214,7 +220,11 @@ class Jobs:
             for job_id in ids:
                 self.deliver(job_id)
             return
+        sender = current_app.extensions.get("resources_kit_redis_sender")
         try:
+            if sender is not None:  # the same messages, one round trip (workers.py)
+                sender.send(ids)
+                return
             with self.celery.producer_or_acquire() as producer:  # one connection for all
                 # kombu >= 5.7 sends many messages in one round trip (a Redis pipeline).
                 batch = getattr(producer, "batch", None) if len(ids) > 1 else None

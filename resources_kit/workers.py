@@ -13,8 +13,12 @@ that supports it redelivers them; the relay covers the rest.
 from __future__ import annotations
 
 import atexit
+import base64
+import json
 import os
+import socket
 import threading
+import uuid
 from collections.abc import Sequence
 from queue import SimpleQueue
 from typing import Any
@@ -23,6 +27,8 @@ from celery import Celery
 from flask import Flask
 
 RUN_JOB = "resources_kit.run_job"
+#: The job id of the message template a RedisSender fills in.
+PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
 RELAY = "resources_kit.relay"
 
 
@@ -130,6 +136,85 @@ def publish(
     celery.send_task(
         RUN_JOB, args=[job_id], task_id=job_id, countdown=countdown, retry=False, producer=producer
     )
+
+
+class RedisSender:
+    """Publishes ``run_job`` messages straight to a Redis broker's queue: the message
+    Celery's own ``send_task`` would put there (task protocol 2, JSON, the kombu Redis
+    envelope), one pipelined ``LPUSH`` per burst. ``send_task`` costs about 0.75 ms of
+    CPU per job in the web process (a new Redis client and a generic message build each
+    time), which the request thread pays for through the GIL; this costs a tenth of it.
+
+    Used only where it is exactly what ``send_task`` would send (see :func:`redis_sender`);
+    a delayed retry still goes through ``send_task``."""
+
+    def __init__(self, celery: Celery, queue: str) -> None:
+        import redis
+
+        options = celery.conf.broker_transport_options or {}
+        self.client = redis.Redis.from_url(
+            celery.conf.broker_url, socket_connect_timeout=1, socket_timeout=5
+        )
+        self.key = str(options.get("global_keyprefix", "")) + queue
+        self.queue = queue
+        # Celery's own message for a placeholder id: what this Celery version sends.
+        template = celery.amqp.as_task_v2(
+            PLACEHOLDER, RUN_JOB, args=[PLACEHOLDER], kwargs={}, ignore_result=None
+        )
+        self.headers: dict[str, Any] = dict(template.headers)
+        self.embed = template.body[2]
+        self.reply_to = celery.thread_oid  # as send_task sets it
+        self.pid = -1
+
+    def message(self, job_id: str) -> str:
+        headers = {**self.headers, "id": job_id, "root_id": job_id, "argsrepr": repr([job_id])}
+        body = json.dumps([[job_id], {}, self.embed])
+        return json.dumps(
+            {
+                "body": base64.b64encode(body.encode()).decode(),
+                "content-encoding": "utf-8",
+                "content-type": "application/json",
+                "headers": headers,
+                "properties": {
+                    "correlation_id": job_id,
+                    "reply_to": self.reply_to,
+                    "delivery_mode": 2,
+                    "delivery_info": {"exchange": "", "routing_key": self.queue},
+                    "priority": 0,
+                    "body_encoding": "base64",
+                    "delivery_tag": str(uuid.uuid4()),
+                },
+            }
+        )
+
+    def send(self, ids: Sequence[str]) -> None:
+        """Publish ``ids`` in one round trip (raises when the broker cannot be reached)."""
+        if self.pid != os.getpid():  # a forked worker: its own name as the origin
+            self.pid = os.getpid()
+            self.headers["origin"] = f"gen{self.pid}@{socket.gethostname()}"
+        self.client.lpush(self.key, *(self.message(job_id) for job_id in ids))
+
+
+def redis_sender(celery: Celery) -> RedisSender | None:
+    """A :class:`RedisSender` when the broker is Redis and ``run_job`` goes to the default
+    queue as Celery's defaults send it (JSON, no compression, no routes, no custom queues
+    or priorities); otherwise ``None``, and ``send_task`` publishes."""
+    conf = celery.conf
+    scheme = str(conf.broker_url or "").split("://", 1)[0]
+    plain = (
+        scheme in ("redis", "rediss")
+        and not conf.task_routes
+        and conf.task_queues is None
+        and conf.task_serializer == "json"
+        and conf.task_compression is None
+        and conf.task_protocol == 2
+        and conf.task_default_priority is None
+        and not conf.task_inherit_parent_priority
+        and not (conf.broker_transport_options or {}).get("queue_order_strategy")
+        and conf.task_default_exchange in (None, conf.task_default_queue)
+        and conf.task_default_routing_key in (None, conf.task_default_queue)
+    )
+    return RedisSender(celery, conf.task_default_queue) if plain else None
 
 
 def worker(celery: Celery, argv: Sequence[str] = ()) -> None:

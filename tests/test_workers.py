@@ -9,6 +9,7 @@ database is flushed). Without a server the tests skip, unless
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -25,7 +26,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import make_url, select, text
 
-from resources_kit.workers import publish
+from resources_kit.workers import make_celery, publish, redis_sender
 
 from .conftest import DB_URL, seed_two_schools
 from .jobs_app import CHILD, CLOSED_BROKER, JobEffect, create_app, jobs
@@ -177,6 +178,49 @@ def run_task(client: Any, ids: dict[str, int], task: str, **arguments: Any) -> s
     )
     assert answer.status_code == 202, answer.json
     return str(answer.json["id"])
+
+
+def queued(broker: Any) -> list[dict[str, Any]]:
+    return [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
+
+
+def test_a_direct_publish_sends_what_celery_sends(web: Flask, broker: Any) -> None:
+    """The web process publishes straight to Redis (a tenth of ``send_task``'s cost): the
+    message must be Celery's own, but for what is unique per message."""
+    broker.flushdb()
+    with web.app_context():
+        celery = web.extensions["resources_kit_celery"]
+        sender = web.extensions["resources_kit_redis_sender"]
+        assert sender is not None
+        publish(celery, "00000000-0000-0000-0000-000000000001")
+        sender.send(["00000000-0000-0000-0000-000000000001"])
+    direct, by_celery = queued(broker)  # LPUSH: the newest first
+    for message in (direct, by_celery):
+        message["properties"].pop("delivery_tag")
+        message["headers"].pop("origin")
+    assert direct == by_celery
+    broker.flushdb()
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"task_routes": {"resources_kit.run_job": {"queue": "jobs"}}},
+        {"task_default_queue": "jobs"},
+        {"task_serializer": "pickle"},
+        {"task_compression": "gzip"},
+        {"task_default_priority": 3},
+        {"broker_url": "amqp://guest@127.0.0.1//"},
+    ],
+)
+def test_celery_publishes_when_the_message_would_differ(setting: dict[str, Any]) -> None:
+    app = create_app(RESOURCES_KIT_JOBS_BROKER_URL=REDIS, RESOURCES_KIT_JOBS_CELERY=setting)
+    celery = make_celery(jobs, app, REDIS)
+    expected = setting == {"task_default_queue": "jobs"}
+    sender = redis_sender(celery)
+    assert (sender is not None) is expected
+    if sender is not None:  # the default queue named otherwise: pushed to that one
+        assert sender.key == "jobs"
 
 
 def test_a_job_runs_on_a_worker_right_after_the_commit(client: Any) -> None:
