@@ -26,6 +26,7 @@ return {key, redis.call('GET', key)}
 
 #: The headers of an answer worth keeping (the rest Flask adds again).
 KEPT_HEADERS = ("Content-Type", "ETag", "Link")
+_KEPT = {name.lower(): name for name in KEPT_HEADERS}
 
 
 class CacheStore(Protocol):
@@ -146,8 +147,12 @@ def keep_response(
     """Keep a fresh 200 answer (not one the client asked not to store)."""
     if store is None or response.status_code != 200 or request.cache_control.no_store:
         return
-    if "Set-Cookie" in response.headers:
-        return
-    headers = [(name, response.headers[name]) for name in KEPT_HEADERS if name in response.headers]
+    headers = []
+    for name, value in response.headers:  # one pass (each lookup by name is a scan)
+        lowered = name.lower()
+        if lowered == "set-cookie":
+            return
+        if lowered in _KEPT:
+            headers.append((_KEPT[lowered], value))
     store.keep(full_key, json.dumps(headers).encode() + b"\n" + response.get_data(), ttl)
     response.headers["Cache-Status"] = "resources_kit; fwd=miss; stored"

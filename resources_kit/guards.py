@@ -221,8 +221,11 @@ class GuardPlan:
             response = write_once(self.idempotency, guards, view, handler)
         else:
             response = handler()
-        for key, value in headers.items():
-            response.headers.setdefault(key, value)
+        if headers:  # one pass: each setdefault would scan the headers and raise a KeyError
+            present = {name.lower() for name, _ in response.headers}
+            response.headers.extend(
+                [(key, value) for key, value in headers.items() if key.lower() not in present]
+            )
         return response
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from .errors import HTTPError, ImproperlyConfigured
 
 try:  # Flask-Limiter's backend, from the guards extra
     from limits import parse
-    from limits.storage import RedisStorage, storage_from_string
+    from limits.storage import MemoryStorage, RedisStorage, storage_from_string
     from limits.strategies import STRATEGIES, FixedWindowRateLimiter
 except ImportError:  # pragma: no cover - a resource with limits says what to install
     STRATEGIES = None  # type: ignore[assignment]
@@ -32,6 +33,34 @@ return {count, redis.call('PTTL', KEYS[1])}
 """
 
 
+class MemoryWindows:
+    """Fixed windows in this process's memory, as ``limits``' fixed-window strategy counts
+    them (a window starts at its first request and lasts the limit's period). Its own
+    memory storage starts a timer thread after every 10 ms of traffic to expire keys,
+    which costs more than the request it counts; here a dict under a lock, with expired
+    windows dropped when it grows."""
+
+    #: Windows kept before the expired ones are dropped.
+    KEPT = 100_000
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.lock = threading.Lock()
+        self.windows: dict[str, list[float]] = {}
+        self.clock = clock
+
+    def spend(self, key: str, period: float) -> tuple[int, float]:
+        """One request spent in ``key``'s window: its count and when it resets."""
+        moment = self.clock()
+        with self.lock:
+            window = self.windows.get(key)
+            if window is None or window[1] <= moment:
+                if len(self.windows) >= self.KEPT:
+                    self.windows = {k: w for k, w in self.windows.items() if w[1] > moment}
+                window = self.windows[key] = [0, moment + period]
+            window[0] += 1
+            return int(window[0]), window[1]
+
+
 @dataclass
 class Limits:
     """The app's limiter (a ``limits`` strategy over its storage) and parsed limits."""
@@ -42,6 +71,8 @@ class Limits:
     script: Any = None
     #: What the app's counters start with (apps sharing one storage keep apart).
     prefix: str = "rk:"
+    #: The fixed windows of a limiter of the library's own in memory.
+    windows: MemoryWindows | None = None
 
     def spend(self, item: Any, namespace: str, identity: str) -> tuple[bool, int, float]:
         """One request of ``item`` spent: whether it was allowed, what is left and when
@@ -50,6 +81,9 @@ class Limits:
             key = self.limiter.storage.prefixed_key(item.key_for(namespace, identity))
             count, left_ms = self.script(keys=[key], args=[item.get_expiry(), 1])
             return count <= item.amount, item.amount - count, time.time() + max(left_ms, 0) / 1000
+        if self.windows is not None:
+            count, reset = self.windows.spend(item.key_for(namespace, identity), item.get_expiry())
+            return count <= item.amount, item.amount - count, reset
         allowed = self.limiter.hit(item, namespace, identity)
         reset, remaining = self.limiter.get_window_stats(item, namespace, identity)
         return allowed, remaining, reset
@@ -81,10 +115,16 @@ def limits_for(app: Flask, storage_uri: str | None, prefix: str) -> Limits | Non
     else:
         strategy = STRATEGIES[app.config.get("RATELIMIT_STRATEGY", "fixed-window")]
         limiter = strategy(storage_from_string(storage_uri or "memory://"))
-    script = None
+    script = windows = None
     if isinstance(limiter, FixedWindowRateLimiter) and isinstance(limiter.storage, RedisStorage):
         script = limiter.storage.storage.register_script(SPEND)
-    return Limits(limiter, {}, script, prefix)
+    elif (
+        type(limiter) is FixedWindowRateLimiter
+        and flask_limiter is None  # the limiter is ours alone: nobody else reads its storage
+        and isinstance(limiter.storage, MemoryStorage)
+    ):
+        windows = MemoryWindows()
+    return Limits(limiter, {}, script, prefix, windows)
 
 
 def limit_key(view: Any, per: Any) -> str:

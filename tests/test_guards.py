@@ -381,3 +381,26 @@ def test_apps_sharing_one_redis_keep_their_keys_apart() -> None:
     assert one == namespace({"SQLALCHEMY_DATABASE_URI": "postgresql://app:other@db/school"})
     assert one != namespace({"SQLALCHEMY_DATABASE_URI": "postgresql://app:secret@db/shop"})
     assert namespace({"RESOURCES_KIT_REDIS_PREFIX": "school:"}) == "school:"
+
+
+def test_memory_windows_count_per_key_reset_after_their_period_and_stay_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The in-process limiter's fixed windows (limits' own memory storage starts a timer
+    thread every 10 ms of traffic): counted per key, a new window after the period, and
+    expired windows dropped rather than kept for ever."""
+    from resources_kit import ratelimits
+
+    moment = [1000.0]
+    windows = ratelimits.MemoryWindows(clock=lambda: moment[0])
+    assert [windows.spend("a", 60)[0] for _ in range(3)] == [1, 2, 3]
+    assert windows.spend("b", 60) == (1, 1060.0)
+    moment[0] = 1059.9
+    assert windows.spend("a", 60) == (4, 1060.0)
+    moment[0] = 1060.0  # the window is over: a new one starts
+    assert windows.spend("a", 60) == (1, 1120.0)
+    monkeypatch.setattr(ratelimits.MemoryWindows, "KEPT", 3)
+    windows.spend("c", 1)  # expires at 1061
+    moment[0] = 1100.0
+    windows.spend("d", 60)  # full: the expired ones ("b", "c") go
+    assert set(windows.windows) == {"a", "d"}
