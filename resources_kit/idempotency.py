@@ -159,12 +159,15 @@ def bounded_wait(session: Any, wait: float) -> Iterator[None]:
     if session.get_bind().dialect.name != "sqlite":
         yield
         return
-    before = session.execute(text("PRAGMA busy_timeout")).scalar()
-    session.execute(text(f"PRAGMA busy_timeout = {int(wait * 1000)}"))
+    # On the driver's connection: a pragma is no statement of the transaction, and this
+    # costs a tenth of three through the session.
+    raw = session.connection().connection.driver_connection
+    before = int(raw.execute("PRAGMA busy_timeout").fetchone()[0])
+    raw.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
     try:
         yield
     finally:
-        session.execute(text(f"PRAGMA busy_timeout = {int(before)}"))
+        raw.execute(f"PRAGMA busy_timeout = {before}")
 
 
 def claim_statement(table: Any, session: Any, wait: float) -> Any:

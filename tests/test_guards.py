@@ -127,6 +127,23 @@ def test_a_retried_post_answers_the_stored_response_and_writes_once(client: Any)
     assert CALLS == ["create", "create"]  # one post and one after-commit callback
 
 
+def test_on_sqlite_the_claim_restores_the_busy_timeout(client: Any) -> None:
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's busy timeout")
+
+    def busy_timeout() -> int:
+        with db.engine.connect() as connection:  # the pool's one connection here
+            raw = connection.connection.driver_connection
+            return int(raw.execute("PRAGMA busy_timeout").fetchone()[0])
+
+    before = busy_timeout()
+    headers = {**ONE, "Idempotency-Key": "k-busy"}
+    for _ in range(2):  # a claim, then a replay
+        assert client.post("/api/teachers", json={"name": "Ada"}, headers=headers).status_code < 300
+    db.session.remove()
+    assert busy_timeout() == before != 10_000  # not the claim's own wait
+
+
 def test_another_body_with_the_same_key_is_a_422(client: Any) -> None:
     headers = {**ONE, "Idempotency-Key": "k-2"}
     assert client.post("/api/teachers", json={"name": "Ada"}, headers=headers).status_code == 201
