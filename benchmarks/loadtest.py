@@ -2,11 +2,18 @@
 client processes over loopback with a mix of reads and writes.
 
     python benchmarks/loadtest.py [--requests 400] [--clients 4] [--seconds 60]
+    python benchmarks/loadtest.py --compare [--requests 400] [--clients 4]
 
 It reports requests/s, p50/p99 latency and the status counts, then checks that every
 create the API acknowledged (201) is in the database. It exits non-zero on any 5xx, any
 unexpected status or any lost create. Traffic goes to 127.0.0.1 only, bounded in requests
 and in time.
+
+``--compare`` serves the benchmark's API (``benchmarks/apps.py``) four ways under the same
+gunicorn setup, one after the other on one PostgreSQL database: resources_kit, the
+hand-written ORM app, the floor (``benchmarks/floor.py``) and flask-smorest
+(``benchmarks/peers.py``); it drives each with list reads, then item reads, and reports
+requests/s and p99 side by side, with resources_kit's requests/s over each other's.
 """
 
 from __future__ import annotations
@@ -136,7 +143,11 @@ def free_port() -> int:
 
 
 def start_gunicorn(
-    url: str, port: int, workers: int, environ: dict[str, str] | None = None
+    url: str,
+    port: int,
+    workers: int,
+    environ: dict[str, str] | None = None,
+    app: str = "sample_app:create_app()",
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SAMPLE_APP_DATABASE_URL": url, "PYTHONPATH": str(ROOT), **(environ or {})}
     process = subprocess.Popen(
@@ -150,7 +161,7 @@ def start_gunicorn(
             f"127.0.0.1:{port}",
             "--log-level",
             "warning",
-            "sample_app:create_app()",
+            app,
         ],
         env=env,
         cwd=ROOT,
@@ -232,13 +243,96 @@ def client(
     }
 
 
+#: The reads ``--compare`` drives: operation -> path (``{}``: a teacher of school 1).
+READS = {"list": "/api/teachers?limit=20&offset=40", "item": "/api/teachers/{}"}
+
+
+def read_client(port: int, path: str, requests: int, seconds: float, seed: int) -> dict[str, Any]:
+    """``requests`` GETs of ``path`` (after a tenth as many unmeasured, to warm the
+    workers): latencies and statuses."""
+    rng = random.Random(seed)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    deadline = time.monotonic() + seconds
+    began = 0.0
+    for number in range(requests + requests // 10):
+        if time.monotonic() > deadline:
+            break
+        if number == requests // 10:
+            began = time.time()  # the measured window: across processes, wall clock
+        start = time.perf_counter()
+        connection.request("GET", path.format(rng.randrange(1, 151)), headers={"X-School": "1"})
+        response = connection.getresponse()
+        response.read()
+        if number >= requests // 10:
+            latencies.append(time.perf_counter() - start)
+            statuses[str(response.status)] = statuses.get(str(response.status), 0) + 1
+        if response.will_close:
+            connection.close()
+    connection.close()
+    return {"latencies": latencies, "statuses": statuses, "window": (began, time.time())}
+
+
+def compare(args: argparse.Namespace) -> int:
+    """The benchmark's reads served by each app in turn; requests/s and p99 side by side."""
+    from benchmarks import bench
+    from benchmarks.peers import APPS
+
+    url = fresh_database("resources_kit_compare")
+    bench.fill(url)
+    figures: dict[str, dict[str, tuple[float, float]]] = {}
+    bad = 0
+    for name in APPS:
+        port = free_port()
+        environ = {"BENCH_DATABASE_URL": url}
+        entry = f"benchmarks.peers:wsgi({name!r})"
+        server = start_gunicorn(url, port, args.workers, environ, entry)
+        try:
+            for operation, path in READS.items():
+                with multiprocessing.get_context("spawn").Pool(args.clients) as pool:
+                    results = pool.starmap(
+                        read_client,
+                        [(port, path, args.requests, args.seconds, n) for n in range(args.clients)],
+                    )
+                # From the first measured request of any client to the last one's end.
+                elapsed = max(r["window"][1] for r in results) - min(
+                    r["window"][0] for r in results
+                )
+                latencies = sorted(x for r in results for x in r["latencies"])
+                bad += sum(n for r in results for k, n in r["statuses"].items() if k != "200")
+                p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+                figures.setdefault(operation, {})[name] = (len(latencies) / elapsed, p99)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+    print(
+        f"reads under load: gunicorn {args.workers} workers, PostgreSQL, {args.clients} client "
+        f"processes x {args.requests} requests"
+    )
+    print(f"  {'':<6} " + " ".join(f"{name:>22}" for name in APPS))
+    for operation, by_app in figures.items():
+        row = " ".join(
+            f"{rate:>9.0f}/s p99 {p99:>5.1f} ms" for rate, p99 in (by_app[n] for n in APPS)
+        )
+        print(f"  {operation:<6} {row}")
+        mine = by_app["resources_kit"][0]
+        others = ", ".join(f"{mine / by_app[n][0]:.2f}x {n}" for n in APPS if n != "resources_kit")
+        print(f"  {'':<6} resources_kit serves {others}")
+    print(f"  non-200 answers: {bad}")
+    return 1 if bad else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=400, help="requests per client")
     parser.add_argument("--clients", type=int, default=4, help="client processes")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
     parser.add_argument("--seconds", type=float, default=60, help="time limit per client")
+    parser.add_argument("--compare", action="store_true", help="reads of four apps side by side")
     args = parser.parse_args()
+    if args.compare:
+        return compare(args)
 
     url, tokens = prepare_database()
     port = free_port()
