@@ -15,9 +15,10 @@ from .callbacks import CallbackMixin
 from .errors import ImproperlyConfigured
 from .nesting import cached
 from .options import ResourceOptions, options_for
-from .pagination import PAGINATIONS, Page, Pagination
+from .pagination import PAGINATIONS, CursorPagination, OffsetPagination, Page, Pagination
 from .parsing import check_query_args, parse_query
 from .querying import Filtering, Sorting, sort_spec, sparse_fields_field
+from .representation import Representation, reads_plain_attributes
 from .resource import Resource
 from .writing import CreateMixin, DeleteMixin, PatchMixin, UpdateMixin
 
@@ -55,6 +56,9 @@ class ListConfig:
     #: The query steps are the library's own: statements are kept per shape, and the
     #: query needs no second guard.
     default_chain: bool
+    #: The model's columns, when a page may be read as rows of them rather than as
+    #: objects (see :func:`row_columns`); ``None`` otherwise.
+    row_columns: tuple[Any, ...] | None = None
 
 
 class ListMixin(_Base):
@@ -201,16 +205,43 @@ def _compile_list(cls: type[Any], options: ResourceOptions) -> ListConfig:
         for name, why in {**filtering.disabled, **sorting.disabled}.items()
         if name not in declared
     }
+    default_chain = (
+        type(filtering) is Filtering
+        and type(sorting) is Sorting
+        and all(getattr(cls, hook) is getattr(ListMixin, hook) for hook in LIST_HOOKS)
+    )
     return ListConfig(
         filtering=filtering,
         sorting=sorting,
         pagination=pages,
         schema=ma.Schema.from_dict(declared, name=f"{cls.__name__}ListArgs")(),
         disabled=disabled,
-        default_chain=type(filtering) is Filtering
-        and type(sorting) is Sorting
-        and all(getattr(cls, hook) is getattr(ListMixin, hook) for hook in LIST_HOOKS),
+        default_chain=default_chain,
+        row_columns=row_columns(cls, options, pages) if default_chain else None,
     )
+
+
+#: The steps between a page's rows and its body (and their owners): a resource that
+#: overrides one gets objects, as its step may read more than the columns.
+ROW_STEPS = {"serialize": Representation, "list_response": None, "paginate_list_query": None}
+
+
+def row_columns(cls: type[Any], options: ResourceOptions, pages: Any) -> tuple[Any, ...] | None:
+    """The model's column attributes, when a page may be read as rows of them: no loader
+    options, the library's own steps from the page to the body (and its own
+    ``paginate``), a model with no inheritance, and a list schema every field of which
+    the compiled dumper reads plainly from a column (a ``?fields=`` subset then too)."""
+    mapper = options.mapper
+    if cls.query_options or mapper.inherits is not None or mapper.polymorphic_on is not None:
+        return None
+    for step, owner in ROW_STEPS.items():
+        if getattr(cls, step) is not getattr(owner or ListMixin, step):
+            return None
+    if type(pages).paginate not in (OffsetPagination.paginate, CursorPagination.paginate):
+        return None
+    if not reads_plain_attributes(options.schemas["list"], options.columns):
+        return None
+    return tuple(options.columns.values())
 
 
 class RetrieveMixin(_Base):

@@ -111,6 +111,20 @@ def fetch(view: Resource, statement: Select[Any], values: Mapping[str, Any]) -> 
     return list((result.unique() if view.query_options else result).all())
 
 
+def as_rows(view: Resource, query: Select[Any]) -> tuple[Select[Any], int]:
+    """``query`` selecting the model's columns rather than its objects, when the list
+    allows it (``ListConfig.row_columns``: a body made of plain column fields, the
+    library's own query and response steps), and how many columns an item is (0: the
+    item is the object in column 0). A page of rows skips the ORM's per-object work
+    (identity map, instance state); the compiled dumper reads a row's attributes as an
+    object's."""
+    columns = view.options.list_config.row_columns
+    if columns is None:
+        return query, 0
+    rows = view.mount.statements.derive(query, "rows", lambda: query.with_only_columns(*columns))
+    return rows, len(columns)
+
+
 # -- the SQL shapes of a page --------------------------------------------------------------
 
 
@@ -175,10 +189,11 @@ class OffsetPagination(Pagination):
         """One page at ``offset`` and the total, in one statement (two past the end)."""
         limit: int = args["limit"]
         offset: int = args["offset"]
-        statement = view.mount.statements.derive(query, "offset", lambda: offset_page(query))
+        selected, width = as_rows(view, query)
+        statement = view.mount.statements.derive(selected, "offset", lambda: offset_page(selected))
         rows = fetch(view, statement, {"rk_limit": limit, "rk_offset": offset})
         if rows:
-            items, total = [row[0] for row in rows], rows[0][-1]
+            items, total = [row if width else row[0] for row in rows], rows[0][-1]
         elif offset == 0:
             items, total = [], 0
         else:  # past the end: no row carries the total
@@ -223,7 +238,8 @@ class CursorPagination(Pagination):
         """One page after ``args["cursor"]`` (the first without one), in ``args["sort"]`` order."""
         limit: int = args["limit"]
         plan: SortPlan = args["sort"]
-        statement = view.mount.statements.derive(query, "cursor", lambda: limited(query))
+        selected, width = as_rows(view, query)
+        statement = view.mount.statements.derive(selected, "cursor", lambda: limited(selected))
         if args.get("cursor"):
             position = self.decode(view, plan, args["cursor"])
             statement = statement.where(after_position(plan, position))  # before ORDER BY
@@ -231,10 +247,11 @@ class CursorPagination(Pagination):
         if floats:  # read as stored: the driver may round what it sends
             statement = statement.add_columns(*(ExactFloat(path.attr) for path in floats))
         rows = fetch(view, statement, {"rk_limit": limit + 1})
-        items = [row[0] for row in rows[:limit]]
+        items = [row if width else row[0] for row in rows[:limit]]
         if len(rows) <= limit:
             return Page(items, {"next": None})
-        exact = dict(zip((path.key for path in floats), rows[limit - 1][1:], strict=True))
+        stored = rows[limit - 1][max(width, 1) :]
+        exact = dict(zip((path.key for path in floats), stored, strict=True))
         cursor = self.encode(view, plan, items[-1], exact)
         return Page(items, {"next": cursor}, {"next": page_url(cursor=cursor)})
 

@@ -177,6 +177,17 @@ def _expression(field: Any, index: int) -> str | None:
     return None
 
 
+def reads_plain_attributes(schema: ma.Schema, attributes: Any) -> bool:
+    """Whether the compiled dumper of ``schema`` reads every field plainly from one of
+    ``attributes`` (no field left to marshmallow, which may read anything)."""
+    if _dumped_whole(schema):
+        return False
+    return all(
+        _expression(field, 0) is not None and (field.attribute or name) in attributes
+        for name, field in schema.dump_fields.items()
+    )
+
+
 def compile_dumper(schema: ma.Schema) -> Dumper | None:
     """The dumper's function for ``schema``, or ``None`` (see :func:`dumper_for`).
 

@@ -3,13 +3,15 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import marshmallow as ma
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.orm import selectinload
 
 from resources_kit import ImproperlyConfigured
 
-from .conftest import make_app, seed, walk_cursor
+from .conftest import make_app, running, seed, walk_cursor
 from .models import CursorTeacherResource, Student, Teacher
 
 
@@ -488,3 +490,97 @@ def test_boolean_column_compares_in_filters(sortables: Any) -> None:
     response = sortables.get('/api/sortables?filters={"flag__lt": true}')
     assert response.status_code == 200, response.json
     assert [item["flag"] for item in response.json["items"]] == [False]
+
+
+# -- pages read as rows of columns --------------------------------------------------------
+
+
+def objects_only(resource: type[Any], name: str) -> type[Any]:
+    """``resource`` with a ``serialize`` of its own (which sees objects): its pages are
+    read as objects."""
+
+    def serialize(self: Any, obj_or_objs: Any) -> Any:
+        assert all(isinstance(obj, Teacher) for obj in obj_or_objs)
+        return super(kind, self).serialize(obj_or_objs)
+
+    kind = type(f"Objects{resource.__name__}", (resource,), {"name": name, "serialize": serialize})
+    return kind
+
+
+def pages(client: Any, url: str) -> list[Any]:
+    """Every page's body from ``url`` on, following ``next`` (a cursor or a URL)."""
+    found = []
+    for _ in range(50):
+        body = client.get(url).json
+        found.append(body)
+        following = body.get("next") or (body.get("links") or {}).get("next")
+        if following is None:
+            return found
+        url = (
+            following
+            if following.startswith("http")
+            else f"{url.split('&cursor=')[0]}&cursor={following}"
+        )
+    raise AssertionError("no last page")
+
+
+def test_a_plain_list_reads_rows_and_answers_what_objects_give() -> None:
+    """A list whose body is plain column fields reads rows of columns, not ORM objects:
+    every page, offset or cursor, in any sort and with ``?fields=``, is what the same list
+    read as objects answers."""
+    from resources_kit.options import options_for
+
+    from .models import ReadOnlyTeacherResource
+
+    resources = {
+        "cursor-teachers": CursorTeacherResource,
+        "objects-cursor": objects_only(CursorTeacherResource, "objects-cursor"),
+        "readonly-teachers": ReadOnlyTeacherResource,
+        "objects-offset": objects_only(ReadOnlyTeacherResource, "objects-offset"),
+    }
+    assert options_for(CursorTeacherResource).list_config.row_columns is not None
+    assert options_for(resources["objects-cursor"]).list_config.row_columns is None
+    with running(make_app(lambda api: [api.register(r) for r in resources.values()])) as client:
+        seed(*[Teacher(name=f"t{i % 7}", years_teaching=i % 3 or None) for i in range(30)])
+        compare_pages(client)
+
+
+def compare_pages(client: Any) -> None:
+    for rows, objects, query in [
+        ("cursor-teachers", "objects-cursor", "limit=7"),
+        ("cursor-teachers", "objects-cursor", "limit=7&sort=years_teaching__desc"),
+        ("cursor-teachers", "objects-cursor", "limit=5&fields=id,name"),
+        ("readonly-teachers", "objects-offset", "limit=8"),
+        ("readonly-teachers", "objects-offset", "limit=8&fields=name"),
+    ]:
+        got = pages(client, f"/api/{rows}?{query}")
+        expected = pages(client, f"/api/{objects}?{query}")
+        # The items and the totals; cursors are sealed per resource, links name the URL.
+        assert [(page["items"], page.get("total")) for page in got] == [
+            (page["items"], page.get("total")) for page in expected
+        ]
+        assert sum(len(page["items"]) for page in got) == 30
+
+
+class WithMethod(ma.Schema):
+    id = ma.fields.Integer()
+    x = ma.fields.Method("x_of")
+
+    def x_of(self, obj: Any) -> int:
+        return 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"query_options": [selectinload(Teacher.students)]},
+        {"list_response": lambda self, page: None},
+        {"schema": WithMethod},
+    ],
+    ids=["loader options", "its own list_response", "a Method field"],
+)
+def test_a_list_that_may_read_more_than_columns_reads_objects(change: dict[str, Any]) -> None:
+    from resources_kit.options import options_for
+
+    resource = type("ChangedTeachers", (CursorTeacherResource,), {"name": "changed", **change})
+    assert options_for(resource).list_config.row_columns is None
