@@ -27,6 +27,8 @@ ACTIONS: Mapping[tuple[str, str], str] = {
     ("item", "PUT"): "update",
     ("item", "PATCH"): "partial_update",
     ("item", "DELETE"): "destroy",
+    # Registered only for a resource with bulk = ("patch",); see resources_kit.bulk.
+    ("collection", "PATCH"): "bulk_partial_update",
 }
 
 #: Operation of each CRUD action, as callbacks and signals name it.

@@ -34,7 +34,9 @@ def _methods(resource: type[Resource], kind: str) -> tuple[str, ...]:
     return tuple(
         method
         for (rule_kind, method), action in ACTIONS.items()
-        if rule_kind == kind and callable(getattr(resource, action, None))
+        if rule_kind == kind
+        and callable(getattr(resource, action, None))
+        and (action != "bulk_partial_update" or "patch" in options_for(resource).bulk)
     )
 
 
