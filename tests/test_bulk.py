@@ -202,7 +202,8 @@ def test_a_bulk_create_makes_every_item_in_order(client: Any, world: dict[str, i
 def test_a_single_object_still_creates_one(client: Any, world: dict[str, int]) -> None:
     response = client.post("/api/teachers", json={"name": "Solo"}, headers=ONE)
     assert response.status_code == 201
-    assert response.json["name"] == "Solo" and "Location" in response.headers
+    assert response.json["name"] == "Solo"
+    assert "Location" in response.headers
 
 
 def test_one_bad_item_writes_nothing_and_names_its_index(
@@ -216,7 +217,8 @@ def test_one_bad_item_writes_nothing_and_names_its_index(
     assert response.status_code == 422
     errors = response.json["errors"]
     assert set(errors) == {"3", "4"}
-    assert set(errors["3"]) == {"email"} and set(errors["4"]) == {"name"}
+    assert set(errors["3"]) == {"email"}
+    assert set(errors["4"]) == {"name"}
     assert teacher_count() == before
     assert EVENTS == []  # no callback ran: validation comes first
 
@@ -346,7 +348,8 @@ def test_a_bulk_patch_changes_every_row(client: Any, world: dict[str, int]) -> N
     response = client.patch("/api/teachers", json=body, headers=ONE)
     assert response.status_code == 200, response.json
     assert [item["id"] for item in response.json] == [world["ada"], world["eve"]]
-    assert response.json[0]["years_teaching"] == 5 and response.json[0]["name"] == "Ada"
+    assert response.json[0]["years_teaching"] == 5
+    assert response.json[0]["name"] == "Ada"
     assert response.json[1]["name"] == "Eva"
     assert names_in_school(1) == ["Ada", "Eva"]
     assert [e for e in EVENTS if e[1] == "after_commit"] == [
@@ -383,7 +386,8 @@ def test_a_bulk_patch_of_another_parents_row_writes_nothing(
     assert response.status_code == 422
     assert response.json["errors"] == {"1": {"id": ["No such item."]}}
     mine = client.patch(url, json=[{"id": world["cy"], "name": "Cyd"}], headers=ONE)
-    assert mine.status_code == 200 and mine.json[0]["name"] == "Cyd"
+    assert mine.status_code == 200
+    assert mine.json[0]["name"] == "Cyd"
     db.session.rollback()
     assert db.session.get(Student, world["di"]).name == "Di"
 
@@ -400,7 +404,9 @@ def test_bulk_patch_item_errors(client: Any, world: dict[str, int]) -> None:
     assert response.status_code == 422
     errors = response.json["errors"]
     assert set(errors) == {"0", "1", "2", "3", "4"}
-    assert "id" in errors["0"] and "id" in errors["1"] and "email" in errors["2"]
+    assert "id" in errors["0"]
+    assert "id" in errors["1"]
+    assert "email" in errors["2"]
     assert "item 2" in errors["3"]["id"][0]
     if_match = client.patch(
         "/api/teachers", json=[{"id": world["ada"]}], headers={**ONE, "If-Match": '"x"'}
