@@ -519,3 +519,37 @@ def test_an_own_get_request_data_needs_get_item_data() -> None:
     )
     with pytest.raises(ImproperlyConfigured, match="get_item_data"):
         Router().register(resource)
+
+
+# -- the OpenAPI document -----------------------------------------------------------------------
+
+
+def test_the_document_shows_the_array_forms(app: Any) -> None:
+    from openapi_spec_validator import validate
+
+    document = app.test_client().get("/api/openapi.json").get_json()
+    validate(document)
+    schemas = document["components"]["schemas"]
+    collection = document["paths"]["/api/teachers"]
+    post = collection["post"]["requestBody"]["content"]["application/json"]["schema"]
+    single, many = post["oneOf"]
+    assert many == {"type": "array", "items": single, "minItems": 1, "maxItems": 60}
+    created = collection["post"]["responses"]["201"]["content"]["application/json"]["schema"]
+    assert created["oneOf"][1]["items"] == created["oneOf"][0]
+    patch = collection["patch"]
+    assert patch["operationId"] == "teachers_bulk_partial_update"
+    body = patch["requestBody"]["content"]["application/json"]["schema"]
+    assert body["maxItems"] == 60
+    item = schemas[body["items"]["$ref"].rsplit("/", 1)[-1]]
+    assert item["required"] == ["id"]
+    assert item["properties"]["id"]["type"] == "integer"
+    assert "name" in item["properties"]
+    answered = patch["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answered["type"] == "array"
+    assert {"413", "422"} <= set(patch["responses"])
+    # No opt-in: no array form, no collection PATCH.
+    plain = document["paths"]["/api/plain"]
+    assert "patch" not in plain
+    assert "oneOf" not in plain["post"]["requestBody"]["content"]["application/json"]["schema"]
+    counters = document["paths"]["/api/counters"]
+    assert "patch" not in counters
