@@ -26,7 +26,7 @@ next, so that the statements do not grow with the items:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import marshmallow as ma
 from flask import Response, current_app, request
@@ -120,8 +120,8 @@ def load_items(
 
 def create_many(view: Any) -> Response:
     """``POST`` of an array: every item created, or none."""
-    bodies = read_items(view)
     server_values = view.get_server_values()  # the parent checked once, before the body
+    bodies = read_items(view)
     loaded = load_items(
         view,
         "create",
@@ -256,7 +256,7 @@ def run_bulk(view: Any, writes: list[Write]) -> Response:
             objs = perform_bulk(view, writes, befores)
         finally:
             _writing.reset(token)
-        response = view.get_bulk_response(writes[0].operation, objs)
+        response: Response = view.get_bulk_response(writes[0].operation, objs)
         if guards is not None:
             guards.before_commit(view, session, response)
         commit(session)
@@ -389,6 +389,7 @@ def read_back(view: Any, writes: list[Write]) -> None:
 def bulk_response(view: Any, operation: str, objs: list[Any]) -> Response:
     """The items written, in order, with the detail schema: 201 for a create, 200 for a
     patch; no ``ETag`` or ``Location``, which name one item."""
-    response: Response = current_app.json.response(view.get_schema("detail").dump(objs, many=True))
+    body = view.get_schema("detail").dump(objs, many=True)
+    response = cast(Response, current_app.json.response(body))
     response.status_code = 201 if operation == "create" else 200
     return response

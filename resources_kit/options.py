@@ -469,11 +469,14 @@ def _bulk(cls: type[Any], detail: ma.Schema, lookup_key: str) -> dict[str, Any]:
             f"{name}.bulk names 'patch', but {name}.require_if_match is set and a bulk PATCH "
             "takes no If-Match (one ETag names one item); remove 'patch' from bulk."
         )
-    if (
-        declared
-        and "get_request_data" in _own_hooks(cls)
-        and "get_item_data" not in _own_hooks(cls)
-    ):
+    own = _own_hooks(cls)
+    if "patch" in declared and "get_object" in own:
+        raise ImproperlyConfigured(
+            f"{name}.bulk names 'patch', but {name} overrides get_object(), which a bulk "
+            "PATCH does not call (it finds its rows with the row policy); narrow the rows "
+            "in get_query() instead, or remove 'patch' from bulk."
+        )
+    if declared and "get_request_data" in own and "get_item_data" not in own:
         raise ImproperlyConfigured(
             f"{name} overrides get_request_data() and allows bulk writes, whose items are "
             "loaded with get_item_data(); override get_item_data() too (get_request_data() "
@@ -496,7 +499,7 @@ def _own_hooks(cls: type[Any]) -> set[str]:
     """The write hooks a class (or a base of its own, not the library's) defines."""
     return {
         hook
-        for hook in ("get_request_data", "get_item_data")
+        for hook in ("get_request_data", "get_item_data", "get_object")
         if not getattr(getattr(cls, hook, None), "__module__", "resources_kit.").startswith(
             "resources_kit."
         )

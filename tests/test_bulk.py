@@ -502,6 +502,27 @@ def test_bulk_patch_needs_the_patch_action() -> None:
         Router().register(resource)
 
 
+def test_bulk_patch_refuses_an_own_get_object() -> None:
+    def get_object(self: Any) -> Any:
+        return super(type(self), self).get_object()
+
+    resource = type(
+        "OwnObject",
+        (ModelResource,),
+        {
+            "name": "o",
+            "model": Counter,
+            "schema": CounterSchema,
+            "bulk": ("create", "patch"),
+            "get_object": get_object,
+        },
+    )
+    with pytest.raises(ImproperlyConfigured, match="get_object"):
+        Router().register(resource)
+    resource.bulk = ("create",)  # the failed compile was not kept
+    Router().register(resource)  # a bulk create does not read an item
+
+
 def test_an_own_get_request_data_needs_get_item_data() -> None:
     def get_request_data(self: Any, operation: str, server_values: Any) -> Any:
         return super(type(self), self).get_request_data(operation, server_values)

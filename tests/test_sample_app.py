@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
+from sqlalchemy import select
 
 from resources_kit.testing import crud_contract
 from sample_app import create_app, seed
