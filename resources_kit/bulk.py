@@ -30,7 +30,7 @@ from typing import Any, cast
 
 import marshmallow as ma
 from flask import Response, current_app, request
-from sqlalchemy import String, inspect, or_, select
+from sqlalchemy import String, inspect, or_, select, tuple_
 from sqlalchemy.orm import scoped_session
 
 from .errors import HTTPError, from_database_error, unprocessable
@@ -378,12 +378,12 @@ def read_back(view: Any, writes: list[Write]) -> None:
             stale_rows.append(obj)
     if stale_rows:  # an expired attribute of a row in the session is filled by its load
         primary_key = options.primary_key
+        keys = [tuple(getattr(obj, column.key) for column in primary_key) for obj in stale_rows]
         if len(primary_key) == 1:
-            keys = [getattr(obj, primary_key[0].key) for obj in stale_rows]
-            session.execute(select(options.model).where(primary_key[0].in_(keys))).all()
+            match = primary_key[0].in_([key[0] for key in keys])
         else:
-            for obj in stale_rows:
-                session.refresh(obj)
+            match = tuple_(*primary_key).in_(keys)
+        session.execute(select(options.model).where(match)).all()
 
 
 def bulk_response(view: Any, operation: str, objs: list[Any]) -> Response:
