@@ -31,6 +31,9 @@ ACTIONS: Mapping[tuple[str, str], str] = {
     ("collection", "PATCH"): "bulk_partial_update",
 }
 
+#: The action of a bulk PATCH: no method of its own, served by ``resources_kit.bulk``.
+BULK_PATCH = "bulk_partial_update"
+
 #: Operation of each CRUD action, as callbacks and signals name it.
 OPERATIONS: Mapping[str, str] = {
     "create": "create",

@@ -26,30 +26,32 @@ next, so that the statements do not grow with the items:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import marshmallow as ma
 from flask import Response, current_app, request
 from sqlalchemy import String, inspect, or_, select, tuple_
-from sqlalchemy.orm import scoped_session
 
+from .columns import exact_equals
 from .errors import HTTPError, from_database_error, unprocessable
 from .guards import EXTENSION as GUARDS
 from .parsing import body_is_array, check_query_args, json_array, json_kind
 from .policy import reachable_values
 from .writing import (
-    _UNSET,
     SERVER_SET,
     Write,
-    _writing,
     added_here,
     after_commit,
     callbacks,
     commit,
+    commits_refused,
     created_object,
     stamp,
     validation_messages,
 )
+
+#: Not given, or no value a row could have.
+_UNSET: Any = object()
 
 #: The message of a bulk PATCH item whose id names no row the caller may reach.
 NO_SUCH_ITEM = "No such item."
@@ -62,11 +64,11 @@ def bulk_handler(view: Any, method: str) -> Callable[[], Response] | None:
     bulk = view.options.bulk
     if method == "POST" and "create" in bulk and body_is_array():
         view.is_bulk = True
-        return view.bulk_create  # type: ignore[no-any-return]
+        return lambda: create_many(view)
     if method == "PATCH" and "patch" in bulk:
         view.is_bulk = True
         view.action = "partial_update"  # the permissions and guards of a PATCH
-        return view.bulk_partial_update  # type: ignore[no-any-return]
+        return lambda: patch_many(view)
     return None
 
 
@@ -220,8 +222,6 @@ def find_rows(view: Any, keys: Sequence[Any]) -> dict[Any, Any]:
     options = view.options
     column = options.lookup_attr
     if isinstance(column.type, String):  # byte-exact, as the URL's lookup
-        from .columns import exact_equals
-
         match = or_(*(exact_equals(column, key) for key in keys))
     else:
         match = column.in_(keys)
@@ -250,12 +250,9 @@ def run_bulk(view: Any, writes: list[Write]) -> Response:
         )
         for write, before in zip(writes, befores, strict=True):
             before |= {key: write.data[key] for key in references if key in write.data}
-        real = session() if isinstance(session, scoped_session) else session
-        token = _writing.set((real, f"the bulk {writes[0].operation} of {type(view).__name__}"))
-        try:  # a commit by a perform step or a callback is refused (refuse_commit)
+        what = f"the bulk {writes[0].operation} of {type(view).__name__}"
+        with commits_refused(session, what):  # a commit by a perform step or a callback
             objs = perform_bulk(view, writes, befores)
-        finally:
-            _writing.reset(token)
         response: Response = view.get_bulk_response(writes[0].operation, objs)
         if guards is not None:
             guards.before_commit(view, session, response)
@@ -384,12 +381,3 @@ def read_back(view: Any, writes: list[Write]) -> None:
         else:
             match = tuple_(*primary_key).in_(keys)
         session.execute(select(options.model).where(match)).all()
-
-
-def bulk_response(view: Any, operation: str, objs: list[Any]) -> Response:
-    """The items written, in order, with the detail schema: 201 for a create, 200 for a
-    patch; no ``ETag`` or ``Location``, which name one item."""
-    body = view.get_schema("detail").dump(objs, many=True)
-    response = cast(Response, current_app.json.response(body))
-    response.status_code = 201 if operation == "create" else 200
-    return response

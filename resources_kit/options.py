@@ -359,8 +359,7 @@ def _compile(cls: type[Any]) -> ResourceOptions:
         primary_key_paths=tuple(compile_paths(cls, mapper, list_schema, "pk", pk_keys).values()),
         permission=_permission(cls),
         references=_references(cls, mapper),
-        **_bulk(cls, schemas["detail"], lookup_key),
-        **_read_back_keys(mapper),
+        **_bulk(cls, schemas["detail"], lookup_key) | _read_back_keys(mapper),
     )
     compile_list = getattr(cls, "compile_list_config", None)
     return replace(options, list_config=compile_list(options)) if compile_list else options

@@ -15,7 +15,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -231,6 +232,18 @@ def check_moved(write: Write, rows: list[Any]) -> None:
 _writing: ContextVar[tuple[Session, str] | None] = ContextVar("resources_kit_writing", default=None)
 
 
+@contextmanager
+def commits_refused(session: Session | scoped_session[Session], what: str) -> Iterator[None]:
+    """While the block runs (a bulk write's perform steps and callbacks), a
+    ``session.commit()`` of ``session`` is refused, as within :func:`run_write`."""
+    real = session() if isinstance(session, scoped_session) else session
+    token = _writing.set((real, what))
+    try:
+        yield
+    finally:
+        _writing.reset(token)
+
+
 def refuse_commit(session: Session) -> None:
     """While a write's perform step and callbacks run, a ``session.commit()`` of theirs is
     refused: the write commits once, after every check, or not at all."""
@@ -444,10 +457,12 @@ class WriteHooks:
 
     def get_bulk_response(self, operation: str, objs: list[Any]) -> Response:
         """The success response of a bulk write, built before the commit: the items
-        written, in order (201 for a create, 200 for a patch)."""
-        from .bulk import bulk_response
-
-        return bulk_response(self, operation, objs)
+        written, in order, with the detail schema (201 for a create, 200 for a patch); no
+        ``ETag`` or ``Location``, which name one item."""
+        body = self.get_schema("detail").dump(objs, many=True)
+        response = cast(Response, current_app.json.response(body))
+        response.status_code = 201 if operation == "create" else 200
+        return response
 
     def perform_create(self, data: dict[str, Any]) -> Any:
         """Build the new object and add it to the session. Returning ``None`` is fine when
@@ -561,13 +576,6 @@ class CreateMixin(_Base):
         """The create's perform step: :meth:`perform_create`, and the object it made."""
         return created_object(self, self.perform_create(write.data))
 
-    def bulk_create(self) -> Response:
-        """``POST`` of a JSON array on the collection (``bulk = ("create",)``): 201 with
-        every item created, in order, or nothing written (see Related rows in the docs)."""
-        from .bulk import create_many
-
-        return create_many(self)
-
 
 class UpdateMixin(_Base):
     """``PUT`` on an item: the full body is validated; the fields it holds are written."""
@@ -583,13 +591,6 @@ class PatchMixin(_Base):
     def partial_update(self) -> Response:
         """``PATCH`` on an item: only the fields sent (loaded ``partial=True``)."""
         return self.change_item("patch")
-
-    def bulk_partial_update(self) -> Response:
-        """``PATCH`` of a JSON array of items with their ids on the collection (``bulk =
-        ("patch",)``): 200 with every row changed, in order, or nothing written."""
-        from .bulk import patch_many
-
-        return patch_many(self)
 
 
 class DeleteMixin(_Base):
