@@ -329,6 +329,14 @@ class PermittedTeacherResource(TeacherResource):
         return request.headers.get("X-User")
 
 
+class BulkTeacherResource(TeacherResource):
+    """The same resource with bulk creates: the bulk run (one POST of 100 items against
+    100 single POSTs)."""
+
+    name = "bulk-teachers"
+    bulk = ("create",)
+
+
 #: Background work: the outbox table joins the benchmark's tables.
 jobs = Jobs(db)
 
@@ -359,6 +367,7 @@ def resources_kit_app(url: str, broker: str | None = None) -> Flask:
     api.register(StudentResource, parent=TeacherResource)
     api.register(CursorTeacherResource)
     api.register(JobTeacherResource)
+    api.register(BulkTeacherResource)
     api.init_app(app)
     jobs.init_app(app)
     return app

@@ -10,7 +10,8 @@ reports the median time per request, the ratio resources_kit / hand-written, and
 statements per request. Before timing, it checks that both apps give the same status and
 the same JSON for every operation.
 
-It also measures keyset pagination: the first page and a page deep in a table of
+It also measures a bulk create (one ``POST`` of 100 items against 100 single ``POST``s)
+and keyset pagination: the first page and a page deep in a table of
 1,000,000 rows (``--big-rows``) on SQLite; and, with a Redis broker
 (``RESOURCES_KIT_BENCH_BROKER``, default ``redis://127.0.0.1:6379/7``, flushed), a create
 with one job against the same create without, and the relay's throughput in jobs per
@@ -392,6 +393,54 @@ def relay_throughput(url: str, broker: str, count: int) -> float:
     return count / elapsed
 
 
+#: Most one bulk create of BULK_ITEMS items may take, as a share of as many single POSTs.
+BULK_TARGET = 0.25
+BULK_ITEMS = 100
+
+
+def bulk_create(app: Any, rounds: int, counter: int = 0) -> dict[str, float]:
+    """Median time of one ``POST`` of ``BULK_ITEMS`` items against ``BULK_ITEMS`` single
+    ``POST``s of the same items, to the same resource, interleaved round by round; and
+    the statements of one bulk create."""
+    client = app.test_client()
+    samples: dict[str, list[float]] = {"single": [], "bulk": []}
+
+    def items(tag: str) -> list[dict[str, Any]]:
+        return [
+            {"name": f"bulk {tag} {n}", "email": f"b{tag}-{n}@x.org", "years_teaching": 2}
+            for n in range(BULK_ITEMS)
+        ]
+
+    def single(tag: str) -> None:
+        for body in items(tag):
+            response = client.post("/api/bulk-teachers", json=body, headers=HEADERS)
+            if response.status_code != 201:
+                raise AssertionError(("single", response.status_code))
+
+    def bulk(tag: str) -> None:
+        response = client.post("/api/bulk-teachers", json=items(tag), headers=HEADERS)
+        if response.status_code != 201 or len(response.get_json()) != BULK_ITEMS:
+            raise AssertionError(("bulk", response.status_code))
+
+    runs = {"single": single, "bulk": bulk}
+    for round_number in range(rounds):
+        order = ["single", "bulk"] if round_number % 2 == 0 else ["bulk", "single"]
+        for name in order:
+            counter += 1
+            started = time.perf_counter()
+            runs[name](f"{name}{counter}")
+            samples[name].append(time.perf_counter() - started)
+    with app.app_context():
+        engine = db.engine
+    with counting(engine) as seen:
+        bulk("counted")
+    return {
+        "single": statistics.median(samples["single"]),
+        "bulk": statistics.median(samples["bulk"]),
+        "statements": len(seen),
+    }
+
+
 #: Most a resource may slow down behind one simple permission (IsAuthenticated).
 PERMISSION_TARGET = 1.05
 
@@ -434,6 +483,7 @@ def run(
     statements = check_parity(apps, 1)
     timings = timed_rounds(apps, rounds, per_round)
     permission = permission_overhead(apps["rk"], rounds, per_round)
+    bulk = bulk_create(apps["rk"], max(rounds, 3))
     no_broker = broker_problem(BROKER)
     job, relay = None, None
     if no_broker is None:
@@ -450,6 +500,7 @@ def run(
         "statements": statements,
         "timings": timings,
         "permission": permission,
+        "bulk": bulk,
         "job": job,
         "relay": relay,
         "no_broker": no_broker,
@@ -506,6 +557,15 @@ def report(result: dict[str, Any]) -> tuple[str, bool]:
             f"one permission (IsAuthenticated), {op}: {ratio:.3f} of the same resource "
             f"without (target {PERMISSION_TARGET:.2f}){'' if meets else '  MISSED'}"
         )
+    bulk = result["bulk"]
+    ratio = bulk["bulk"] / bulk["single"]
+    meets = ratio <= BULK_TARGET
+    ok = ok and meets
+    lines.append(
+        f"bulk create, {BULK_ITEMS} items in one POST: {bulk['bulk'] * 1e3:.1f} ms, "
+        f"{ratio:.3f} of {BULK_ITEMS} single POSTs ({bulk['single'] * 1e3:.1f} ms; target "
+        f"{BULK_TARGET:.2f}), {bulk['statements']} SQL statements{'' if meets else '  MISSED'}"
+    )
     if result["job"] is None:
         lines.append(f"jobs: not measured, no broker at {BROKER} ({result['no_broker']})")
     else:

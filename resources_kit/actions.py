@@ -27,7 +27,12 @@ ACTIONS: Mapping[tuple[str, str], str] = {
     ("item", "PUT"): "update",
     ("item", "PATCH"): "partial_update",
     ("item", "DELETE"): "destroy",
+    # Registered only for a resource with bulk = ("patch",); see resources_kit.bulk.
+    ("collection", "PATCH"): "bulk_partial_update",
 }
+
+#: The action of a bulk PATCH: no method of its own, served by ``resources_kit.bulk``.
+BULK_PATCH = "bulk_partial_update"
 
 #: Operation of each CRUD action, as callbacks and signals name it.
 OPERATIONS: Mapping[str, str] = {

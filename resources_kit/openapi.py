@@ -260,7 +260,45 @@ DOCS: Mapping[str, Doc] = {
         "Change fields of a {model}", 200, "item", (*WRITE_ERRORS, 404, 412), "patch", "patch", True
     ),
     "destroy": Doc("Delete a {model}", 204, "empty", (404, 409, 412), if_match=True),
+    "bulk_partial_update": Doc(
+        "Change fields of many {name}", 200, "items", WRITE_ERRORS, "bulk_patch", "patch"
+    ),
 }
+
+
+def _bulk_array(items: dict[str, Any], mount: Mount) -> dict[str, Any]:
+    """An array of 1 to ``max_bulk_items`` of ``items``: a bulk write's body or answer."""
+    most = options_for(mount.resource).max_bulk_items
+    return {"type": "array", "items": items, "minItems": 1, "maxItems": most}
+
+
+def _bulk_patch_item(mount: Mount, components: Components) -> dict[str, Any]:
+    """A bulk PATCH item: the patch body's fields plus the id of the row it changes."""
+    options = options_for(mount.resource)
+    schema = options.schemas["patch"]
+    key = (type(schema), "bulk_patch", (), ())
+    name = components.made.get(key)
+    if name is None:
+        name = components.names.base(type(schema)) + "BulkPatch"
+        taken, base, n = set(components.made.values()), name, 2
+        while name in taken:
+            name, n = f"{base}{n}", n + 1
+        components.made[key] = name
+        component = components.component(schema, "patch", options.columns)
+        detail = options.schemas["detail"]
+        field = next(
+            (f for n_, f in detail.fields.items() if (f.attribute or n_) == options.lookup_key),
+            None,
+        )
+        id_property = (
+            components.property(field, "create", None)
+            if field is not None
+            else {"type": "integer" if options.converter == "int" else "string"}
+        )
+        component["properties"] = {options.bulk_key: id_property, **component["properties"]}
+        component["required"] = [options.bulk_key]
+        components.spec.components.schema(name, component=component)
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _trimmable(mount: Mount, operation: str, components: Components) -> dict[str, Any]:
@@ -325,6 +363,14 @@ def _responses(mount: Mount, action: str, doc: Doc, components: Components) -> d
     if doc.returns == "page":
         return _page_response(mount, components)
     options = options_for(mount.resource)
+    if doc.returns == "items":  # a bulk PATCH: the rows changed, in order
+        item = components.ref(options.schemas["detail"], "response", options.columns)
+        return {
+            str(doc.status): {
+                "description": "The items, in the order of the request.",
+                "content": {"application/json": {"schema": _bulk_array(item, mount)}},
+            }
+        }
     if action == "retrieve":
         schema = _trimmable(mount, "detail", components)
     else:  # a write's response: no ?fields=, every field
@@ -338,6 +384,12 @@ def _responses(mount: Mount, action: str, doc: Doc, components: Components) -> d
         location = {"description": "The new item's URL.", "schema": {"type": "string"}}
         response["headers"] = {**etag, "Location": location}
         response["links"] = _links(mount)
+        if "create" in options.bulk:  # an array posted: the items created, in order
+            response["description"] = "The item; for an array posted, the items, in order."
+            response["content"]["application/json"]["schema"] = {
+                "oneOf": [schema, _bulk_array(schema, mount)]
+            }
+            del response["links"]  # the link's id is the single item's
     responses = {str(doc.status): response}
     if action == "retrieve":
         responses["304"] = {"description": "Not modified (If-None-Match)."}
@@ -384,8 +436,16 @@ def _operation(
         "parameters": _parameters(mount, action, doc, components),
         "responses": _responses(mount, action, doc, components),
     }
-    if doc.body is not None and doc.schema is not None:
+    if doc.body == "bulk_patch":
+        body = _bulk_array(_bulk_patch_item(mount, components), mount)
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body}},
+        }
+    elif doc.body is not None and doc.schema is not None:
         body = components.ref(options.schemas[doc.schema], doc.body, options.columns)
+        if action == "create" and "create" in options.bulk:  # one item, or an array
+            body = {"oneOf": [body, _bulk_array(body, mount)]}
         operation["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": body}},

@@ -111,6 +111,12 @@ class ResourceConfig:
     #: A write naming a row outside that resource's row policy for the caller (another
     #: tenant's, hidden by ``visible``, or missing) is a 422.
     references: ClassVar[Mapping[str, type[Any] | str]] = {}
+    #: Bulk writes the collection accepts (see Related rows in the docs): ``"create"``
+    #: (``POST`` of a JSON array) and ``"patch"`` (``PATCH`` of an array of items with
+    #: their ids). Empty: an array body is a 400, as for any resource.
+    bulk: ClassVar[Sequence[str]] = ()
+    #: Most items one bulk write may hold; more is a 413.
+    max_bulk_items: ClassVar[int] = 100
 
     #: The guards of the class that declares them (``Resource``): never overridden.
     __guards__: ClassVar[tuple[str, ...]] = ()
@@ -201,6 +207,13 @@ class ResourceOptions:
     #: ``references`` compiled: column -> (resource, the column of its model the foreign
     #: key refers to).
     references: Mapping[str, tuple[type[Any], str]] = field(default_factory=dict)
+    #: The bulk writes the collection accepts (``"create"``, ``"patch"``).
+    bulk: frozenset[str] = frozenset()
+    #: Most items of one bulk write.
+    max_bulk_items: int = 100
+    #: The key of a bulk PATCH item that names the row it changes (the lookup field's
+    #: name in the detail schema).
+    bulk_key: str = "id"
     #: The list's pieces (filtering, sorting, pagination, the arguments schema) of a
     #: resource with ``ListMixin``; ``None`` for one without.
     list_config: Any = None
@@ -346,7 +359,7 @@ def _compile(cls: type[Any]) -> ResourceOptions:
         primary_key_paths=tuple(compile_paths(cls, mapper, list_schema, "pk", pk_keys).values()),
         permission=_permission(cls),
         references=_references(cls, mapper),
-        **_read_back_keys(mapper),
+        **_bulk(cls, schemas["detail"], lookup_key) | _read_back_keys(mapper),
     )
     compile_list = getattr(cls, "compile_list_config", None)
     return replace(options, list_config=compile_list(options)) if compile_list else options
@@ -418,6 +431,78 @@ def _check_writable(cls: type[Any], mapper: Mapper[Any], schemas: Mapping[str, A
                     f"written: {problem}. Make it dump_only, or override {hook}() to write "
                     "it (for a many-to-many, load the rows the ids name and assign them)."
                 )
+
+
+#: What ``bulk`` may name, and the action method each needs.
+BULK_WRITES = {"create": "create", "patch": "partial_update"}
+
+
+def _bulk(cls: type[Any], detail: ma.Schema, lookup_key: str) -> dict[str, Any]:
+    """``bulk`` and ``max_bulk_items`` checked: a known write the resource serves, and a
+    positive count."""
+    name = cls.__name__
+    declared = getattr(cls, "bulk", ())
+    if isinstance(declared, str) or not isinstance(declared, Sequence | frozenset | set):
+        raise ImproperlyConfigured(
+            f'{name}.bulk must be a tuple of bulk writes, e.g. ("create", "patch"), not '
+            f"{declared!r}."
+        )
+    for write in declared:
+        if write == "delete":
+            raise ImproperlyConfigured(
+                f"{name}.bulk names 'delete', which is not a bulk write: a DELETE carries no "
+                "body; delete the rows one by one, or with a collection @action."
+            )
+        if write not in BULK_WRITES:
+            raise ImproperlyConfigured(
+                f"{name}.bulk names {write!r}; a bulk write is 'create' or 'patch'."
+            )
+        if not callable(getattr(cls, BULK_WRITES[write], None)):
+            mixin = "CreateMixin" if write == "create" else "PatchMixin"
+            raise ImproperlyConfigured(
+                f"{name}.bulk names {write!r}, but {name} has no {BULK_WRITES[write]}() "
+                f"action; add {mixin}, or remove {write!r} from bulk."
+            )
+    if "patch" in declared and getattr(cls, "require_if_match", False):
+        raise ImproperlyConfigured(
+            f"{name}.bulk names 'patch', but {name}.require_if_match is set and a bulk PATCH "
+            "takes no If-Match (one ETag names one item); remove 'patch' from bulk."
+        )
+    own = _own_hooks(cls)
+    if "patch" in declared and "get_object" in own:
+        raise ImproperlyConfigured(
+            f"{name}.bulk names 'patch', but {name} overrides get_object(), which a bulk "
+            "PATCH does not call (it finds its rows with the row policy); narrow the rows "
+            "in get_query() instead, or remove 'patch' from bulk."
+        )
+    if declared and "get_request_data" in own and "get_item_data" not in own:
+        raise ImproperlyConfigured(
+            f"{name} overrides get_request_data() and allows bulk writes, whose items are "
+            "loaded with get_item_data(); override get_item_data() too (get_request_data() "
+            "may call it), so that every item is loaded the same way."
+        )
+    most = getattr(cls, "max_bulk_items", 100)
+    if not isinstance(most, int) or isinstance(most, bool) or most < 1:
+        raise ImproperlyConfigured(
+            f"{name}.max_bulk_items must be a positive integer, not {most!r}."
+        )
+    key = lookup_key
+    for field_name, dumped in detail.fields.items():
+        if (dumped.attribute or field_name) == lookup_key:
+            key = dumped.data_key or field_name
+            break
+    return {"bulk": frozenset(declared), "max_bulk_items": most, "bulk_key": key}
+
+
+def _own_hooks(cls: type[Any]) -> set[str]:
+    """The write hooks a class (or a base of its own, not the library's) defines."""
+    return {
+        hook
+        for hook in ("get_request_data", "get_item_data", "get_object")
+        if not getattr(getattr(cls, hook, None), "__module__", "resources_kit.").startswith(
+            "resources_kit."
+        )
+    }
 
 
 def _read_back_keys(mapper: Mapper[Any]) -> dict[str, Any]:

@@ -62,6 +62,30 @@ def load_json(text: str) -> Any:
 
 def json_body() -> dict[str, Any]:
     """The request body as a JSON object, or a 415 / 413 / 400 naming what is wrong."""
+    data = json_value()
+    if not isinstance(data, dict):
+        raise bad_request(f"The request body must be a JSON object, not {_json_kind(data)}.")
+    return data
+
+
+def json_array() -> list[Any]:
+    """The request body as a JSON array (a bulk write's), or a 415 / 413 / 400."""
+    data = json_value()
+    if not isinstance(data, list):
+        raise bad_request(
+            f"The request body of a bulk write must be a JSON array, not {json_kind(data)}."
+        )
+    return data
+
+
+def body_is_array() -> bool:
+    """Whether the JSON body's first character opens an array (a bulk create), read
+    without parsing it."""
+    return request.is_json and request.get_data(cache=True).lstrip()[:1] == b"["
+
+
+def json_value() -> Any:
+    """The request body as any JSON value, or a 415 / 413 / 400."""
     if not request.is_json:
         raise HTTPError(
             415,
@@ -80,12 +104,17 @@ def json_body() -> dict[str, Any]:
     except (ValueError, RecursionError) as exc:
         message = str(exc) if isinstance(exc, ValueError) else "nested too deeply"
         raise bad_request(f"The request body is not valid JSON: {message}.") from None
-    if not isinstance(data, dict):
-        raise bad_request(f"The request body must be a JSON object, not {_json_kind(data)}.")
     return data
 
 
+def json_kind(value: Any) -> str:
+    """``value``'s kind, as a message names it (``"an array"``, ``"null"``)."""
+    return _json_kind(value)
+
+
 def _json_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Select, false, or_, select, tuple_
+from sqlalchemy import Select, String, false, or_, select, tuple_
 
 from .columns import exact_equals
 from .errors import ImproperlyConfigured, ResourcesKitError
@@ -122,6 +122,29 @@ class RowPolicy:
         )
         return self.view.execute_read(query).first() is not None
 
+    def outside(self, objs: Sequence[Any]) -> list[Any]:
+        """Those of ``objs`` that are not rows the policy reaches: :meth:`contains` for
+        many rows, in one statement (a bulk write's check)."""
+        options = self.view.options
+        keyed: dict[tuple[Any, ...], Any] = {}
+        missing = []
+        for obj in objs:
+            keys = tuple(getattr(obj, column.key) for column in options.primary_key)
+            if not isinstance(obj, options.model) or any(key is None for key in keys):
+                missing.append(obj)
+            else:
+                keyed[keys] = obj
+        if keyed:
+            wanted = [keys[0] for keys in keyed] if len(options.primary_key) == 1 else list(keyed)
+            query = (
+                self.query()
+                .where(_key(options.primary_key).in_(wanted))
+                .with_only_columns(*options.primary_key)
+            )
+            for row in self.view.execute_read(query):
+                keyed.pop(tuple(row), None)
+        return missing + list(keyed.values())
+
 
 def _key(columns: Sequence[Any]) -> Any:
     return columns[0] if len(columns) == 1 else tuple_(*columns)
@@ -180,6 +203,26 @@ def reaches_row(caller: PolicyView, resource: type[Any], key: str, value: Any) -
     if condition is not None:
         query = query.where(condition)
     return caller.execute_read(query.limit(1)).first() is not None
+
+
+def reachable_values(
+    caller: PolicyView, resource: type[Any], key: str, values: Sequence[Any]
+) -> set[Any]:
+    """Those of ``values`` that name (by ``key``) a row of ``resource`` the caller may
+    reach through some mount of it: :func:`reaches_row` for many values, in one
+    statement (a bulk write's ``references``)."""
+    options = options_for(resource)
+    column = options.column(key)
+    distinct = list(dict.fromkeys(values))
+    condition = reachable(caller, caller.mount.registry.of(resource), options)
+    if isinstance(getattr(column, "type", None), String):  # byte-exact, as reaches_row
+        match = or_(*(exact_equals(column, value) for value in distinct))
+    else:
+        match = column.in_(distinct)
+    query = select(column).where(match)
+    if condition is not None:
+        query = query.where(condition)
+    return set(caller.execute_read(query).scalars())
 
 
 def related_rows(caller: PolicyView, model: type[Any], public: bool) -> Any:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, scoped_session
 from werkzeug.exceptions import HTTPException
 
 from .actions import ACTIONS, ExtraAction
+from .bulk import bulk_handler
 from .conditional import check_if_match
 from .database import database_failure, read_engine, row_level_security_settings
 from .errors import HTTPError, ImproperlyConfigured, not_found, problem_response
@@ -144,6 +145,10 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
             return self.run_action
         method = "GET" if request.method == "HEAD" else request.method
         self.action = ACTIONS.get((self.kind, method))
+        if self.options.bulk and self.kind == "collection":
+            bulk = bulk_handler(self, method)  # an array body: see resources_kit.bulk
+            if bulk is not None:
+                return bulk
         handler = getattr(self, self.action, None) if self.action else None
         if handler is None:
             # The router registers only supported methods; this is a direct as_view() use.

@@ -15,7 +15,7 @@ from flask import Blueprint, Flask
 from flask.blueprints import BlueprintSetupState
 from flask.sansio.app import App
 
-from .actions import ACTIONS, extra_actions
+from .actions import ACTIONS, BULK_PATCH, extra_actions
 from .apidocs import add_docs_routes
 from .cli import install_cli
 from .database import check_backend, check_read_replica
@@ -34,7 +34,12 @@ def _methods(resource: type[Resource], kind: str) -> tuple[str, ...]:
     return tuple(
         method
         for (rule_kind, method), action in ACTIONS.items()
-        if rule_kind == kind and callable(getattr(resource, action, None))
+        if rule_kind == kind
+        and (
+            "patch" in options_for(resource).bulk  # served by resources_kit.bulk
+            if action == BULK_PATCH
+            else callable(getattr(resource, action, None))
+        )
     )
 
 

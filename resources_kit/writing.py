@@ -15,7 +15,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -93,7 +94,14 @@ def load_body(view: WriterView, operation: str, server_values: Mapping[str, Any]
     against the columns, then the server's values (a body may repeat one, never change
     it: 422)."""
     check_query_args(())
-    body = json_body()
+    return load_data(view, operation, json_body(), server_values)
+
+
+def load_data(
+    view: WriterView, operation: str, body: Any, server_values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """One JSON object (a body, or one item of a bulk write) loaded as
+    :func:`load_body` loads the body."""
     try:
         data: dict[str, Any] = dict(
             view.get_schema(operation).load(body, partial=operation == "patch")
@@ -224,6 +232,18 @@ def check_moved(write: Write, rows: list[Any]) -> None:
 _writing: ContextVar[tuple[Session, str] | None] = ContextVar("resources_kit_writing", default=None)
 
 
+@contextmanager
+def commits_refused(session: Session | scoped_session[Session], what: str) -> Iterator[None]:
+    """While the block runs (a bulk write's perform steps and callbacks), a
+    ``session.commit()`` of ``session`` is refused, as within :func:`run_write`."""
+    real = session() if isinstance(session, scoped_session) else session
+    token = _writing.set((real, what))
+    try:
+        yield
+    finally:
+        _writing.reset(token)
+
+
 def refuse_commit(session: Session) -> None:
     """While a write's perform step and callbacks run, a ``session.commit()`` of theirs is
     refused: the write commits once, after every check, or not at all."""
@@ -269,14 +289,18 @@ def new_rows(view: WriterView) -> list[Any]:
     return found
 
 
-def created_object(view: Any, result: Any) -> Any:
+def created_object(view: Any, result: Any, earlier: Sequence[Any] = ()) -> Any:
     """The object ``perform_create`` made: what it returned, or the one new object of
     the model it added (pending, or flushed by the override); never a row that was in
-    the session before it ran, which stamping would move."""
+    the session before it ran, which stamping would move, nor one an ``earlier`` item of
+    a bulk create made."""
     model = view.options.model
     name = type(view).__name__
     if result is None:
         added = new_rows(view)
+        if earlier:
+            made = {id(obj) for obj in earlier}
+            added = [obj for obj in added if id(obj) not in made]
         if len(added) != 1:
             raise ImproperlyConfigured(
                 f"{name}.perform_create() returned None and added {len(added)} new "
@@ -285,6 +309,7 @@ def created_object(view: Any, result: Any) -> Any:
         return added[0]
     state = inspect(result, raiseerr=False)
     existing = state is not None and state.persistent and not added_here(result)
+    existing = existing or any(result is obj for obj in earlier)
     if not isinstance(result, model) or state is None or existing:
         raise ImproperlyConfigured(
             f"{name}.perform_create() must return a new {model.__name__}, not {result!r}."
@@ -401,6 +426,9 @@ class WriteHooks:
         def check_preconditions(self, obj: Any) -> None: ...
         def check_object_permissions(self, obj: Any) -> None: ...
 
+    #: Whether the request being served is a bulk write (an array of items).
+    is_bulk: bool = False
+
     def get_server_values(self, obj: Any = None) -> dict[str, Any]:
         """Columns the server sets: the scope and, when nested, the parent's key (checked
         first, so a create under a missing parent is a 404 before the body is read)."""
@@ -418,6 +446,23 @@ class WriteHooks:
         """The JSON body loaded with the operation's schema (``partial`` for a patch),
         checked against the columns, then the server's values (never changed: 422)."""
         return load_body(self, operation, server_values)
+
+    def get_item_data(
+        self, operation: str, body: Any, server_values: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """One item of a bulk write (``"create"`` or ``"patch"``) loaded as
+        :meth:`get_request_data` loads a body; a 422 here is reported under the item's
+        index."""
+        return load_data(self, operation, body, server_values)
+
+    def get_bulk_response(self, operation: str, objs: list[Any]) -> Response:
+        """The success response of a bulk write, built before the commit: the items
+        written, in order, with the detail schema (201 for a create, 200 for a patch); no
+        ``ETag`` or ``Location``, which name one item."""
+        body = self.get_schema("detail").dump(objs, many=True)
+        response = cast(Response, current_app.json.response(body))
+        response.status_code = 201 if operation == "create" else 200
+        return response
 
     def perform_create(self, data: dict[str, Any]) -> Any:
         """Build the new object and add it to the session. Returning ``None`` is fine when

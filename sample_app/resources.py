@@ -254,6 +254,9 @@ class StudentResource(
     filter_fields = ["name", "grade_level"]
     sort_fields = ["name", "grade_level"]
     search_fields = ["name"]
+    #: A class list arrives at once: ``POST`` of an array creates every student, or none.
+    bulk = ("create",)
+    max_bulk_items = 50
 
 
 class JobStatus(JobResource):

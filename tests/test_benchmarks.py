@@ -67,3 +67,15 @@ def test_the_job_overhead_and_the_relay_were_measured(result: dict[str, object])
     assert result["relay"] > 0
     text, _ = bench.report(result)
     assert "jobs/s" in text
+
+
+def test_the_bulk_create_was_measured(result: dict[str, object]) -> None:
+    bulk = result["bulk"]
+    assert isinstance(bulk, dict)
+    assert bulk["single"] > 0
+    assert bulk["bulk"] > 0
+    # one bulk of 100 items: far fewer statements than the 100 INSERTs of single POSTs
+    # on a backend that batches them; on SQLite one INSERT per row, plus the rest
+    assert bulk["statements"] <= bench.BULK_ITEMS + 2
+    text, _ = bench.report(result)
+    assert "bulk create, 100 items" in text

@@ -234,6 +234,28 @@ def test_sample_app_crud_through_the_generated_client(
     ok(gen.call("teachers", "teachers_destroy", created.id, client=client), 204)
 
 
+def test_sample_app_bulk_create_through_the_generated_client(
+    school_client: Generated, school: tuple[Flask, dict[str, str]]
+) -> None:
+    """The create's ``oneOf`` (an item or an array of items) is a union the generated
+    client sends and parses both ways."""
+    gen, (app, tokens) = school_client, school
+    m, client = gen.models, gen.client(app, token=tokens["north-ada"])
+    body = [m.StudentCreate(name="Kit", grade_level=3), m.StudentCreate(name="Lu", grade_level=4)]
+    made = ok(gen.call("teachers_students", "teachers_students_create", 1, client=client,
+                       body=body), 201)  # fmt: skip
+    assert isinstance(made, list)
+    assert all(isinstance(student, m.Student) for student in made)
+    assert [(s.name, s.teacher_id) for s in made] == [("Kit", 1), ("Lu", 1)]
+    one = ok(gen.call("teachers_students", "teachers_students_create", 1, client=client,
+                      body=m.StudentCreate(name="Mo", grade_level=5)), 201)  # fmt: skip
+    assert isinstance(one, m.Student)
+    bad = [m.StudentCreate(name="No", grade_level=3), m.StudentCreate(name="", grade_level=3)]
+    refused = problem(gen.call("teachers_students", "teachers_students_create", 1,
+                               client=client, body=bad), 422, gen)  # fmt: skip
+    assert list(refused.errors.to_dict()) == ["1"]
+
+
 def test_sample_app_actions_and_errors_through_the_generated_client(
     school_client: Generated, school: tuple[Flask, dict[str, str]]
 ) -> None:

@@ -75,10 +75,17 @@ class RequiredKeyTeachers(UserMixin, models.ScopedTeacherResource):
     idempotency = Idempotency(required=True)
 
 
+class BulkTeachers(GuardedTeachers):
+    name = "bulk-teachers"
+    bulk = ("create", "patch")
+    rate_limits = []
+
+
 def register(router: Router) -> None:
     router.register(GuardedTeachers)
     router.register(GuardedStudents, parent=GuardedTeachers)
     router.register(RequiredKeyTeachers)
+    router.register(BulkTeachers)
 
 
 def guarded_app(**config: Any) -> Flask:
@@ -142,6 +149,37 @@ def test_on_sqlite_the_claim_restores_the_busy_timeout(client: Any) -> None:
         assert client.post("/api/teachers", json={"name": "Ada"}, headers=headers).status_code < 300
     db.session.remove()
     assert busy_timeout() == before != 10_000  # not the claim's own wait
+
+
+def test_a_retried_bulk_write_answers_the_stored_response_and_writes_once(
+    client: Any,
+) -> None:
+    headers = {**ONE, "Idempotency-Key": "bulk-1"}
+    body = [{"name": "Ada"}, {"name": "Bob"}]
+    first = client.post("/api/bulk-teachers", json=body, headers=headers)
+    again = client.post("/api/bulk-teachers", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.get_data() == again.get_data()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert teachers() == 2
+    assert CALLS == ["create"] * 4  # a post and an after-commit callback per item, once
+    ids = [item["id"] for item in first.json]
+    change = [{"id": ids[0], "years_teaching": 4}, {"id": ids[1], "years_teaching": 5}]
+    patch_headers = {**ONE, "Idempotency-Key": "bulk-2"}
+    patched = client.patch("/api/bulk-teachers", json=change, headers=patch_headers)
+    replayed = client.patch("/api/bulk-teachers", json=change, headers=patch_headers)
+    assert patched.status_code == replayed.status_code == 200
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    other = client.patch("/api/bulk-teachers", json=change[:1], headers=patch_headers)
+    assert other.status_code == 422  # another body under the same key
+
+
+def test_a_bulk_write_invalidates_the_cached_list(client: Any) -> None:
+    assert client.get("/api/bulk-teachers", headers=ONE).json["total"] == 0
+    assert client.get("/api/bulk-teachers", headers=ONE).json["total"] == 0  # from the cache
+    made = client.post("/api/bulk-teachers", json=[{"name": "A"}, {"name": "B"}], headers=ONE)
+    assert made.status_code == 201
+    assert client.get("/api/bulk-teachers", headers=ONE).json["total"] == 2
 
 
 def test_another_body_with_the_same_key_is_a_422(client: Any) -> None:

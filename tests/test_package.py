@@ -104,6 +104,7 @@ def test_public_names() -> None:
     } - {
         "actions",
         "apidocs",
+        "bulk",
         "callbacks",
         "cli",
         "conditional",

@@ -1,7 +1,7 @@
 """The reachability property: whatever the caller, the tenant, the permissions and the
 depth of nesting, every row observable through any path (a list, an item, a total, a
 cursor page, a relationship filter, search and sort, a ``references`` write, the row a
-write leaves behind, an action) lies inside that caller's row policy.
+write leaves behind, an action, every item of a bulk write) lies inside that caller's row policy.
 
 The world is drawn at random: two schools, teachers in each, students under teachers,
 grades under students. A caller is a school plus a set of hidden names (its
@@ -60,6 +60,7 @@ class Teachers(TenantScopeMixin, ModelResource):
     filter_fields = ["name", "students.name"]
     search_fields = ["name", "students.name"]
     sort_fields = ["name"]
+    bulk = ("create", "patch")
 
     def get_base_query_kwargs(self) -> dict[str, Any]:
         return {"school_id": g.get("school_id")}
@@ -81,6 +82,7 @@ class Students(ModelResource):
     permissions = [HideStudents]
     pagination = "cursor"
     sort_fields = ["name"]
+    bulk = ("create", "patch")
 
 
 class Grades(ModelResource):
@@ -99,6 +101,7 @@ class Enrolments(TenantScopeMixin, ModelResource):
     model = Enrolment
     schema = EnrolmentSchema
     references = {"student_id": Students}
+    bulk = ("create", "patch")
 
     def get_base_query_kwargs(self) -> dict[str, Any]:
         return {"school_id": g.get("school_id")}
@@ -301,6 +304,42 @@ def test_every_observable_row_is_inside_the_callers_policy(
         for t in world.teachers:
             acted = client.post(f"/api/teachers/{t}/rename", headers=h)
             assert acted.status_code == (200 if t in teachers else 404)
+        # bulk writes: every item checked, the whole request refused for one unreachable
+        everyone = list(world.students)
+        if everyone:
+            made = client.post(
+                "/api/enrolments", json=[{"student_id": s} for s in everyone], headers=h
+            )
+            refused = {str(i) for i, s in enumerate(everyone) if s not in students}
+            assert made.status_code == (422 if refused else 201)
+            if refused:
+                assert set(made.json["errors"]) == refused
+        patched = client.patch(
+            "/api/teachers",
+            json=[{"id": t, "years_teaching": 1} for t in world.teachers],
+            headers=h,
+        )
+        refused = {str(i) for i, t in enumerate(world.teachers) if t not in teachers}
+        assert patched.status_code == (422 if refused else 200)
+        if refused:
+            assert set(patched.json["errors"]) == refused
+        for t in teachers:
+            if not everyone:
+                break
+            moved = client.patch(
+                f"/api/teachers/{t}/students",
+                json=[{"id": s, "age": 9} for s in everyone],
+                headers=h,
+            )
+            under = {s for s in students if world.students[s].teacher_id == t}
+            refused = {str(i) for i, s in enumerate(everyone) if s not in under}
+            assert moved.status_code == (422 if refused else 200)
+            if refused:
+                assert set(moved.json["errors"]) == refused
+        many = client.post("/api/teachers", json=[{"name": "Ada"}, {"name": name}], headers=h)
+        assert many.status_code == (403 if caller.hide & {"Ada", name} else 201)
+        if many.status_code == 201:
+            assert {row["school_id"] for row in many.json} == {caller.school}
         created = client.post("/api/teachers", json={"name": name}, headers=h)
         # A name the caller hides would leave the new row outside its own policy.
         assert created.status_code == (403 if name in caller.hide else 201)

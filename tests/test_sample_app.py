@@ -11,6 +11,7 @@ from flask import Flask
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
+from sqlalchemy import select
 
 from resources_kit.testing import crud_contract
 from sample_app import create_app, seed
@@ -418,3 +419,28 @@ def test_the_sample_app_starts_with_row_level_security(monkeypatch: Any) -> None
         db.session.remove()
         for engine in db.engines.values():
             engine.dispose()
+
+
+def test_students_are_created_in_bulk(sample: tuple[Flask, Any]) -> None:
+    """The README's bulk line: a class list at once, every student or none."""
+    app, client = sample
+    url = "/api/teachers/1/students"
+    body = [{"name": "Kit", "grade_level": 3}, {"name": "Lu", "grade_level": 4}]
+    made = client.post(url, json=body, headers=AS["north-ada"])
+    assert made.status_code == 201, made.json
+    assert [item["name"] for item in made.json] == ["Kit", "Lu"]
+    assert {item["teacher_id"] for item in made.json} == {1}
+    bad = client.post(
+        url,
+        json=[{"name": "Mo", "grade_level": 3}, {"name": "No", "grade_level": 13}],
+        headers=AS["north-ada"],
+    )
+    assert bad.status_code == 422
+    assert set(bad.json["errors"]) == {"1"}
+    assert set(bad.json["errors"]["1"]) == {"grade_level"}
+    others = client.post("/api/teachers/2/students", json=body, headers=AS["north-ada"])
+    assert others.status_code == 403  # Grace's students: Ada changes only her own
+    with app.app_context():
+        names = db.session.scalars(select(Student.name).where(Student.teacher_id == 1)).all()
+        assert sorted(names) == ["Cy", "Di", "Eli", "Kit", "Lu"]
+        assert not db.session.scalars(select(Student).where(Student.name.in_(["Mo", "No"]))).all()
