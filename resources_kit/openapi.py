@@ -260,6 +260,16 @@ DOCS: Mapping[str, Doc] = {
         "Change fields of a {model}", 200, "item", (*WRITE_ERRORS, 404, 412), "patch", "patch", True
     ),
     "destroy": Doc("Delete a {model}", 204, "empty", (404, 409, 412), if_match=True),
+    # A many-to-many's routes (Router.register_links): the parent's permissions decide.
+    "link": Doc("Link a {model} (idempotent)", 204, "empty", (403, 404, 409)),
+    "unlink": Doc("Unlink a {model} (idempotent)", 204, "empty", (403, 404, 409)),
+}
+
+#: The actions of a link mount's routes.
+LINK_ACTIONS: Mapping[tuple[str, str], str] = {
+    ("collection", "GET"): "list",
+    ("item", "PUT"): "link",
+    ("item", "DELETE"): "unlink",
 }
 
 
@@ -434,13 +444,14 @@ def _extra_doc(extra: ExtraAction) -> Doc:
 def _paths(mount: Mount, components: Components, security: Any) -> list[tuple[str, dict[str, Any]]]:
     """(rule, operations by method) for every route of the mount."""
     paths: list[tuple[str, dict[str, Any]]] = []
+    actions = LINK_ACTIONS if mount.link is not None else ACTIONS
     for kind, rule, methods in (
         ("collection", mount.rule, mount.collection_methods),
         ("item", mount.item_rule, mount.item_methods),
     ):
         operations = {
             method.lower(): _operation(
-                mount, ACTIONS[(kind, method)], DOCS[ACTIONS[(kind, method)]], components, security
+                mount, actions[(kind, method)], DOCS[actions[(kind, method)]], components, security
             )
             for method in methods
         }

@@ -25,6 +25,7 @@ from .columns import (
     url_converter,
 )
 from .errors import ImproperlyConfigured, unique_columns
+from .linking import compile_link_fields
 from .permissions import Permission, combine
 from .querying import FieldPath, SortKey, compile_paths, split_sort
 
@@ -111,6 +112,11 @@ class ResourceConfig:
     #: A write naming a row outside that resource's row policy for the caller (another
     #: tenant's, hidden by ``visible``, or missing) is a 422.
     references: ClassVar[Mapping[str, type[Any] | str]] = {}
+    #: Schema field -> (many-to-many relationship, target resource): the field is a list
+    #: of the target's ids that replaces the set of linked rows on create, update and
+    #: patch, and dumps the ids of the linked rows the caller may reach (see
+    #: Many-to-many in the docs).
+    link_fields: ClassVar[Mapping[str, tuple[str, type[Any]]]] = {}
 
     #: The guards of the class that declares them (``Resource``): never overridden.
     __guards__: ClassVar[tuple[str, ...]] = ()
@@ -201,6 +207,8 @@ class ResourceOptions:
     #: ``references`` compiled: column -> (resource, the column of its model the foreign
     #: key refers to).
     references: Mapping[str, tuple[type[Any], str]] = field(default_factory=dict)
+    #: ``link_fields`` compiled: schema field -> ``linking.LinkField``.
+    link_fields: Mapping[str, Any] = field(default_factory=dict)
     #: The list's pieces (filtering, sorting, pagination, the arguments schema) of a
     #: resource with ``ListMixin``; ``None`` for one without.
     list_config: Any = None
@@ -322,7 +330,8 @@ def _compile(cls: type[Any]) -> ResourceOptions:
     schemas = {op: schema_class() for op, schema_class in schema_classes.items()}
     for schema in schemas.values():
         round_half_up(schema)
-    _check_writable(cls, mapper, schemas)
+    links = compile_link_fields(cls, mapper, schemas)
+    _check_writable(cls, mapper, schemas, links)
     options = ResourceOptions(
         resource=cls,
         model=model,
@@ -346,6 +355,7 @@ def _compile(cls: type[Any]) -> ResourceOptions:
         primary_key_paths=tuple(compile_paths(cls, mapper, list_schema, "pk", pk_keys).values()),
         permission=_permission(cls),
         references=_references(cls, mapper),
+        link_fields=links,
         **_read_back_keys(mapper),
     )
     compile_list = getattr(cls, "compile_list_config", None)
@@ -402,21 +412,26 @@ _WRITES = {
 }
 
 
-def _check_writable(cls: type[Any], mapper: Mapper[Any], schemas: Mapping[str, Any]) -> None:
+def _check_writable(
+    cls: type[Any], mapper: Mapper[Any], schemas: Mapping[str, Any], links: Mapping[str, Any]
+) -> None:
     """Refuse, at registration, an input field the default ``perform_*`` cannot store (it
-    would be a 500 at the first write), unless the resource overrides that hook."""
+    would be a 500 at the first write), unless the resource overrides that hook or lists
+    the field in ``link_fields`` (which the write unit stores itself)."""
     for operation, (action, hook) in _WRITES.items():
         method = getattr(cls, hook, None)
         own_hook = not getattr(method, "__module__", "").startswith("resources_kit.")
         if not callable(getattr(cls, action, None)) or own_hook:
             continue
         for name, loaded in schemas[operation].load_fields.items():
+            if name in links:
+                continue
             problem = unwritable(mapper, loaded, loaded.attribute or name)
             if problem:
                 raise ImproperlyConfigured(
                     f"{cls.__name__}: the {operation} schema's field {name!r} cannot be "
                     f"written: {problem}. Make it dump_only, or override {hook}() to write "
-                    "it (for a many-to-many, load the rows the ids name and assign them)."
+                    "it (for a many-to-many list of ids, declare it in link_fields)."
                 )
 
 

@@ -10,6 +10,7 @@ from flask import Response, request
 
 from .conditional import item_response
 from .errors import HTTPError
+from .linking import dump_links
 from .querying import sparse_field_names
 
 
@@ -44,8 +45,14 @@ class Representation:
     def serialize(self, obj_or_objs: Any) -> Any:
         """The JSON-able body of one object (detail schema) or a list (list schema)."""
         if isinstance(obj_or_objs, list | tuple):
-            return self.get_schema("list").dump(obj_or_objs, many=True)
-        return self.get_schema("detail").dump(obj_or_objs)
+            bodies = self.get_schema("list").dump(obj_or_objs, many=True)
+            if self.options.link_fields:  # the ids of each item's linked rows
+                dump_links(self, obj_or_objs, bodies)
+            return bodies
+        body = self.get_schema("detail").dump(obj_or_objs)
+        if self.options.link_fields:
+            dump_links(self, [obj_or_objs], [body])
+        return body
 
     def item_response(self, body: Any, status: int = 200) -> Response:
         """``body`` with its ``ETag``; 304 for a GET whose ``If-None-Match`` names it."""
