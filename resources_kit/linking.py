@@ -258,9 +258,10 @@ def _check_ids(view: Any, link: Link, values: Any) -> str | None:
     if not isinstance(values, list | tuple):
         return "Must be a list of ids."
     seen: set[Any] = set()
-    repeated = [value for value in values if value in seen or seen.add(value)]
-    if repeated:
-        return f"Names {repeated[0]!r} more than once."
+    for value in values:
+        if value in seen:
+            return f"Names {value!r} more than once."
+        seen.add(value)
     check = options_for(link.target).column_checks.get(link.target_ref.key)
     for value in values:
         message = check(value) if check is not None else None

@@ -29,8 +29,8 @@ from . import signals
 from .actions import ExtraAction
 from .errors import HTTPError, ImproperlyConfigured, from_database_error, unprocessable
 from .guards import EXTENSION as GUARDS
-from .outbox import COMMITTED, deliver_committed
 from .linking import replace_links, restore_links, take_links
+from .outbox import COMMITTED, deliver_committed
 from .parsing import check_query_args, json_body
 from .policy import reaches_row
 

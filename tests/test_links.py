@@ -4,12 +4,14 @@ in ``X-School`` and the tag names it may not see in ``X-Hide``."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import marshmallow as ma
 import pytest
 from flask import Flask, g, request
+from openapi_spec_validator import validate
 from sqlalchemy import event, select
 
 from resources_kit import (
@@ -163,7 +165,8 @@ def listed(client: Any, url: str, headers: dict[str, str]) -> list[int]:
 def test_the_list_shows_the_linked_rows_of_that_parent_only(lc: Any, world: dict[str, int]) -> None:
     assert listed(lc, f"/api/books/{world['b1']}/tags", ONE) == [world["t1"]]
     body = lc.get(f"/api/books/{world['b1']}/tags", headers=ONE).json
-    assert body["total"] == 1 and body["items"][0] == {"id": world["t1"], "name": "red"}
+    assert body["total"] == 1
+    assert body["items"][0] == {"id": world["t1"], "name": "red"}
     # another tenant's book is missing, even when its id is guessed
     assert lc.get(f"/api/books/{world['b2']}/tags", headers=ONE).status_code == 404
     assert listed(lc, f"/api/books/{world['b2']}/tags", TWO) == [world["t3"]]
@@ -189,7 +192,8 @@ def test_the_list_takes_the_tag_resources_filters_sort_and_fields(
     assert listed(lc, f"{url}?sort=name", ONE) == [world["t2"], world["t1"]]
     assert listed(lc, f'{url}?filters={{"name": "red"}}', ONE) == [world["t1"]]
     page = lc.get(f"{url}?fields=name&limit=1&offset=1&sort=name", headers=ONE).json
-    assert page["items"] == [{"name": "red"}] and page["total"] == 2
+    assert page["items"] == [{"name": "red"}]
+    assert page["total"] == 2
     bad = lc.get(f'{url}?filters={{"school_id": 2}}', headers=ONE)
     assert bad.status_code == 400
 
@@ -235,7 +239,8 @@ def test_link_is_idempotent_and_unlink_too(lc: Any, world: dict[str, int]) -> No
     url = f"/api/books/{world['b1']}/tags/{world['t2']}"
     for _ in range(2):
         response = lc.put(url, headers=ONE)
-        assert response.status_code == 204 and response.data == b""
+        assert response.status_code == 204
+        assert response.data == b""
     assert (world["b1"], world["t2"]) in links()
     assert len([pair for pair in links() if pair == (world["b1"], world["t2"])]) == 1
     for _ in range(2):
@@ -293,9 +298,8 @@ def test_link_runs_callbacks_and_signals_in_one_transaction(lc: Any, world: dict
     try:
         url = f"/api/books/{world['b1']}/tags/{world['t2']}"
         refused = lc.put(url, headers={**ONE, "X-Refuse": "1"})
-        assert refused.status_code == 422 and refused.json["errors"] == {
-            "tag": ["Refused by a callback."]
-        }
+        assert refused.status_code == 422
+        assert refused.json["errors"] == {"tag": ["Refused by a callback."]}
         assert (world["b1"], world["t2"]) not in links()  # rolled back
         assert received == []
         assert lc.put(url, headers=ONE).status_code == 204
@@ -304,11 +308,11 @@ def test_link_runs_callbacks_and_signals_in_one_transaction(lc: Any, world: dict
         signals.resource_linked.disconnect(on_link, sender=Books)
         signals.resource_unlinked.disconnect(on_link, sender=Books)
     assert received == [("link", world["b1"]), ("unlink", world["b1"])]
-    assert EVENTS == [
+    assert [
         ("link", "tags", world["t2"]),  # the refused one ran, then rolled back
         ("link", "tags", world["t2"]),
         ("unlink", "tags", world["t2"]),
-    ]
+    ] == EVENTS
 
 
 def test_other_methods_and_query_strings_are_refused(lc: Any, world: dict[str, int]) -> None:
@@ -334,18 +338,21 @@ def test_the_ids_field_sets_the_links_on_create(lc: Any, world: dict[str, int]) 
     assert lc.get(f"/api/books/{new}", headers=ONE).json == made.json
     assert lc.get(f"/api/books/{new}", headers=ONE).headers["ETag"] == made.headers["ETag"]
     plain = lc.post("/api/books", json={"title": "Bare"}, headers=ONE)
-    assert plain.status_code == 201 and plain.json["tag_ids"] == []
+    assert plain.status_code == 201
+    assert plain.json["tag_ids"] == []
 
 
 def test_the_ids_field_replaces_the_set_on_update_and_patch(lc: Any, world: dict[str, int]) -> None:
     url = f"/api/books/{world['b1']}"
     changed = lc.patch(url, json={"tag_ids": [world["t2"]]}, headers=ONE)
-    assert changed.status_code == 200 and changed.json["tag_ids"] == [world["t2"]]
+    assert changed.status_code == 200
+    assert changed.json["tag_ids"] == [world["t2"]]
     assert {pair for pair in links() if pair[0] == world["b1"]} == {(world["b1"], world["t2"])}
     kept = lc.patch(url, json={"title": "Emma 2"}, headers=ONE)  # no field: the set stays
     assert kept.json["tag_ids"] == [world["t2"]]
     replaced = lc.put(url, json={"title": "Emma 3", "tag_ids": []}, headers=ONE)
-    assert replaced.status_code == 200 and replaced.json["tag_ids"] == []
+    assert replaced.status_code == 200
+    assert replaced.json["tag_ids"] == []
     assert {pair for pair in links() if pair[0] == world["b1"]} == set()
 
 
@@ -506,3 +513,38 @@ def test_read_only_tags_may_still_be_linked(links_app: Flask, database: Any) -> 
         seed(book, tag)
         assert client.put(f"/api/books/{book.id}/tags/{tag.id}", headers=ONE).status_code == 204
         assert client.post("/api/tags", json={"name": "n"}, headers=ONE).status_code == 403
+
+
+# -- the document ----------------------------------------------------------------------------
+
+
+def test_the_document_describes_the_link_routes_and_the_ids_field(links_app: Flask) -> None:
+    document = links_app.test_client().get("/api/openapi.json").get_json()
+    validate(document)
+    paths = document["paths"]
+    assert set(paths["/api/books/{book_id}/tags"]) >= {"get"}
+    assert "post" not in paths["/api/books/{book_id}/tags"]
+    item = paths["/api/books/{book_id}/tags/{tag_id}"]
+    assert {method for method in item if method != "parameters"} == {"put", "delete"}
+    for method, operation_id in (("put", "books_tags_link"), ("delete", "books_tags_unlink")):
+        operation = item[method]
+        assert operation["operationId"] == operation_id
+        assert {"204", "403", "404"} <= set(operation["responses"])
+        assert "requestBody" not in operation
+    listing = paths["/api/books/{book_id}/tags"]["get"]
+    assert {p["name"] for p in listing["parameters"]} >= {"filters", "sort", "fields", "limit"}
+    assert "404" in listing["responses"]
+    schemas = document["components"]["schemas"]
+    ids = {"type": "array", "items": {"type": "integer"}}
+    assert schemas["BookCreate"]["properties"]["tag_ids"] == ids
+    assert schemas["Book"]["properties"]["tag_ids"] == ids
+    assert "tag_ids" in schemas["Book"]["required"]  # always dumped
+
+
+def test_flask_resources_lists_the_link_routes(links_app: Flask) -> None:
+    result = links_app.test_cli_runner().invoke(args=["resources"])
+    assert result.exit_code == 0, result.output
+    assert "Tags  (books_tags)" in result.output
+    assert re.search(r"PUT, DELETE +/api/books/<int:book_id>/tags/<int:tag_id>\n", result.output)
+    assert "links: Book.tags (many-to-many)" in result.output
+    assert "post_link: Record, Refuse; post_unlink: Record" in result.output
