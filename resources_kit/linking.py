@@ -259,6 +259,8 @@ def _check_ids(view: Any, link: Link, values: Any) -> str | None:
         return "Must be a list of ids."
     seen: set[Any] = set()
     for value in values:
+        if not isinstance(value, int | str) or isinstance(value, bool):
+            return f"No such item: {value!r}."
         if value in seen:
             return f"Names {value!r} more than once."
         seen.add(value)

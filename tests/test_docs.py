@@ -31,6 +31,7 @@ RUN = [
     ("permissions_login", "tour"),
     ("permissions_jwt", "tour"),
     ("guards", "tour"),
+    ("many_to_many", "tour"),
 ]
 
 
