@@ -192,7 +192,8 @@ class Router:
                 collection_methods=listing,
                 item_methods=("PUT", "DELETE"),
                 cacheable=_cacheable(target, above),
-                row_level_security=self._row_level_security(target),
+                # as on the target's own mounts (checked, and warned about, there)
+                row_level_security=self.registry.of(target)[0].row_level_security,
                 narrowed=target.get_query is not Resource.get_query,
                 registry=self.registry,
                 link=link,
