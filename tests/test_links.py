@@ -170,6 +170,12 @@ def test_the_list_shows_the_linked_rows_of_that_parent_only(lc: Any, world: dict
     # another tenant's book is missing, even when its id is guessed
     assert lc.get(f"/api/books/{world['b2']}/tags", headers=ONE).status_code == 404
     assert listed(lc, f"/api/books/{world['b2']}/tags", TWO) == [world["t3"]]
+    # a link of another book of the same school is not this book's
+    made = lc.post("/api/books", json={"title": "Other", "tag_ids": [world["t2"]]}, headers=ONE)
+    assert listed(lc, f"/api/books/{made.json['id']}/tags", ONE) == [world["t2"]]
+    assert listed(lc, f"/api/books/{world['b1']}/tags", ONE) == [world["t1"]]
+    assert lc.delete(f"/api/books/{world['b1']}/tags/{world['t2']}", headers=ONE).status_code == 204
+    assert (made.json["id"], world["t2"]) in links()  # unlinking from b1 left b3's link
 
 
 def test_the_list_never_shows_a_row_the_tags_routes_hide(lc: Any, world: dict[str, int]) -> None:

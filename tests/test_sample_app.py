@@ -435,6 +435,10 @@ def test_students_and_clubs_many_to_many(sample: tuple[Flask, Any]) -> None:
     cy = next(s for s in client.get(ada_students, headers=NORTH).json["items"] if s["name"] == "Cy")
     assert cy["club_ids"] == [clubs["Chess"]]  # seeded
     url = f"{ada_students}/{cy['id']}"
+    grace_students = f"/api/teachers/{teachers['Grace Hopper']}/students"
+    assert client.get(f"{grace_students}/{cy['id']}/clubs", headers=NORTH).status_code == 404
+    wrong_parent = f"{grace_students}/{cy['id']}/clubs/{clubs['Choir']}"
+    assert client.put(wrong_parent, headers=NORTH).status_code == 404
     chess = client.get(f"{url}/clubs", headers=NORTH).json["items"]
     assert [c["name"] for c in chess] == ["Chess"]
 
