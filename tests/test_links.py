@@ -24,6 +24,7 @@ from resources_kit import (
     TenantScopeMixin,
     signals,
 )
+from resources_kit.guards import Guards, ResponseCache
 
 from .conftest import make_app, running, seed
 from .models import (
@@ -554,3 +555,46 @@ def test_flask_resources_lists_the_link_routes(links_app: Flask) -> None:
     assert re.search(r"PUT, DELETE +/api/books/<int:book_id>/tags/<int:tag_id>\n", result.output)
     assert "links: Book.tags (many-to-many)" in result.output
     assert "post_link: Record, Refuse; post_unlink: Record" in result.output
+
+
+# -- production guards -----------------------------------------------------------------------
+
+
+class CachedTags(Tags):
+    cache = ResponseCache(depends_on=("books",))
+
+
+class CachedBooks(Books):
+    link_fields = {"tag_ids": ("tags", CachedTags)}
+
+
+def test_a_cached_linked_list_is_fresh_after_each_kind_of_change(app: Flask) -> None:
+    def register_cached(router: Router) -> None:
+        router.register(CachedTags)
+        router.register(CachedBooks)
+        router.register_links(CachedBooks, "tags", CachedTags)
+
+    made = make_app(register_cached, RESOURCES_KIT_CACHE_IN_PROCESS=True)
+    Guards(made)
+    with running(made) as client:
+        seed(School(id=1, name="One"))
+        book, red, blue = (
+            Book(school_id=1, title="A"),
+            Tag(school_id=1, name="red"),
+            Tag(school_id=1, name="blue"),
+        )
+        seed(book, red, blue)
+        url = f"/api/books/{book.id}/tags"
+        assert listed(client, url, ONE) == []
+        assert listed(client, url, ONE) == []  # now cached
+        assert client.put(f"{url}/{red.id}", headers=ONE).status_code == 204
+        assert listed(client, url, ONE) == [red.id]
+        assert (
+            client.patch(
+                f"/api/books/{book.id}", json={"tag_ids": [blue.id]}, headers=ONE
+            ).status_code
+            == 200
+        )
+        assert listed(client, url, ONE) == [blue.id]
+        assert client.delete(f"{url}/{blue.id}", headers=ONE).status_code == 204
+        assert listed(client, url, ONE) == []
