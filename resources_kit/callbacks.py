@@ -17,7 +17,7 @@ from flask import current_app
 
 from .actions import extra_actions
 from .errors import ImproperlyConfigured
-from .linking import LINK_OPERATIONS
+from .links import LINK_OPERATIONS
 
 if TYPE_CHECKING:
     from .resource import Resource

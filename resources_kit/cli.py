@@ -16,7 +16,7 @@ from flask.sansio.app import App
 from .callbacks import OPERATIONS, PHASES
 from .database import row_level_security_problems
 from .extension import app_state
-from .linking import LINK_OPERATIONS
+from .links import LINK_OPERATIONS
 from .nesting import Mount
 from .options import options_for
 from .tenancy import TenantScopeMixin, cross_tenant_uniques

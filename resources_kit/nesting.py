@@ -216,7 +216,7 @@ class Mount:
     #: Every mount of the router this one belongs to.
     registry: Registry = field(default_factory=Registry, repr=False)
     #: For a link mount (``Router.register_links``): the many-to-many relationship of the
-    #: parent whose rows this mount lists, links and unlinks (a ``linking.Link``).
+    #: parent whose rows this mount lists, links and unlinks (a ``links.Link``).
     link: Any = None
     statements: Statements = field(default_factory=Statements, repr=False)
     #: The resource's compiled configuration.

@@ -25,7 +25,7 @@ from .columns import (
     url_converter,
 )
 from .errors import ImproperlyConfigured, unique_columns
-from .linking import compile_link_fields
+from .links import compile_link_fields
 from .permissions import Permission, combine
 from .querying import FieldPath, SortKey, compile_paths, split_sort
 
@@ -207,7 +207,7 @@ class ResourceOptions:
     #: ``references`` compiled: column -> (resource, the column of its model the foreign
     #: key refers to).
     references: Mapping[str, tuple[type[Any], str]] = field(default_factory=dict)
-    #: ``link_fields`` compiled: schema field -> ``linking.LinkField``.
+    #: ``link_fields`` compiled: schema field -> ``links.LinkField``.
     link_fields: Mapping[str, Any] = field(default_factory=dict)
     #: The list's pieces (filtering, sorting, pagination, the arguments schema) of a
     #: resource with ``ListMixin``; ``None`` for one without.
@@ -330,8 +330,7 @@ def _compile(cls: type[Any]) -> ResourceOptions:
     schemas = {op: schema_class() for op, schema_class in schema_classes.items()}
     for schema in schemas.values():
         round_half_up(schema)
-    links = compile_link_fields(cls, mapper, schemas)
-    _check_writable(cls, mapper, schemas, links)
+    _check_writable(cls, mapper, schemas)
     options = ResourceOptions(
         resource=cls,
         model=model,
@@ -354,8 +353,7 @@ def _compile(cls: type[Any]) -> ResourceOptions:
         search_paths=compile_paths(cls, mapper, list_schema, "search_fields"),
         primary_key_paths=tuple(compile_paths(cls, mapper, list_schema, "pk", pk_keys).values()),
         permission=_permission(cls),
-        references=_references(cls, mapper),
-        link_fields=links,
+        **_relations(cls, mapper, schemas),
         **_read_back_keys(mapper),
     )
     compile_list = getattr(cls, "compile_list_config", None)
@@ -379,6 +377,14 @@ def _permission(cls: type[Any]) -> Permission | None:
         raise ImproperlyConfigured(
             f"{cls.__name__}.permissions must list Permission classes or instances: {exc}"
         ) from None
+
+
+def _relations(cls: type[Any], mapper: Mapper[Any], schemas: Mapping[str, Any]) -> dict[str, Any]:
+    """``references`` and ``link_fields`` compiled: the rows a body may name."""
+    return {
+        "references": _references(cls, mapper),
+        "link_fields": compile_link_fields(cls, mapper, schemas),
+    }
 
 
 def _references(cls: type[Any], mapper: Mapper[Any]) -> dict[str, tuple[type[Any], str]]:
@@ -412,12 +418,11 @@ _WRITES = {
 }
 
 
-def _check_writable(
-    cls: type[Any], mapper: Mapper[Any], schemas: Mapping[str, Any], links: Mapping[str, Any]
-) -> None:
+def _check_writable(cls: type[Any], mapper: Mapper[Any], schemas: Mapping[str, Any]) -> None:
     """Refuse, at registration, an input field the default ``perform_*`` cannot store (it
     would be a 500 at the first write), unless the resource overrides that hook or lists
     the field in ``link_fields`` (which the write unit stores itself)."""
+    links = dict(getattr(cls, "link_fields", None) or {})
     for operation, (action, hook) in _WRITES.items():
         method = getattr(cls, hook, None)
         own_hook = not getattr(method, "__module__", "").startswith("resources_kit.")

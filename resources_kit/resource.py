@@ -31,7 +31,9 @@ from .conditional import check_if_match
 from .database import database_failure, read_engine, row_level_security_settings
 from .errors import HTTPError, ImproperlyConfigured, not_found, problem_response
 from .guards import GuardsConfig
-from .linking import check_link_fields, dump_links, link_handler
+from .linking import dump_links
+from .linkroutes import link_handler
+from .links import check_link_fields
 from .nesting import (
     GUARD_VALUES,
     PARENT_KEY,
@@ -142,7 +144,7 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
             return problem_response(failure)
 
     def _handler(self) -> Callable[[], Response]:
-        if self.mount.link is not None:  # a many-to-many's routes: see linking.py
+        if self.mount.link is not None:  # a many-to-many's routes: see linkroutes.py
             found = link_handler(self, "GET" if request.method == "HEAD" else request.method)
             if found is None:
                 raise HTTPError(405, f"{request.method} is not supported here.")

@@ -21,7 +21,7 @@ from .cli import install_cli
 from .database import check_backend, check_read_replica
 from .errors import ImproperlyConfigured
 from .extension import install_error_handler
-from .linking import compile_link
+from .links import compile_link
 from .nesting import Mount, Registry, find_parent_key
 from .openapi import build_document
 from .options import options_for, restricts_rows

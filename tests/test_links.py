@@ -482,8 +482,12 @@ def test_registration_mistakes_are_refused() -> None:
     with pytest.raises(ImproperlyConfigured, match="no relationship 'title'"):
         router.register(BadField)
 
+    class TitleOnly(ma.Schema):
+        title = ma.fields.String()
+
     class NoField(Books):
         name = "no-field-books"
+        schema = TitleOnly
         link_fields = {"labels": ("tags", Tags)}
 
     with pytest.raises(ImproperlyConfigured, match="no schema of NoField has a field 'labels'"):

@@ -926,9 +926,7 @@ def crud_contract(
     take them (and the column limits, and the list allow-lists) from. ``headers`` go with
     every request (a user's token: the contract runs as that user); ``other_headers``
     (another tenant's) and ``other_parent_url`` (the collection under another parent) add
-    isolation checks. ``overrides`` replaces a field's strategy (a ``link_fields`` field
-    of ``resource`` is sent as an empty list unless overridden: the contract cannot know
-    which ids the caller may link); ``volatile_fields`` are
+    isolation checks. ``overrides`` replaces a field's strategy; ``volatile_fields`` are
     not compared; ``setup`` runs at the start of each run, after ``client`` (when it is a
     function) has made the client, so inside the app context it pushed (empty the tables
     there).
@@ -967,7 +965,8 @@ def crud_contract(
 def _link_overrides(
     resource: Any, overrides: Mapping[str, st.SearchStrategy[Any]] | None
 ) -> dict[str, st.SearchStrategy[Any]] | None:
-    """``overrides``, plus an empty list for each ``link_fields`` field it does not name."""
+    """``overrides``, plus an empty list for each ``link_fields`` field it does not name:
+    the contract cannot know which ids the caller may link."""
     links = options_for(resource).link_fields if resource is not None else {}
     if not links:
         return dict(overrides) if overrides is not None else None
