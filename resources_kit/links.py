@@ -1,5 +1,6 @@
-"""Many-to-many, declared: the rows a relationship with a ``secondary`` table links, as routes and
-as a list-of-ids field of the parent's body.
+"""Many-to-many, declared: the rows a relationship with a ``secondary`` table links, as
+routes and as a list-of-ids field of the parent's body (``linking`` runs the field,
+``linkroutes`` the routes).
 
 - ``Router.register_links(BookResource, "tags", TagResource)`` mounts, under every mount
   of ``BookResource``, ``GET /books/<id>/tags`` (``TagResource``'s list, restricted to
