@@ -17,6 +17,7 @@ from flask import current_app
 
 from .actions import extra_actions
 from .errors import ImproperlyConfigured
+from .links import LINK_OPERATIONS
 
 if TYPE_CHECKING:
     from .resource import Resource
@@ -80,6 +81,14 @@ class CallbackMixin(_Base):
     pre_delete_callbacks: ClassVar[Sequence[type[Callback]]] = ()
     post_delete_callbacks: ClassVar[Sequence[type[Callback]]] = ()
     after_commit_delete_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+    #: Around ``PUT`` / ``DELETE`` on a many-to-many's link route (``register_links``):
+    #: ``resource`` is the parent, ``kwargs`` ``{"relationship": ..., "target": <key>}``.
+    pre_link_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+    post_link_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+    after_commit_link_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+    pre_unlink_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+    post_unlink_callbacks: ClassVar[Sequence[type[Callback]]] = ()
+    after_commit_unlink_callbacks: ClassVar[Sequence[type[Callback]]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -102,7 +111,8 @@ class CallbackMixin(_Base):
         next_check = getattr(super(), "check_configuration", None)
         if next_check is not None:
             next_check()
-        known = set(OPERATIONS) | {extra.operation for extra in extra_actions(cls)}
+        known = set(OPERATIONS) | set(LINK_OPERATIONS)
+        known |= {extra.operation for extra in extra_actions(cls)}
         for attribute in dir(cls):
             found = CALLBACK_ATTRIBUTE.fullmatch(attribute)
             if found and found.group(2) not in known:

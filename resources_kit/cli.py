@@ -16,6 +16,7 @@ from flask.sansio.app import App
 from .callbacks import OPERATIONS, PHASES
 from .database import row_level_security_problems
 from .extension import app_state
+from .links import LINK_OPERATIONS
 from .nesting import Mount
 from .options import options_for
 from .tenancy import TenantScopeMixin, cross_tenant_uniques
@@ -93,6 +94,9 @@ def describe_mount(prefix: str, mount: Mount) -> None:
     parents = " > ".join(m.resource.__name__ for m in chain[:-1])
     click.echo(f"  tenant scope: {', '.join(scope) or 'none'}")
     click.echo(f"  parent chain: {parents or 'none'}")
+    if mount.link is not None:
+        parent_model = options_for(chain[-2].resource).model.__name__
+        click.echo(f"  links: {parent_model}.{mount.link.name} (many-to-many)")
     if mount.row_level_security:
         click.echo(f"  row-level security: {', '.join(mount.row_level_security)}")
     columns = getattr(resource, "scope_columns", None) or mount.row_level_security
@@ -104,7 +108,7 @@ def describe_mount(prefix: str, mount: Mount) -> None:
         f"{phase}_{operation}: "
         + ", ".join(c.__name__ for c in getattr(resource, f"{phase}_{operation}_callbacks"))
         for phase in PHASES
-        for operation in OPERATIONS
+        for operation in (*OPERATIONS, *LINK_OPERATIONS)
         if getattr(resource, f"{phase}_{operation}_callbacks", ())
     ]
     click.echo(f"  callbacks: {'; '.join(callbacks) or 'none'}")

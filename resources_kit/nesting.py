@@ -142,10 +142,11 @@ class Registry:
         self.mounts: list[Mount] = []
 
     def of(self, resource: type[Any]) -> list[Mount]:
-        return [mount for mount in self.mounts if mount.resource is resource]
+        """The mounts of ``resource``'s own routes (a link mount reaches nothing more)."""
+        return [m for m in self.mounts if m.resource is resource and m.link is None]
 
     def for_model(self, model: type[Any]) -> list[Mount]:
-        return [mount for mount in self.mounts if options_for(mount.resource).model is model]
+        return [m for m in self.mounts if options_for(m.resource).model is model and m.link is None]
 
 
 # -- mounts --------------------------------------------------------------------------------------
@@ -214,6 +215,9 @@ class Mount:
     rechecks_writes: bool = False
     #: Every mount of the router this one belongs to.
     registry: Registry = field(default_factory=Registry, repr=False)
+    #: For a link mount (``Router.register_links``): the many-to-many relationship of the
+    #: parent whose rows this mount lists, links and unlinks (a ``links.Link``).
+    link: Any = None
     statements: Statements = field(default_factory=Statements, repr=False)
     #: The resource's compiled configuration.
     options: ResourceOptions = field(init=False, repr=False)
@@ -331,6 +335,11 @@ def guarded(views: Sequence[GuardedView], level: int, resolved: bool) -> Select[
 
 def parent_clauses(views: Sequence[GuardedView], level: int, resolved: bool) -> list[Any]:
     view = views[level]
+    link = view.mount.link
+    if link is not None:  # the rows linked to the parent, through the secondary table
+        if level == 0 and resolved:
+            return [link.clause(guard_param(PARENT_KEY))]
+        return [link.clause(parent_reference(views, level + 1).scalar_subquery())]
     if view.mount.parent_key is None:
         return []
     foreign_key = view.options.column(view.mount.parent_key)

@@ -263,6 +263,16 @@ DOCS: Mapping[str, Doc] = {
     "bulk_partial_update": Doc(
         "Change fields of many {name}", 200, "items", WRITE_ERRORS, "bulk_patch", "patch"
     ),
+    # A many-to-many's routes (Router.register_links): the parent's permissions decide.
+    "link": Doc("Link a {model} (idempotent)", 204, "empty", (403, 404, 409)),
+    "unlink": Doc("Unlink a {model} (idempotent)", 204, "empty", (403, 404, 409)),
+}
+
+#: The actions of a link mount's routes.
+LINK_ACTIONS: Mapping[tuple[str, str], str] = {
+    ("collection", "GET"): "list",
+    ("item", "PUT"): "link",
+    ("item", "DELETE"): "unlink",
 }
 
 
@@ -494,13 +504,14 @@ def _extra_doc(extra: ExtraAction) -> Doc:
 def _paths(mount: Mount, components: Components, security: Any) -> list[tuple[str, dict[str, Any]]]:
     """(rule, operations by method) for every route of the mount."""
     paths: list[tuple[str, dict[str, Any]]] = []
+    actions = LINK_ACTIONS if mount.link is not None else ACTIONS
     for kind, rule, methods in (
         ("collection", mount.rule, mount.collection_methods),
         ("item", mount.item_rule, mount.item_methods),
     ):
         operations = {
             method.lower(): _operation(
-                mount, ACTIONS[(kind, method)], DOCS[ACTIONS[(kind, method)]], components, security
+                mount, actions[(kind, method)], DOCS[actions[(kind, method)]], components, security
             )
             for method in methods
         }

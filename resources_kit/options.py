@@ -25,6 +25,7 @@ from .columns import (
     url_converter,
 )
 from .errors import ImproperlyConfigured, unique_columns
+from .links import compile_link_fields
 from .permissions import Permission, combine
 from .querying import FieldPath, SortKey, compile_paths, split_sort
 
@@ -117,6 +118,12 @@ class ResourceConfig:
     bulk: ClassVar[Sequence[str]] = ()
     #: Most items one bulk write may hold; more is a 413.
     max_bulk_items: ClassVar[int] = 100
+
+    #: Schema field -> (many-to-many relationship, target resource): the field is a list
+    #: of the target's ids that replaces the set of linked rows on create, update and
+    #: patch, and dumps the ids of the linked rows the caller may reach (see
+    #: Many-to-many in the docs).
+    link_fields: ClassVar[Mapping[str, tuple[str, type[Any]]]] = {}
 
     #: The guards of the class that declares them (``Resource``): never overridden.
     __guards__: ClassVar[tuple[str, ...]] = ()
@@ -214,6 +221,9 @@ class ResourceOptions:
     #: The key of a bulk PATCH item that names the row it changes (the lookup field's
     #: name in the detail schema).
     bulk_key: str = "id"
+
+    #: ``link_fields`` compiled: schema field -> ``links.LinkField``.
+    link_fields: Mapping[str, Any] = field(default_factory=dict)
     #: The list's pieces (filtering, sorting, pagination, the arguments schema) of a
     #: resource with ``ListMixin``; ``None`` for one without.
     list_config: Any = None
@@ -358,8 +368,8 @@ def _compile(cls: type[Any]) -> ResourceOptions:
         search_paths=compile_paths(cls, mapper, list_schema, "search_fields"),
         primary_key_paths=tuple(compile_paths(cls, mapper, list_schema, "pk", pk_keys).values()),
         permission=_permission(cls),
-        references=_references(cls, mapper),
-        **_bulk(cls, schemas["detail"], lookup_key) | _read_back_keys(mapper),
+        **_relations(cls, mapper, schemas) | _bulk(cls, schemas["detail"], lookup_key),
+        **_read_back_keys(mapper),
     )
     compile_list = getattr(cls, "compile_list_config", None)
     return replace(options, list_config=compile_list(options)) if compile_list else options
@@ -382,6 +392,14 @@ def _permission(cls: type[Any]) -> Permission | None:
         raise ImproperlyConfigured(
             f"{cls.__name__}.permissions must list Permission classes or instances: {exc}"
         ) from None
+
+
+def _relations(cls: type[Any], mapper: Mapper[Any], schemas: Mapping[str, Any]) -> dict[str, Any]:
+    """``references`` and ``link_fields`` compiled: the rows a body may name."""
+    return {
+        "references": _references(cls, mapper),
+        "link_fields": compile_link_fields(cls, mapper, schemas),
+    }
 
 
 def _references(cls: type[Any], mapper: Mapper[Any]) -> dict[str, tuple[type[Any], str]]:
@@ -417,19 +435,23 @@ _WRITES = {
 
 def _check_writable(cls: type[Any], mapper: Mapper[Any], schemas: Mapping[str, Any]) -> None:
     """Refuse, at registration, an input field the default ``perform_*`` cannot store (it
-    would be a 500 at the first write), unless the resource overrides that hook."""
+    would be a 500 at the first write), unless the resource overrides that hook or lists
+    the field in ``link_fields`` (which the write unit stores itself)."""
+    links = dict(getattr(cls, "link_fields", None) or {})
     for operation, (action, hook) in _WRITES.items():
         method = getattr(cls, hook, None)
         own_hook = not getattr(method, "__module__", "").startswith("resources_kit.")
         if not callable(getattr(cls, action, None)) or own_hook:
             continue
         for name, loaded in schemas[operation].load_fields.items():
+            if name in links:
+                continue
             problem = unwritable(mapper, loaded, loaded.attribute or name)
             if problem:
                 raise ImproperlyConfigured(
                     f"{cls.__name__}: the {operation} schema's field {name!r} cannot be "
                     f"written: {problem}. Make it dump_only, or override {hook}() to write "
-                    "it (for a many-to-many, load the rows the ids name and assign them)."
+                    "it (for a many-to-many list of ids, declare it in link_fields)."
                 )
 
 

@@ -31,6 +31,7 @@ from flask import Response, request
 
 from .conditional import item_response
 from .errors import HTTPError
+from .linking import dump_links
 from .querying import sparse_field_names
 
 
@@ -67,8 +68,14 @@ class Representation:
         what ``schema.dump`` gives, through the schema's compiled dumper
         (see the module's docstring)."""
         if isinstance(obj_or_objs, list | tuple):
-            return dump_many(self.get_schema("list"), obj_or_objs)
-        return dump_one(self.get_schema("detail"), obj_or_objs)
+            bodies = dump_many(self.get_schema("list"), obj_or_objs)
+            if self.options.link_fields:  # the ids of each item's linked rows
+                dump_links(self, obj_or_objs, bodies)
+            return bodies
+        body = dump_one(self.get_schema("detail"), obj_or_objs)
+        if self.options.link_fields:
+            dump_links(self, [obj_or_objs], [body])
+        return body
 
     def item_response(self, body: Any, status: int = 200) -> Response:
         """``body`` with its ``ETag``; 304 for a GET whose ``If-None-Match`` names it."""

@@ -32,6 +32,9 @@ from .conditional import check_if_match
 from .database import database_failure, read_engine, row_level_security_settings
 from .errors import HTTPError, ImproperlyConfigured, not_found, problem_response
 from .guards import GuardsConfig
+from .linking import dump_links
+from .linkroutes import link_handler
+from .links import check_link_fields
 from .nesting import (
     GUARD_VALUES,
     PARENT_KEY,
@@ -76,6 +79,8 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
         apply to (see :mod:`resources_kit.policy`)."""
         targets = [target for target, _ in options_for(cls).references.values()]
         check_paths(mount, cls.public_relationships, targets)
+        if mount.link is None and options_for(cls).link_fields:
+            check_link_fields(mount)
 
     def __init__(self, mount: Mount, kind: str, extra: ExtraAction | None = None) -> None:
         #: Where this resource is mounted (its parent chain).
@@ -140,6 +145,11 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
             return problem_response(failure)
 
     def _handler(self) -> Callable[[], Response]:
+        if self.mount.link is not None:  # a many-to-many's routes: see linkroutes.py
+            found = link_handler(self, "GET" if request.method == "HEAD" else request.method)
+            if found is None:
+                raise HTTPError(405, f"{request.method} is not supported here.")
+            return cast(Callable[[], Response], found)
         if self.extra is not None:
             self.action = self.extra.name
             return self.run_action
@@ -368,4 +378,7 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
         """``If-Match`` on PUT, PATCH and DELETE: 412 unless it names the current ETag
         (or ``*``); 428 when it is missing and ``require_if_match`` is set."""
         if request.if_match or self.require_if_match:
-            check_if_match(self.get_schema("detail").dump(obj), required=self.require_if_match)
+            body = self.get_schema("detail").dump(obj)
+            if self.options.link_fields:  # the representation a GET's ETag is of
+                dump_links(self, [obj], [body])
+            check_if_match(body, required=self.require_if_match)

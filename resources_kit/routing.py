@@ -21,6 +21,7 @@ from .cli import install_cli
 from .database import check_backend, check_read_replica
 from .errors import ImproperlyConfigured
 from .extension import install_error_handler
+from .links import compile_link
 from .nesting import Mount, Registry, find_parent_key
 from .openapi import build_document
 from .options import options_for, restricts_rows
@@ -152,6 +153,65 @@ class Router:
                 _add_rules(app.add_url_rule, self.url_prefix, mount)
         return resource
 
+    def register_links(
+        self, parent: type[Resource], relationship: str, target: type[Resource]
+    ) -> None:
+        """Mount the many-to-many ``relationship`` of ``parent``'s model under every mount
+        of ``parent``: ``GET .../<relationship>`` lists the linked rows (``target``'s
+        list, its own row policy, restricted to the rows linked to that parent), ``PUT
+        .../<relationship>/<id>`` links a row and ``DELETE`` unlinks it (204). Register
+        ``parent`` and ``target`` first; ``target`` must serve the relationship's model."""
+        for resource, role in ((parent, "parent"), (target, "target")):
+            if not (isinstance(resource, type) and issubclass(resource, Resource)):
+                raise ImproperlyConfigured(
+                    f"Router.register_links() takes Resource classes; the {role} is {resource!r}."
+                )
+        link = compile_link(
+            f"register_links({parent.__name__}, {relationship!r})",
+            options_for(parent).model,
+            relationship,
+            target,
+        )
+        parents = self.registry.of(parent)
+        for resource in (parent, target):
+            if not self.registry.of(resource):
+                raise ImproperlyConfigured(
+                    f"register_links({parent.__name__}, {relationship!r}, {target.__name__}): "
+                    f"register {resource.__name__} on this router first; "
+                    + (
+                        "the links are mounted under its routes."
+                        if resource is parent
+                        else "its own routes' row policy says which of its rows a caller "
+                        "may list and link."
+                    )
+                )
+        listing = ("GET",) if callable(getattr(target, "list", None)) else ()
+        new = [
+            Mount(
+                resource=target,
+                parent=above,
+                parent_key=None,
+                parent_ref=link.parent_ref,
+                rule=f"{above.item_rule}/{relationship}",
+                endpoint=f"{above.endpoint}_{relationship}",
+                collection_methods=listing,
+                item_methods=("PUT", "DELETE"),
+                cacheable=_cacheable(target, above),
+                # as on the target's own mounts (checked, and warned about, there)
+                row_level_security=self.registry.of(target)[0].row_level_security,
+                narrowed=target.get_query is not Resource.get_query,
+                registry=self.registry,
+                link=link,
+            )
+            for above in parents
+        ]
+        for mount in new:
+            self._check_mount(mount, options_for(target).url_variable)
+        self.mounts.extend(new)
+        for app in self._apps:
+            for mount in new:
+                _add_rules(app.add_url_rule, self.url_prefix, mount)
+
     def _parents(
         self, resource: type[Resource], parent: type[Resource] | None, parent_field: str | None
     ) -> tuple[list[Mount | None], str | None, str | None]:
@@ -163,7 +223,7 @@ class Router:
                     f"{resource.__name__}: parent_field= needs parent= as well."
                 )
             return [None], None, None
-        parents: list[Mount | None] = [m for m in self.mounts if m.resource is parent]
+        parents: list[Mount | None] = list(self.registry.of(parent))
         if not parents:
             parent_name = getattr(parent, "__name__", parent)
             raise ImproperlyConfigured(

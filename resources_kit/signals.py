@@ -22,10 +22,18 @@ resource_deleted = _signals.signal("resource-deleted")
 #: ``resource=`` its object (``None`` for a collection action).
 action_performed = _signals.signal("action-performed")
 
+#: Sent after a link (``PUT``) or an unlink (``DELETE``) on a many-to-many's route
+#: commits, with the parent's resource class as sender, ``resource=`` the parent and
+#: ``kwargs={"relationship": ..., "target": <the target's key>}``.
+resource_linked = _signals.signal("resource-linked")
+resource_unlinked = _signals.signal("resource-unlinked")
+
 #: Operation -> the signal sent after it commits.
 BY_OPERATION = {
     "create": resource_created,
     "update": resource_updated,
     "patch": resource_updated,
     "delete": resource_deleted,
+    "link": resource_linked,
+    "unlink": resource_unlinked,
 }

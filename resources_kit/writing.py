@@ -30,9 +30,13 @@ from . import signals
 from .actions import ExtraAction
 from .errors import HTTPError, ImproperlyConfigured, from_database_error, unprocessable
 from .guards import EXTENSION as GUARDS
+from .linking import replace_links, restore_links, take_links
 from .outbox import COMMITTED, deliver_committed
 from .parsing import check_query_args, json_body
 from .policy import reaches_row
+
+#: Operations whose success response has no body.
+NO_CONTENT = frozenset({"delete", "link", "unlink"})
 
 #: The message of a value the server sets that a body or an override tried to change.
 SERVER_SET = "Set by the server from the URL or scope; cannot be changed."
@@ -164,7 +168,10 @@ def perform_write(view: WriterView, write: Write, before: dict[str, Any]) -> Any
     """Steps 3 to 5: the perform step, stamping, callbacks around the flush, the checks
     of every row written. Returns the object written."""
     session = write.session
+    links = take_links(view, write) if view.options.link_fields else {}  # 422 before SQL
     obj = write.perform(write)
+    if links:
+        restore_links(write, view, links)
     write.rows = [obj] if obj is not None else new_rows(view)
     new = [row for row in write.rows if added_here(row)]
     if write.moves_refused:
@@ -176,6 +183,8 @@ def perform_write(view: WriterView, write: Write, before: dict[str, Any]) -> Any
         callbacks(view, "pre", write, obj)
     stamp(write)
     session.flush()
+    if links:  # the many-to-many sets a body names (see linking.py), once obj has its key
+        replace_links(view, write, obj, links)
     callbacks(view, "post", write, obj)
     session.flush()
     check_written(view, write, before)
@@ -486,7 +495,7 @@ class WriteHooks:
     def get_write_response(self, operation: str, obj: Any) -> Response:
         """The success response of a write, built before the commit: 201 with the item and
         ``Location`` for a create, 204 for a delete, 200 with the item otherwise."""
-        if operation == "delete":
+        if operation in NO_CONTENT:
             return Response(status=204)
         response = self.item_response(self.serialize(obj), 201 if operation == "create" else 200)
         location = self.location(obj) if operation == "create" else None

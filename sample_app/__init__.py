@@ -23,8 +23,8 @@ from resources_kit.database import pooled_engine_options, row_level_security_ddl
 from resources_kit.guards import Guards
 
 from . import tasks
-from .models import Teacher, db, jobs
-from .resources import JobStatus, StudentResource, TeacherResource
+from .models import Club, Teacher, db, jobs
+from .resources import ClubResource, JobStatus, StudentResource, TeacherResource
 from .seed import seed
 
 #: The scope column PostgreSQL enforces when row-level security is on.
@@ -32,8 +32,12 @@ ROW_LEVEL_SECURITY = ("school_id",)
 
 
 def policies() -> list[str]:
-    """The DDL of the row-level security policy on teachers (run it as the table owner)."""
-    return row_level_security_ddl(Teacher, ROW_LEVEL_SECURITY)
+    """The DDL of the row-level security policies on teachers and clubs (run it as the
+    tables' owner)."""
+    return [
+        *row_level_security_ddl(Teacher, ROW_LEVEL_SECURITY),
+        *row_level_security_ddl(Club, ROW_LEVEL_SECURITY),
+    ]
 
 
 #: The demo's signing key; set SAMPLE_APP_JWT_SECRET_KEY for anything but a demo.
@@ -94,6 +98,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     api.register(TeacherResource)
     api.register(StudentResource, parent=TeacherResource)
+    api.register(ClubResource)
+    api.register_links(StudentResource, "clubs", ClubResource)
     api.register(JobStatus)
     api.init_app(app)
     jobs.init_app(app)

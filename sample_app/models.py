@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, ForeignKey, Integer, String, UniqueConstraint, event
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+    event,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -67,6 +76,26 @@ class Teacher(db.Model):  # type: ignore[name-defined,misc]
     __mapper_args__ = {"version_id_col": version}
 
 
+#: Which students belong to which clubs: a many-to-many, exposed at
+#: ``/api/teachers/<id>/students/<id>/clubs`` and as ``club_ids`` on students.
+club_members = Table(
+    "club_members",
+    Base.metadata,
+    Column("club_id", ForeignKey("clubs.id", ondelete="CASCADE"), primary_key=True),
+    Column("student_id", ForeignKey("students.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Club(db.Model):  # type: ignore[name-defined,misc]
+    """A school's club (chess, choir...): scoped by school, like teachers."""
+
+    __tablename__ = "clubs"
+    __table_args__ = (UniqueConstraint("school_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("schools.id"))
+    name: Mapped[str] = mapped_column(String(100))
+
+
 class Student(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "students"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -75,6 +104,8 @@ class Student(db.Model):  # type: ignore[name-defined,misc]
     grade_level: Mapped[int] = mapped_column(Integer)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
     teacher: Mapped[Teacher] = relationship(back_populates="students")
+    # The database drops a deleted student's memberships (ON DELETE CASCADE).
+    clubs: Mapped[list[Club]] = relationship(secondary=club_members, passive_deletes=True)
     __mapper_args__ = {"version_id_col": version}
 
 

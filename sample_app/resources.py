@@ -33,7 +33,7 @@ from resources_kit import (
 from resources_kit.guards import WRITES, Idempotency, RateLimit, ResponseCache
 from resources_kit.jobs import JobResource, JobSchema, accepted
 
-from .models import AuditLog, Student, Teacher, User, db, jobs
+from .models import AuditLog, Club, Student, Teacher, User, db, jobs
 
 #: The most years of teaching a teacher's record may show.
 MAX_YEARS = 80
@@ -102,6 +102,15 @@ class StudentSchema(ma.Schema):
     grade_level = ma.fields.Integer(
         strict=True, required=True, validate=ma.validate.Range(min=1, max=12)
     )
+    #: The clubs the student belongs to (``StudentResource.link_fields``): replaces the
+    #: set when sent; another school's club is a 422.
+    club_ids = ma.fields.List(ma.fields.Integer(strict=True))
+
+
+class ClubSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    school_id = ma.fields.Integer(dump_only=True)
+    name = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=100))
 
 
 class StatsSchema(ma.Schema):
@@ -232,6 +241,22 @@ class TeacherResource(TenantScopeMixin, AuditedResource, ModelResource):
         return {"teachers": count, "average_years_teaching": float(average or 0)}
 
 
+class ClubResource(TenantScopeMixin, AuditedResource, ModelResource):
+    """The school's clubs: admins change them, everyone signed in reads them."""
+
+    name = "clubs"
+    model = Club
+    schema = ClubSchema
+    default_sort = "name"
+    filter_fields = ["name"]
+    sort_fields = ["name"]
+    permissions = [IsAuthenticated, SchoolAdmin | ReadOnly]
+    scope_columns = ["school_id"]
+
+    def get_base_query_kwargs(self) -> dict[str, Any]:
+        return {"school_id": self.current_user().school_id}
+
+
 class StudentResource(
     AuditedResource,
     ListMixin,
@@ -257,6 +282,13 @@ class StudentResource(
     #: A class list arrives at once: ``POST`` of an array creates every student, or none.
     bulk = ("create",)
     max_bulk_items = 50
+
+    #: ``club_ids`` in a body replaces the student's clubs (among the school's).
+    link_fields = {"club_ids": ("clubs", ClubResource)}
+    #: ``PUT``/``DELETE /api/teachers/<id>/students/<id>/clubs/<club id>``: who may change
+    #: the student may (admins, the student's own teacher); audited like other writes.
+    post_link_callbacks = [AuditWrite]
+    post_unlink_callbacks = [AuditWrite]
 
 
 class JobStatus(JobResource):

@@ -1,11 +1,12 @@
 """Demo data: two schools, each with an admin, two teachers (with students) and an
-auditor who may sign in; teachers and students."""
+auditor who may sign in; teachers, students, and two clubs (the first two students of
+each school in the chess club)."""
 
 from __future__ import annotations
 
 from flask_jwt_extended import create_access_token
 
-from .models import School, Student, Teacher, User, db
+from .models import Club, School, Student, Teacher, User, db
 
 SCHOOLS = {"Northside Primary": "north", "Southside Primary": "south"}
 
@@ -43,6 +44,12 @@ def _seed_school(school_name: str, town: str) -> None:
         db.session.add(User(login=login, school_id=school.id, role="teacher", teacher_id=row.id))
         for level, student in enumerate(students, start=1):
             db.session.add(Student(teacher_id=row.id, name=student, grade_level=level))
+    chess, choir = Club(school_id=school.id, name="Chess"), Club(school_id=school.id, name="Choir")
+    db.session.add_all([chess, choir])
+    db.session.flush()
+    first = db.session.query(Student).join(Teacher).filter(Teacher.school_id == school.id)
+    for student in first.order_by(Student.id).limit(2):
+        student.clubs.append(chess)
 
 
 def token_for(user: User) -> str:

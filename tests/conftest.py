@@ -145,7 +145,7 @@ def reset_database() -> None:
     """Empty every table (fast enough to run per Hypothesis example)."""
     db.session.rollback()
     for model in models.ALL_MODELS:
-        db.session.execute(model.__table__.delete())
+        db.session.execute(getattr(model, "__table__", model).delete())
     db.session.commit()
     # Ids are reused after a delete; objects of the old rows must not linger in the session.
     db.session.expunge_all()

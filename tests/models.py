@@ -18,6 +18,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     Date,
     DateTime,
     Enum,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Integer,
     Numeric,
     String,
+    Table,
     Time,
     UniqueConstraint,
     Uuid,
@@ -180,7 +182,34 @@ class Sortable(db.Model):  # type: ignore[name-defined,misc]
     code: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
 
-ALL_MODELS = (
+#: Which tags a book has: a many-to-many (see linking.py and test_links.py).
+book_tags = Table(
+    "book_tags",
+    Base.metadata,
+    Column("book_id", ForeignKey("books.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag_id", ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Tag(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "tags"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    school_id: Mapped[int | None] = mapped_column(ForeignKey("schools.id"))
+    name: Mapped[str] = mapped_column(String(30))
+
+
+class Book(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "books"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    school_id: Mapped[int | None] = mapped_column(ForeignKey("schools.id"))
+    title: Mapped[str] = mapped_column(String(50))
+    tags: Mapped[list[Tag]] = relationship(secondary=book_tags, order_by=Tag.id)
+
+
+ALL_MODELS: tuple[Any, ...] = (
+    book_tags,
+    Book,
+    Tag,
     Audit,
     Enrolment,
     Grade,

@@ -32,6 +32,7 @@ RUN = [
     ("permissions_jwt", "tour"),
     ("guards", "tour"),
     ("bulk", "tour"),
+    ("many_to_many", "tour"),
 ]
 
 

@@ -1,7 +1,8 @@
 """The reachability property: whatever the caller, the tenant, the permissions and the
 depth of nesting, every row observable through any path (a list, an item, a total, a
 cursor page, a relationship filter, search and sort, a ``references`` write, the row a
-write leaves behind, an action, every item of a bulk write) lies inside that caller's row policy.
+write leaves behind, an action, every item of a bulk write, a many-to-many's links) lies
+inside that caller's row policy.
 
 The world is drawn at random: two schools, teachers in each, students under teachers,
 grades under students. A caller is a school plus a set of hidden names (its
@@ -24,14 +25,17 @@ from resources_kit import ModelResource, Permission, Router, TenantScopeMixin, a
 
 from .conftest import make_app, reset_database, running, seed
 from .models import (
+    Book,
     Enrolment,
     Grade,
     GradeSchema,
     School,
     Student,
     StudentSchema,
+    Tag,
     Teacher,
     TeacherSchema,
+    book_tags,
     db,
 )
 
@@ -122,7 +126,53 @@ class PupilsByTeacher(ModelResource):
         return super().get_query().where(Student.teacher_id.in_(school))
 
 
+class HideBooks(Permission):
+    def visible(self, view: Any) -> Any:
+        return Book.title.not_in(hidden()) if hidden() else None
+
+
+class HideTags(Permission):
+    def visible(self, view: Any) -> Any:
+        return Tag.name.not_in(hidden()) if hidden() else None
+
+
+class TagSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    name = ma.fields.String()
+
+
+class BookSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    title = ma.fields.String()
+    tag_ids = ma.fields.List(ma.fields.Integer())
+
+
+class Tags(TenantScopeMixin, ModelResource):
+    name = "tags"
+    model = Tag
+    schema = TagSchema
+    permissions = [HideTags]
+    pagination = "cursor"
+
+    def get_base_query_kwargs(self) -> dict[str, Any]:
+        return {"school_id": g.get("school_id")}
+
+
+class Books(TenantScopeMixin, ModelResource):
+    name = "books"
+    model = Book
+    schema = BookSchema
+    permissions = [HideBooks]
+    link_fields = {"tag_ids": ("tags", Tags)}
+
+    def get_base_query_kwargs(self) -> dict[str, Any]:
+        return {"school_id": g.get("school_id")}
+
+
 def register(router: Router) -> None:
+    router.register(Tags)
+    router.register(Books)
+    router.register_links(Books, "tags", Tags)
     router.register(Teachers)
     router.register(Students, parent=Teachers)
     router.register(Grades, parent=Students)
@@ -184,6 +234,9 @@ rows = st.fixed_dictionaries(
             st.tuples(st.integers(0, 3), st.sampled_from(NAMES)), min_size=0, max_size=5
         ),
         "grades": st.lists(st.integers(0, 4), max_size=4),
+        "books": st.lists(st.tuples(st.sampled_from([1, 2]), st.sampled_from(NAMES)), max_size=3),
+        "tags": st.lists(st.tuples(st.sampled_from([1, 2]), st.sampled_from(NAMES)), max_size=3),
+        "links": st.sets(st.tuples(st.integers(0, 2), st.integers(0, 2)), max_size=5),
     }
 )
 callers = st.builds(
@@ -208,6 +261,26 @@ def build(drawn: dict[str, Any]) -> None:
                 for k, i in enumerate(drawn["grades"])
             )
         )
+
+
+def build_links(drawn: dict[str, Any]) -> None:
+    books = [Book(school_id=s, title=n) for s, n in drawn["books"]]
+    tags = [Tag(school_id=s, name=n) for s, n in drawn["tags"]]
+    seed(*books, *tags)
+    pairs = {
+        (books[b].id, tags[t].id) for b, t in drawn["links"] if b < len(books) and t < len(tags)
+    }
+    if pairs:
+        db.session.execute(book_tags.insert(), [{"book_id": b, "tag_id": t} for b, t in pairs])
+        db.session.commit()
+
+
+def linked_pairs() -> set[tuple[int, int]]:
+    db.session.rollback()
+    query = select(book_tags.c.book_id, book_tags.c.tag_id)
+    found = {(book, tag) for book, tag in db.session.execute(query)}
+    db.session.rollback()  # no transaction left open while the API writes
+    return found
 
 
 def ids(items: list[dict[str, Any]]) -> set[int]:
@@ -346,3 +419,65 @@ def test_every_observable_row_is_inside_the_callers_policy(
         if created.status_code == 201:
             row = db.session.get(Teacher, created.json["id"])
             assert row.school_id == caller.school
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(drawn=rows, caller=callers)
+def test_every_link_is_inside_the_callers_policy(
+    app: Any, database: Any, drawn: dict[str, Any], caller: Caller
+) -> None:
+    """A many-to-many's paths: the linked list, the ids field, link and unlink. Only rows
+    both ends of whose link the caller reaches are shown, linked or unlinked."""
+    with running(app) as client:
+        reset_database()
+        seed(School(id=1, name="One"), School(id=2, name="Two"))
+        build_links(drawn)
+        h = caller.headers
+        books = {b.id: b for b in db.session.scalars(select(Book))}
+        tags = {t.id: t for t in db.session.scalars(select(Tag))}
+        mine = {
+            i
+            for i, b in books.items()
+            if b.school_id == caller.school and b.title not in caller.hide
+        }
+        reach = {
+            i for i, t in tags.items() if t.school_id == caller.school and t.name not in caller.hide
+        }
+        pairs = linked_pairs()
+
+        for b in books:
+            shown = client.get(f"/api/books/{b}/tags?limit=100", headers=h)
+            item = client.get(f"/api/books/{b}", headers=h)
+            if b not in mine:
+                assert shown.status_code == item.status_code == 404
+                continue
+            expected = {t for book, t in pairs if book == b} & reach
+            assert ids(shown.json["items"]) == expected, "the linked list showed a hidden row"
+            assert item.json["tag_ids"] == sorted(expected)
+        for b in books:
+            for t in tags:
+                before = linked_pairs()
+                allowed = b in mine and t in reach
+                linked = client.put(f"/api/books/{b}/tags/{t}", headers=h)
+                assert linked.status_code == (204 if allowed else 404)
+                assert linked_pairs() == (before | {(b, t)} if allowed else before)
+                unlinked = client.delete(f"/api/books/{b}/tags/{t}", headers=h)
+                assert unlinked.status_code == (204 if allowed else 404)
+                assert linked_pairs() == (before - {(b, t)} if allowed else before)
+                patched = client.patch(f"/api/books/{b}", json={"tag_ids": [t]}, headers=h)
+                assert patched.status_code == (200 if allowed else 404 if b not in mine else 422)
+                if allowed:
+                    others = {(x, y) for x, y in before if x != b or y not in reach}
+                    assert linked_pairs() == others | {(b, t)}
+                    assert patched.json["tag_ids"] == [t]
+                else:
+                    assert linked_pairs() == before
+                db.session.execute(book_tags.delete())
+                if before:
+                    rows_ = [{"book_id": x, "tag_id": y} for x, y in before]
+                    db.session.execute(book_tags.insert(), rows_)
+                db.session.commit()

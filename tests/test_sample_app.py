@@ -444,3 +444,50 @@ def test_students_are_created_in_bulk(sample: tuple[Flask, Any]) -> None:
         names = db.session.scalars(select(Student.name).where(Student.teacher_id == 1)).all()
         assert sorted(names) == ["Cy", "Di", "Eli", "Kit", "Lu"]
         assert not db.session.scalars(select(Student).where(Student.name.in_(["Mo", "No"]))).all()
+
+
+def test_students_and_clubs_many_to_many(sample: tuple[Flask, Any]) -> None:
+    """Clubs are scoped by school; a student's clubs are linked by who may change the
+    student (an admin, the student's own teacher), never to another school's club."""
+    _, client = sample
+    clubs = {c["name"]: c["id"] for c in client.get("/api/clubs", headers=NORTH).json["items"]}
+    south = {c["name"]: c["id"] for c in client.get("/api/clubs", headers=SOUTH).json["items"]}
+    assert set(clubs) == set(south) == {"Chess", "Choir"}
+    assert client.get(f"/api/clubs/{south['Chess']}", headers=NORTH).status_code == 404
+    teachers = {
+        t["name"]: t["id"] for t in client.get("/api/teachers", headers=NORTH).json["items"]
+    }
+    ada_students = f"/api/teachers/{teachers['Ada Byron']}/students"
+    cy = next(s for s in client.get(ada_students, headers=NORTH).json["items"] if s["name"] == "Cy")
+    assert cy["club_ids"] == [clubs["Chess"]]  # seeded
+    url = f"{ada_students}/{cy['id']}"
+    grace_students = f"/api/teachers/{teachers['Grace Hopper']}/students"
+    assert client.get(f"{grace_students}/{cy['id']}/clubs", headers=NORTH).status_code == 404
+    wrong_parent = f"{grace_students}/{cy['id']}/clubs/{clubs['Choir']}"
+    assert client.put(wrong_parent, headers=NORTH).status_code == 404
+    chess = client.get(f"{url}/clubs", headers=NORTH).json["items"]
+    assert [c["name"] for c in chess] == ["Chess"]
+
+    ada, grace = AS["north-ada"], AS["north-grace"]
+    assert client.put(f"{url}/clubs/{clubs['Choir']}", headers=ada).status_code == 204
+    assert client.put(f"{url}/clubs/{clubs['Choir']}", headers=grace).status_code == 403
+    assert (
+        client.delete(f"{url}/clubs/{clubs['Chess']}", headers=AS["north-auditor"]).status_code
+        == 403
+    )
+    assert client.put(f"{url}/clubs/{south['Choir']}", headers=NORTH).status_code == 404
+    assert client.get(url, headers=NORTH).json["club_ids"] == sorted(
+        [clubs["Chess"], clubs["Choir"]]
+    )
+    db.session.rollback()
+    audited = db.session.query(AuditLog).filter_by(operation="link").count()
+    assert audited == 1  # in the same transaction as the link
+
+    refused = client.patch(url, json={"club_ids": [south["Chess"]]}, headers=NORTH)
+    assert refused.status_code == 422
+    assert list(refused.json["errors"]) == ["club_ids"]
+    replaced = client.patch(url, json={"club_ids": [clubs["Choir"]]}, headers=ada)
+    assert replaced.status_code == 200
+    assert replaced.json["club_ids"] == [clubs["Choir"]]
+    assert client.delete(f"{url}/clubs/{clubs['Choir']}", headers=NORTH).status_code == 204
+    assert client.get(f"{url}/clubs", headers=NORTH).json["items"] == []

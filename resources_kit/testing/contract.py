@@ -949,7 +949,7 @@ def crud_contract(
         our_headers=dict(headers or {}),
         their_headers=dict(other_headers) if other_headers is not None else None,
         id_field=id_field,
-        overrides=overrides,
+        overrides=_link_overrides(resource, overrides),
         ignored=set(volatile_fields),
         page_size=page_size,
         setup=setup,
@@ -960,3 +960,14 @@ def crud_contract(
     return type(
         "CrudContract", (CrudContract,), {"config": config, **flags, **_rules(config, operations)}
     )
+
+
+def _link_overrides(
+    resource: Any, overrides: Mapping[str, st.SearchStrategy[Any]] | None
+) -> dict[str, st.SearchStrategy[Any]] | None:
+    """``overrides``, plus an empty list for each ``link_fields`` field it does not name:
+    the contract cannot know which ids the caller may link."""
+    links = options_for(resource).link_fields if resource is not None else {}
+    if not links:
+        return dict(overrides) if overrides is not None else None
+    return {**{name: st.just([]) for name in links}, **(overrides or {})}
