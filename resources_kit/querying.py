@@ -482,15 +482,23 @@ def after_position(plan: Sequence[tuple[FieldPath, bool]], values: Sequence[Any]
     return or_(*alternatives) if alternatives else true()
 
 
-def sparse_field_names(raw: str, schema: ma.Schema) -> tuple[str, ...]:
+def sparse_field_names(raw: str, schema: ma.Schema, related: Sequence[str] = ()) -> tuple[str, ...]:
     """``?fields=id,name`` to schema field names (``data_key`` aware); a
-    ``ValidationError`` names the unknown ones."""
+    ``ValidationError`` names the unknown ones. A dotted name whose path is one of
+    ``related`` (``students.name``, a field of included rows) is kept as it is."""
     by_key = {field.data_key or name: name for name, field in schema.dump_fields.items()}
+    if related:
+        by_key |= {
+            name: name
+            for name in (name.strip() for name in raw.split(","))
+            if name.rpartition(".")[0] in related
+        }
     requested = [name.strip() for name in raw.split(",") if name.strip()]
     unknown = [name for name in requested if name not in by_key]
     if not requested or unknown:
         message = f"Unknown: {', '.join(unknown)}." if unknown else "Name at least one field."
-        raise ma.ValidationError(f"{message} Allowed: {', '.join(sorted(by_key))}.")
+        allowed = sorted(by_key) + [f"{path}.<field>" for path in related]
+        raise ma.ValidationError(f"{message} Allowed: {', '.join(allowed)}.")
     return tuple(dict.fromkeys(by_key[name] for name in requested))
 
 
@@ -515,11 +523,12 @@ class _Parsed(ma.fields.String):
         return self.parse(text)
 
 
-def sparse_fields_field(schema: ma.Schema) -> ma.fields.Field[Any]:
-    """``?fields=``: a comma-separated list of the schema's fields."""
+def sparse_fields_field(schema: ma.Schema, related: Sequence[str] = ()) -> ma.fields.Field[Any]:
+    """``?fields=``: a comma-separated list of the schema's fields (and ``path.field`` of
+    the ``related`` paths ``?include=`` may name)."""
     names = sorted(field.data_key or name for name, field in schema.dump_fields.items())
     return _Parsed(
-        lambda raw: sparse_field_names(raw, schema),
+        lambda raw: sparse_field_names(raw, schema, related),
         multiple=True,
         metadata={
             "description": "The fields to return (comma-separated, or the parameter "

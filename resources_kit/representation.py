@@ -10,6 +10,7 @@ from flask import Response, request
 
 from .conditional import item_response
 from .errors import HTTPError
+from .including import embed, read_include_query, use_includes
 from .querying import sparse_field_names
 
 
@@ -19,6 +20,7 @@ class Representation:
     if TYPE_CHECKING:  # provided by Resource
         options: Any
         sparse_fields: tuple[str, ...] | None
+        include: tuple[str, ...] | None
 
     def get_schema(self, operation: str) -> ma.Schema:
         """The schema instance for ``"list"``, ``"detail"``, ``"create"``, ``"update"``,
@@ -30,22 +32,35 @@ class Representation:
         return sparse
 
     def read_sparse_fields(self, operation: str) -> None:
-        """Read ``?fields=`` (comma-separated, or repeated); 400 naming unknown fields."""
+        """Read ``?fields=`` (comma-separated, or repeated); 400 naming unknown fields.
+        With ``include_fields``, also ``?include=`` (and ``path.field`` names)."""
         values = request.args.getlist("fields")
+        related = self.options.include_paths
         if values:
             try:
-                names = sparse_field_names(",".join(values), self.options.schemas[operation])
+                names = sparse_field_names(
+                    ",".join(values), self.options.schemas[operation], related
+                )
             except ma.ValidationError as exc:
                 raise HTTPError(
                     400, "Bad query parameters: fields.", errors={"fields": exc.messages}
                 ) from None
             self.sparse_fields = names
+        if related:
+            use_includes(self, read_include_query(self))
 
     def serialize(self, obj_or_objs: Any) -> Any:
-        """The JSON-able body of one object (detail schema) or a list (list schema)."""
+        """The JSON-able body of one object (detail schema) or a list (list schema), with
+        the related rows ``?include=`` asked for embedded."""
         if isinstance(obj_or_objs, list | tuple):
-            return self.get_schema("list").dump(obj_or_objs, many=True)
-        return self.get_schema("detail").dump(obj_or_objs)
+            bodies = self.get_schema("list").dump(obj_or_objs, many=True)
+            if self.include:
+                embed(self, obj_or_objs, bodies)
+            return bodies
+        body = self.get_schema("detail").dump(obj_or_objs)
+        if self.include:
+            embed(self, [obj_or_objs], [body])
+        return body
 
     def item_response(self, body: Any, status: int = 200) -> Response:
         """``body`` with its ``ETag``; 304 for a GET whose ``If-None-Match`` names it."""

@@ -31,6 +31,7 @@ from .conditional import check_if_match
 from .database import database_failure, read_engine, row_level_security_settings
 from .errors import HTTPError, ImproperlyConfigured, not_found, problem_response
 from .guards import GuardsConfig
+from .including import check_includes
 from .nesting import (
     GUARD_VALUES,
     PARENT_KEY,
@@ -75,6 +76,7 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
         apply to (see :mod:`resources_kit.policy`)."""
         targets = [target for target, _ in options_for(cls).references.values()]
         check_paths(mount, cls.public_relationships, targets)
+        check_includes(mount)
 
     def __init__(self, mount: Mount, kind: str, extra: ExtraAction | None = None) -> None:
         #: Where this resource is mounted (its parent chain).
@@ -92,6 +94,10 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
         self.action: str | None = None
         #: Schema field names asked for with ``?fields=`` (``None``: all).
         self.sparse_fields: tuple[str, ...] | None = None
+        #: Paths ``?include=`` asked for, parents first (``None``: none).
+        self.include: tuple[str, ...] | None = None
+        #: Included path -> the field names ``?fields=`` picks of its rows.
+        self.included_fields: dict[str, tuple[str, ...]] = {}
         #: Who makes the request; shared by every view of it.
         self.caller = Caller()
         #: The rows of the model this caller may reach here.
