@@ -149,8 +149,12 @@ def _step(
 
 
 def included_resources(mount: Mount) -> list[str]:
-    """The names of the resources whose rows an answer of ``mount`` may include."""
-    return sorted({str(step.resource.name) for step in steps_of(mount).values()})
+    """The names of the resources that write the rows an answer of ``mount`` may include
+    (every registered resource of each included model)."""
+    models = {step.relationship.mapper.class_ for step in steps_of(mount).values()}
+    return sorted(
+        {str(each.resource.name) for model in models for each in mount.registry.for_model(model)}
+    )
 
 
 # -- the request -------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from resources_kit import (
     TenantScopeMixin,
 )
 
+from resources_kit.guards import Guards, ResponseCache
+
 from .conftest import make_app, running, seed
 from .models import Grade, GradeSchema, School, Student, StudentSchema, Teacher, TeacherSchema, db
 
@@ -379,3 +381,60 @@ def test_included_rows_match_the_related_routes(client: Any) -> None:
             for teacher in page["items"]:
                 listed = client.get(f"/api/teachers/{teacher['id']}/students", headers=h).json
                 assert teacher["students"] == listed["items"]
+
+
+class CachedTeachers(Teachers):
+    """Cached, naming no dependency: the included students' resource is one anyway."""
+
+    name = "cached_teachers"
+    cache = ResponseCache(per_caller=True)
+
+    def get_current_user(self) -> Any:
+        return request.headers.get("X-User", "ada")
+
+
+class SharedCacheTeachers(CachedTeachers):
+    name = "shared_teachers"
+    cache = ResponseCache(per_caller=False)
+
+
+class CachedStudents(Students):
+    name = "cached_students"
+
+    def get_current_user(self) -> Any:
+        return request.headers.get("X-User", "ada")
+
+
+def test_a_cached_answer_with_included_rows_is_stale_after_their_write(app: Flask) -> None:
+    def register_cached(router: Router) -> None:
+        register(router)
+        router.register(CachedTeachers)
+        router.register(SharedCacheTeachers)
+        router.register(CachedStudents, parent=CachedTeachers)
+
+    made = make_app(register_cached, RESOURCES_KIT_CACHE_IN_PROCESS=True)
+    Guards(made)
+    with running(made) as client:
+        ids = world()
+        h = {"X-School": str(ids["one"])}
+        url = f"/api/cached_teachers/{ids['bea']}?include=students"
+        assert client.get(url, headers=h).json["students"] == []
+        assert client.get(url, headers=h).headers["Cache-Status"].endswith("hit")
+        made_student = client.post(
+            f"/api/cached_teachers/{ids['bea']}/cached_students", json={"name": "Gus"}, headers=h
+        )
+        assert made_student.status_code == 201, made_student.json
+        fresh = client.get(url, headers=h)
+        assert fresh.headers["Cache-Status"].endswith("stored")
+        assert names(fresh.json["students"]) == ["Gus"]
+        # Kept per caller: another caller's visible hides another set of students.
+        assert names(client.get(url, headers={**h, "X-Hide": "Gus"}).json["students"]) == []
+        # An answer shared between callers is never kept with included rows.
+        shared = f"/api/shared_teachers/{ids['ada']}?include=students"
+        client.get(shared, headers=h)
+        again = client.get(shared, headers={**h, "X-Hide": "Cy"})
+        assert "hit" not in again.headers.get("Cache-Status", "")
+        assert names(again.json["students"]) == ["Di"]
+        plain = f"/api/shared_teachers/{ids['ada']}"
+        client.get(plain, headers=h)
+        assert client.get(plain, headers=h).headers["Cache-Status"].endswith("hit")
