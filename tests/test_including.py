@@ -438,3 +438,49 @@ def test_a_cached_answer_with_included_rows_is_stale_after_their_write(app: Flas
         plain = f"/api/shared_teachers/{ids['ada']}"
         client.get(plain, headers=h)
         assert client.get(plain, headers=h).headers["Cache-Status"].endswith("hit")
+
+
+def test_the_openapi_document_lists_the_paths_and_types_the_embedded_rows(client: Any) -> None:
+    from openapi_schema_validator import OAS30Validator
+    from openapi_spec_validator import validate
+    from referencing import Registry, Resource as Document
+
+    ids = world()
+    document = client.get("/api/openapi.json").json
+    validate(document)
+    listing = document["paths"]["/api/teachers"]["get"]
+    reading = document["paths"]["/api/teachers/{teacher_id}"]["get"]
+    for operation in (listing, reading):
+        parameters = {p["name"]: p for p in operation["parameters"]}
+        include = parameters["include"]["schema"]
+        assert include["items"]["enum"] == ["school", "students", "students.grades"]
+        assert {"students.name", "students.grades.score", "school.name"} <= set(
+            parameters["fields"]["schema"]["items"]["enum"]
+        )
+    # Grades has no include_fields: no parameter.
+    grades = document["paths"]["/api/teachers/{teacher_id}/students/{student_id}/grades"]["get"]
+    assert "include" not in {p["name"] for p in grades["parameters"]}
+
+    registry = Registry().with_resource("urn:doc", Document.opaque(document))
+
+    def check(schema: dict[str, Any], body: Any) -> None:
+        wrapped = {**schema, "components": document["components"]}
+        OAS30Validator(wrapped, registry=registry).validate(body)
+
+    page_schema = listing["responses"]["200"]["content"]["application/json"]["schema"]
+    item_schema = reading["responses"]["200"]["content"]["application/json"]["schema"]
+    h = {"X-School": str(ids["one"])}
+    for url, schema in (
+        ("/api/teachers?include=students.grades,school", page_schema),
+        ("/api/teachers?include=students&fields=id,students.name", page_schema),
+        (f"/api/teachers/{ids['ada']}?include=students.grades,school", item_schema),
+        (f"/api/teachers/{ids['ada']}?fields=name&include=school", item_schema),
+    ):
+        answer = client.get(url, headers=h)
+        assert answer.status_code == 200, url
+        check(schema, answer.json)
+    # The documented shapes are exact: a stray property in an included row is refused.
+    body = client.get(f"/api/teachers/{ids['ada']}?include=students", headers=h).json
+    body["students"][0]["stray"] = 1
+    with pytest.raises(Exception, match="stray"):
+        check(item_schema, body)
