@@ -45,7 +45,6 @@ from .caching import (
     store_for,
 )
 from .errors import HTTPError, ImproperlyConfigured
-from .including import included_resources
 from .idempotency import (
     Claim,
     claim,
@@ -54,6 +53,7 @@ from .idempotency import (
     idempotency_table,
     store_answer,
 )
+from .including import included_resources
 from .ratelimits import Limits, check_limits, counts, limits_for
 
 #: The key of the guards' state in ``app.extensions``.

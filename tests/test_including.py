@@ -21,7 +21,6 @@ from resources_kit import (
     Router,
     TenantScopeMixin,
 )
-
 from resources_kit.guards import Guards, ResponseCache
 
 from .conftest import make_app, running, seed
@@ -443,7 +442,8 @@ def test_a_cached_answer_with_included_rows_is_stale_after_their_write(app: Flas
 def test_the_openapi_document_lists_the_paths_and_types_the_embedded_rows(client: Any) -> None:
     from openapi_schema_validator import OAS30Validator
     from openapi_spec_validator import validate
-    from referencing import Registry, Resource as Document
+    from referencing import Registry
+    from referencing import Resource as Document
 
     ids = world()
     document = client.get("/api/openapi.json").json
