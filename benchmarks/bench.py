@@ -58,6 +58,7 @@ TARGETS = {
     "delete": (1.10, 2),
     "nested list": (1.00, 2),
     "nested get": (1.10, 1),
+    "include": (1.00, 2),
 }
 
 
@@ -167,6 +168,7 @@ def operations(app: Any) -> list[Operation]:
         Operation("delete", delete, 204),
         Operation("nested list", fixed("get", "/api/teachers/7/students?limit=20"), 200),
         Operation("nested get", fixed("get", "/api/teachers/7/students/80"), 200),
+        Operation("include", fixed("get", "/api/teachers?limit=20&include=students"), 200),
     ]
 
 

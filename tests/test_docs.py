@@ -31,6 +31,7 @@ RUN = [
     ("permissions_login", "tour"),
     ("permissions_jwt", "tour"),
     ("guards", "tour"),
+    ("related_rows", "tour"),
 ]
 
 
