@@ -9,7 +9,7 @@ from typing import Any
 import marshmallow as ma
 import pytest
 from flask import Flask, g, request
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from resources_kit import (
     ImproperlyConfigured,
@@ -483,3 +483,55 @@ def test_the_openapi_document_lists_the_paths_and_types_the_embedded_rows(client
     body["students"][0]["stray"] = 1
     with pytest.raises(Exception, match="stray"):
         check(item_schema, body)
+
+
+class NameOnly(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    name = ma.fields.String()
+
+
+class Pupils(ListMixin, Resource):
+    """Students at the top level, scoped through their teacher, with a short schema."""
+
+    name = "pupils"
+    model = Student
+    schema = NameOnly
+    permissions = [HideStudents]
+
+    def get_query(self) -> Any:
+        school = select(Teacher.id).where(Teacher.school_id == g.get("school_id"))
+        return super().get_query().where(Student.teacher_id.in_(school))
+
+
+class TeachersWithPupils(Teachers):
+    name = "teachers_with_pupils"
+    include_fields = {"students": Pupils}
+
+
+def test_include_fields_may_name_the_resource_of_a_path(app: Flask) -> None:
+    def register_mapped(router: Router) -> None:
+        register(router)
+        router.register(Pupils)
+        router.register(TeachersWithPupils)
+
+    made = make_app(register_mapped)
+    with running(made) as client:
+        ids = world()
+        h = {"X-School": str(ids["one"]), "X-Hide": "Di"}
+        body = client.get(f"/api/teachers_with_pupils/{ids['ada']}?include=students", headers=h)
+        assert body.json["students"] == [{"id": ids["cy"], "name": "Cy"}]
+        # Writes take no ?include=.
+        refused = client.post(
+            "/api/teachers_with_pupils?include=students", json={"name": "Zed"}, headers=h
+        )
+        assert refused.status_code == 400
+
+    class Wrong(Teachers):
+        name = "wrong"
+        include_fields = {"students": Grades}
+
+    router = Router(url_prefix="/api")
+    register(router)
+    router.register(Wrong)
+    with pytest.raises(ImproperlyConfigured, match="not a registered resource of Student"):
+        router.init_app(Flask(__name__))
