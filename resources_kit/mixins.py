@@ -116,7 +116,7 @@ class ListMixin(_Base):
         args = parse_query(config.schema, config.disabled)
         args.setdefault("sort", config.sorting.default)  # the order, sortable or not
         self.sparse_fields = args.get("fields")
-        if self.options.include_paths:
+        if self.options.include_paths and ("include" in args or "fields" in args):
             use_includes(self, args.get("include"))
         return args
 

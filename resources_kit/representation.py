@@ -46,7 +46,7 @@ class Representation:
                     400, "Bad query parameters: fields.", errors={"fields": exc.messages}
                 ) from None
             self.sparse_fields = names
-        if related:
+        if related and (values or "include" in request.args):
             use_includes(self, read_include_query(self))
 
     def serialize(self, obj_or_objs: Any) -> Any:
