@@ -33,7 +33,7 @@ from .errors import HTTPError, ImproperlyConfigured
 from .nesting import Mount
 from .options import options_for
 from .policy import reach, reachable
-from .querying import _Parsed, order_terms, sort_plan, sparse_field_names
+from .querying import ParsedParameter, order_terms, sort_plan, sparse_field_names
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ def include_names(raw: str, allowed: Sequence[str]) -> tuple[str, ...]:
 
 def include_field(paths: Sequence[str]) -> ma.fields.Field[Any]:
     """The list's ``?include=`` parameter: a comma-separated list of ``paths``."""
-    return _Parsed(
+    return ParsedParameter(
         lambda raw: include_names(raw, paths),
         multiple=True,
         metadata={

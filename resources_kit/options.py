@@ -352,8 +352,7 @@ def _compile(cls: type[Any]) -> ResourceOptions:
         primary_key_paths=tuple(compile_paths(cls, mapper, list_schema, "pk", pk_keys).values()),
         permission=_permission(cls),
         references=_references(cls, mapper),
-        include_paths=_include_paths(cls, mapper),
-        **_read_back_keys(mapper),
+        **_relationship_options(cls, mapper),
     )
     compile_list = getattr(cls, "compile_list_config", None)
     return replace(options, list_config=compile_list(options)) if compile_list else options
@@ -399,6 +398,12 @@ def _references(cls: type[Any], mapper: Mapper[Any]) -> dict[str, tuple[type[Any
             )
         targets[key] = (resolved, target_mapper.get_property_by_column(fks[0].column).key)
     return targets
+
+
+def _relationship_options(cls: type[Any], mapper: Mapper[Any]) -> dict[str, Any]:
+    """What the model's relationships compile to: the keys a write reads back, and the
+    ``include_fields`` paths."""
+    return {**_read_back_keys(mapper), "include_paths": _include_paths(cls, mapper)}
 
 
 def _include_paths(cls: type[Any], mapper: Mapper[Any]) -> tuple[str, ...]:

@@ -505,7 +505,7 @@ def sparse_field_names(raw: str, schema: ma.Schema, related: Sequence[str] = ())
 # -- the pluggable list pieces ----------------------------------------------------------------
 
 
-class _Parsed(ma.fields.String):
+class ParsedParameter(ma.fields.String):
     """A query parameter given as text and parsed by ``parse(text)``; ``metadata`` feeds
     the OpenAPI parameter. A ``multiple`` one is a comma-separated list that may also be
     given as repeated parameters (``sort=a&sort=b``, how generated clients send arrays);
@@ -519,7 +519,9 @@ class _Parsed(ma.fields.String):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         values = value if self.is_multiple and isinstance(value, list) else [value]
-        text = ",".join(super(_Parsed, self)._deserialize(v, attr, data, **kwargs) for v in values)
+        text = ",".join(
+            super(ParsedParameter, self)._deserialize(v, attr, data, **kwargs) for v in values
+        )
         return self.parse(text)
 
 
@@ -527,7 +529,7 @@ def sparse_fields_field(schema: ma.Schema, related: Sequence[str] = ()) -> ma.fi
     """``?fields=``: a comma-separated list of the schema's fields (and ``path.field`` of
     the ``related`` paths ``?include=`` may name)."""
     names = sorted(field.data_key or name for name, field in schema.dump_fields.items())
-    return _Parsed(
+    return ParsedParameter(
         lambda raw: sparse_field_names(raw, schema, related),
         multiple=True,
         metadata={
@@ -569,7 +571,7 @@ class Filtering:
         ``search``, for the allow-lists the resource has."""
         args: dict[str, ma.fields.Field[Any]] = {}
         if self.filter_paths:
-            args["filters"] = _Parsed(
+            args["filters"] = ParsedParameter(
                 lambda raw: parse_filters(raw, self.filter_paths),
                 metadata={"description": self.describe_filters(), "json_object": True},
             )
@@ -751,7 +753,7 @@ class Sorting:
             return {}
         terms = [term for key in self.paths for term in (key, f"{key}__asc", f"{key}__desc")]
         return {
-            "sort": _Parsed(
+            "sort": ParsedParameter(
                 lambda raw: self.plan(parse_sort(raw, self.paths)),
                 multiple=True,
                 load_default=lambda: self.default,

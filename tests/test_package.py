@@ -112,6 +112,7 @@ def test_public_names() -> None:
         "database",
         "errors",
         "extension",
+        "including",
         "mixins",
         "nesting",
         "options",
