@@ -305,7 +305,7 @@ def test_cursor_pages_keep_the_include_and_the_policy(client: Any) -> None:
     assert seen == {"Ada": ["Cy"], "Bea": []}
 
 
-def test_an_included_rows_change_changes_the_etag(client: Any, app: Flask) -> None:
+def test_an_included_rows_change_changes_the_etag(client: Any) -> None:
     ids = world()
     h = {"X-School": str(ids["one"])}
     url = f"/api/teachers/{ids['ada']}?include=students"
