@@ -17,7 +17,7 @@ from flask import Flask, Response, g, request, url_for
 from flask.views import MethodView
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import ForeignKey, Integer, String, func, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, selectinload
 
 from resources_kit import (
     CreateMixin,
@@ -54,6 +54,9 @@ class Teacher(db.Model):  # type: ignore[name-defined,misc]
     name: Mapped[str] = mapped_column(String(100))
     email: Mapped[str] = mapped_column(String(200))
     years_teaching: Mapped[int] = mapped_column(Integer)
+    #: In id order (``?include=students``; the hand-written list loads them with
+    #: ``selectinload``).
+    students: Mapped[list[Student]] = relationship(order_by="Student.id", viewonly=True)
 
 
 class Student(db.Model):  # type: ignore[name-defined,misc]
@@ -79,6 +82,12 @@ class StudentSchema(ma.Schema):
     grade_level = ma.fields.Integer(required=True, validate=ma.validate.Range(1, 12))
 
 
+class TeacherWithStudentsSchema(TeacherSchema):
+    """The hand-written list's teachers with their students (``?include=students``)."""
+
+    students = ma.fields.List(ma.fields.Nested(StudentSchema), dump_only=True)
+
+
 def read_school() -> None:
     school = request.headers.get("X-School")
     g.school_id = int(school) if school and school.isdigit() else None
@@ -96,6 +105,7 @@ def make_app(url: str, secret: str = "bench") -> Flask:
 
 teacher_schema, teachers_schema = TeacherSchema(), TeacherSchema(many=True)
 student_schema, students_schema = StudentSchema(), StudentSchema(many=True)
+teachers_with_students_schema = TeacherWithStudentsSchema(many=True)
 
 
 def problem(status: int, detail: str, errors: Any = None) -> Response:
@@ -168,9 +178,16 @@ class TeacherList(MethodView):
         query = (
             select(Teacher).where(Teacher.school_id == school).order_by(Teacher.name, Teacher.id)
         )
+        include = request.args.get("include")
+        if include not in (None, "students"):
+            return problem(400, "Bad query parameters.")
+        schema = teachers_schema
+        if include == "students":  # one more statement for the page's students
+            query = query.options(selectinload(Teacher.students))
+            schema = teachers_with_students_schema
         items, total = page(query, limit, offset)
         return {
-            "items": teachers_schema.dump(items),
+            "items": schema.dump(items),
             "total": total,
             "limit": limit,
             "offset": offset,
@@ -298,6 +315,7 @@ class TeacherResource(
     model = Teacher
     schema = TeacherSchema
     default_sort = "name"
+    include_fields = ["students"]
 
     def get_base_query_kwargs(self) -> dict[str, Any]:
         return {"school_id": g.school_id}

@@ -61,6 +61,12 @@ STUDENT_PAGE = (
     .offset(OFFSET)
 )
 PARENT = select(VISIBLE_TEACHER)
+#: ``?include=students``: the page's teachers' students, in id order, one statement.
+INCLUDED_STUDENTS = (
+    select(*STUDENT_COLUMNS)
+    .where(S.c.teacher_id.in_(bindparam("teachers", expanding=True)))
+    .order_by(S.c.id)
+)
 STUDENT_ITEM = select(*STUDENT_COLUMNS).where(
     S.c.id == bindparam("student"), S.c.teacher_id == TEACHER, VISIBLE_TEACHER
 )
@@ -99,13 +105,13 @@ def item(body: dict[str, Any], status: int = 200) -> Response:
     return response
 
 
-def page_args() -> tuple[int, int] | Response:
+def page_args(allowed: frozenset[str] = frozenset()) -> tuple[int, int] | Response:
     args = request.args
     try:
         limit, offset = int(args.get("limit", 20)), int(args.get("offset", 0))
     except ValueError:
         return problem(400, "Bad query parameters.")
-    if not 1 <= limit <= 100 or offset < 0 or set(args) - {"limit", "offset"}:
+    if not 1 <= limit <= 100 or offset < 0 or set(args) - {"limit", "offset"} - allowed:
         return problem(400, "Bad query parameters.")
     return limit, offset
 
@@ -180,9 +186,12 @@ def teachers() -> Response:
         return scope
     if request.method == "POST":
         return create_teacher(scope)
-    args = page_args()
+    args = page_args(frozenset({"include"}))
     if isinstance(args, Response):
         return args
+    include = request.args.get("include")
+    if include not in (None, "students"):
+        return problem(400, "Bad query parameters.")
     limit, offset = args
     with db.engine.connect() as connection:
         rows = connection.execute(
@@ -192,7 +201,15 @@ def teachers() -> Response:
             total = rows[0][-1]
         else:  # past the end: the total on its own
             total = connection.execute(TEACHER_TOTAL, {"school": scope}).scalar_one()
-    return page([teacher_row(row) for row in rows], limit, offset, int(total))
+        items = [teacher_row(row) for row in rows]
+        if include and items:
+            by_teacher: dict[int, list[dict[str, Any]]] = {item["id"]: [] for item in items}
+            teachers = list(by_teacher)
+            for row in connection.execute(INCLUDED_STUDENTS, {"teachers": teachers}):
+                by_teacher[row[1]].append(student_row(row))
+            for item in items:
+                item["students"] = by_teacher[item["id"]]
+    return page(items, limit, offset, int(total))
 
 
 def create_teacher(scope: int) -> Response:

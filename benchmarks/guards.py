@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from benchmarks.apps import TeacherResource, db, make_app
+from benchmarks.apps import StudentResource, TeacherResource, db, make_app
 from resources_kit import Router
 from resources_kit.guards import Guards, Idempotency, RateLimit, ResponseCache
 
@@ -54,6 +54,7 @@ def guarded_app(url: str, redis_url: str | None) -> Flask:
         IdempotentTeacherResource,
     ):
         api.register(resource)
+    api.register(StudentResource, parent=TeacherResource)  # what ?include=students serves
     api.init_app(app)
     Guards(app)
     with app.app_context():

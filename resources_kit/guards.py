@@ -53,6 +53,7 @@ from .idempotency import (
     idempotency_table,
     store_answer,
 )
+from .including import included_resources
 from .ratelimits import Limits, check_limits, counts, limits_for
 
 #: The key of the guards' state in ``app.extensions``.
@@ -238,9 +239,14 @@ def read_through_cache(
     bypass = bool(request.cache_control.no_cache) or "read-your-writes" in request.headers.get(
         "Prefer", ""
     )
+    depends_on = cache.depends_on
+    if "include" in request.args:  # the included rows' resources too
+        if not cache.per_caller:  # their visible may differ between callers
+            return handler()
+        depends_on = (*depends_on, *included_resources(view.mount))
     per_caller = view.get_caller_key() if cache.per_caller else None
     key = cache_key(view, per_caller)
-    generations = generation_keys(view, cache.depends_on)
+    generations = generation_keys(view, depends_on)
     # The full key is read before the handler runs: should a write commit meanwhile,
     # this answer is kept under the generations it was read at, which no later read
     # computes.

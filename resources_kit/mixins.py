@@ -13,6 +13,7 @@ from sqlalchemy import Select
 
 from .callbacks import CallbackMixin
 from .errors import ImproperlyConfigured
+from .including import include_field, use_includes
 from .nesting import cached
 from .options import ResourceOptions, options_for
 from .pagination import PAGINATIONS, CursorPagination, OffsetPagination, Page, Pagination
@@ -114,11 +115,13 @@ class ListMixin(_Base):
 
     def parse_list_args(self) -> dict[str, Any]:
         """The query string parsed with the list's arguments schema (400 naming every bad
-        or unknown parameter); also reads ``?fields=``."""
+        or unknown parameter); also reads ``?fields=`` and ``?include=``."""
         config = self.options.list_config
         args = parse_query(config.schema, config.disabled)
         args.setdefault("sort", config.sorting.default)  # the order, sortable or not
         self.sparse_fields = args.get("fields")
+        if self.options.include_paths and ("include" in args or "fields" in args):
+            use_includes(self, args.get("include"))
         return args
 
     def get_list_query(self, args: Mapping[str, Any]) -> Select[Any]:
@@ -190,7 +193,11 @@ def _compile_list(cls: type[Any], options: ResourceOptions) -> ListConfig:
         ("pagination", pages.get_args()),
         ("filtering", filtering.get_args()),
         ("sorting", sorting.get_args()),
-        ("fields", {"fields": sparse_fields_field(options.schemas["list"])}),
+        ("fields", {"fields": sparse_fields_field(options.schemas["list"], options.include_paths)}),
+        (
+            "include",
+            {"include": include_field(options.include_paths)} if options.include_paths else {},
+        ),
         ("list_args", dict(cls.list_args)),
     ):
         for name, field in fields.items():
@@ -249,7 +256,8 @@ class RetrieveMixin(_Base):
 
     def retrieve(self) -> Response:
         """``GET`` on an item: the object under every guard, serialized, with its ETag."""
-        check_query_args(("fields",), repeatable=("fields",))
+        allowed = ("fields", "include") if self.options.include_paths else ("fields",)
+        check_query_args(allowed, repeatable=allowed)
         self.read_sparse_fields("detail")
         obj = self.get_object()
         self.check_object(obj)

@@ -15,8 +15,9 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from .actions import ACTIONS, ExtraAction
 from .callbacks import CallbackMixin
-from .components import Components, Names
+from .components import RESPONSE_SIDES, Components, Names
 from .guards import document_guards
+from .including import steps_of
 from .nesting import Mount
 from .options import options_for, permission_rule
 from .querying import MAX_FILTERS, MAX_IN_VALUES, OPERATORS, TEXT_OPERATORS
@@ -175,7 +176,10 @@ def _list_parameters(mount: Mount, components: Components) -> list[dict[str, Any
             parameter["description"] = f"{described} Default: {default}.".strip()
         field = schema.fields.get(parameter["name"])
         if field is not None and getattr(field, "is_multiple", False):
-            parameter.update(_array(field.metadata.get("terms")))
+            terms = field.metadata.get("terms")
+            if parameter["name"] == "fields" and terms:
+                terms = [*terms, *_included_fields(mount)]
+            parameter.update(_array(terms))
         if field is not None and field.metadata.get("json_object"):
             parameter.pop("content", None)
             parameter.update(_filter_values(mount, components))
@@ -202,10 +206,64 @@ def _fields_parameter(mount: Mount, operation: str) -> dict[str, Any]:
     return {
         "name": "fields",
         "in": "query",
-        **_array(names),
+        **_array([*names, *_included_fields(mount)]),
         "description": "The fields to return (comma-separated, or the parameter repeated), "
-        f"of: {', '.join(names)}.",
+        f"of: {', '.join(names)}"
+        + ("; and ``path.field`` of included rows." if steps_of(mount) else "."),
     }
+
+
+def _include_parameter(mount: Mount) -> dict[str, Any]:
+    paths = list(options_for(mount.resource).include_paths)
+    return {
+        "name": "include",
+        "in": "query",
+        **_array(paths),
+        "description": "Related rows to embed (comma-separated, or the parameter repeated), "
+        f"of: {', '.join(paths)}.",
+    }
+
+
+def _included_fields(mount: Mount) -> list[str]:
+    """``path.field`` of every included path: what ``?fields=`` may pick of its rows."""
+    names = []
+    for path, step in steps_of(mount).items():
+        schema = options_for(step.resource).schemas["list"]
+        names += sorted(f"{path}.{f.data_key or n}" for n, f in schema.dump_fields.items())
+    return names
+
+
+def _with_included(
+    mount: Mount, above: str, schema: Any, columns: Any, side: str, components: Components
+) -> dict[str, Any]:
+    """A ``$ref`` to ``schema``'s component for ``side``, with the relationships included
+    one level below ``above`` as optional properties (another component, when any)."""
+    ref = components.ref(schema, side, columns)
+    steps = [step for step in steps_of(mount).values() if step.parent == above]
+    if not steps:
+        return ref
+    added: dict[str, Any] = {}
+    for step in steps:
+        related = options_for(step.resource)
+        inner = _with_included(
+            mount, step.path, related.schemas["list"], related.columns, side, components
+        )
+        added[step.name] = (
+            {"type": "array", "items": inner} if step.many else {"allOf": [inner], "nullable": True}
+        )
+    name = ref["$ref"].rsplit("/", 1)[1]
+    key = ("included", name, json.dumps(added, sort_keys=True))
+    made = components.made.get(key)
+    if made is None:
+        base, made, n = f"{name}Included", f"{name}Included", 2
+        taken = set(components.made.values())
+        while made in taken:
+            made, n = f"{base}{n}", n + 1
+        components.made[key] = made
+        component = json.loads(json.dumps(components.spec.components.schemas[name]))
+        component["properties"] |= added
+        components.spec.components.schema(made, component=component)
+    return {"$ref": f"#/components/schemas/{made}"}
 
 
 def _links(mount: Mount) -> dict[str, Any]:
@@ -312,15 +370,15 @@ def _bulk_patch_item(mount: Mount, components: Components) -> dict[str, Any]:
 
 
 def _trimmable(mount: Mount, operation: str, components: Components) -> dict[str, Any]:
-    """A GET's item: all fields, or those ``?fields=`` names (the first that matches)."""
+    """A GET's item: all fields, or those ``?fields=`` names (the first that matches);
+    for a resource with ``include_fields``, either with the included rows too."""
     options = options_for(mount.resource)
     schema = options.schemas[operation]
-    return {
-        "anyOf": [
-            components.ref(schema, "response", options.columns),
-            components.ref(schema, "fields", options.columns),
-        ]
-    }
+    shapes = [components.ref(schema, side, options.columns) for side in RESPONSE_SIDES]
+    # With ``?include=``: the same two, with the included rows as optional properties.
+    for side in RESPONSE_SIDES if steps_of(mount) else ():
+        shapes.append(_with_included(mount, "", schema, options.columns, side, components))
+    return {"anyOf": shapes}
 
 
 def _page_response(mount: Mount, components: Components) -> dict[str, Any]:
@@ -412,8 +470,10 @@ def _parameters(
     if action == "list":
         return _list_parameters(mount, components)
     if action == "retrieve":
+        included = [_include_parameter(mount)] if steps_of(mount) else []
         return [
             _fields_parameter(mount, "detail"),
+            *included,
             {
                 "name": "If-None-Match",
                 "in": "header",

@@ -85,6 +85,9 @@ class ResourceConfig:
     sort_fields: ClassVar[Sequence[str]] = ()
     #: Columns ``?search=`` looks in. Empty: search refused.
     search_fields: ClassVar[Sequence[str]] = ()
+    #: Relationships ``?include=`` may embed, to any depth (``["students",
+    #: "students.grades", "school"]``); a path allows its prefixes. Empty: refused.
+    include_fields: ClassVar[Sequence[str]] = ()
     #: Relationships of the allow-lists whose rows every caller may match (no resource's
     #: row policy applies to them); any other needs a registered resource of its model.
     public_relationships: ClassVar[Sequence[str]] = ()
@@ -224,6 +227,10 @@ class ResourceOptions:
 
     #: ``link_fields`` compiled: schema field -> ``links.LinkField``.
     link_fields: Mapping[str, Any] = field(default_factory=dict)
+
+    #: ``include_fields`` compiled: every path ``?include=`` accepts (prefixes too),
+    #: parents before children.
+    include_paths: tuple[str, ...] = ()
     #: The list's pieces (filtering, sorting, pagination, the arguments schema) of a
     #: resource with ``ListMixin``; ``None`` for one without.
     list_config: Any = None
@@ -369,7 +376,7 @@ def _compile(cls: type[Any]) -> ResourceOptions:
         primary_key_paths=tuple(compile_paths(cls, mapper, list_schema, "pk", pk_keys).values()),
         permission=_permission(cls),
         **_relations(cls, mapper, schemas) | _bulk(cls, schemas["detail"], lookup_key),
-        **_read_back_keys(mapper),
+        **_relationship_options(cls, mapper),
     )
     compile_list = getattr(cls, "compile_list_config", None)
     return replace(options, list_config=compile_list(options)) if compile_list else options
@@ -423,6 +430,36 @@ def _references(cls: type[Any], mapper: Mapper[Any]) -> dict[str, tuple[type[Any
             )
         targets[key] = (resolved, target_mapper.get_property_by_column(fks[0].column).key)
     return targets
+
+
+def _relationship_options(cls: type[Any], mapper: Mapper[Any]) -> dict[str, Any]:
+    """What the model's relationships compile to: the keys a write reads back, and the
+    ``include_fields`` paths."""
+    return {**_read_back_keys(mapper), "include_paths": _include_paths(cls, mapper)}
+
+
+def _include_paths(cls: type[Any], mapper: Mapper[Any]) -> tuple[str, ...]:
+    """``include_fields`` checked (each step a relationship of the model one step up) and
+    closed under prefixes, shortest first."""
+    names = cls.include_fields
+    if isinstance(names, str):
+        raise ImproperlyConfigured(
+            f"{cls.__name__}.include_fields must be a list of names, not the string {names!r}."
+        )
+    paths: dict[str, None] = {}
+    for path in names:
+        current = mapper
+        steps = str(path).split(".")
+        for depth, step in enumerate(steps):
+            relationship = current.relationships.get(step) if step else None
+            if relationship is None:
+                raise ImproperlyConfigured(
+                    f"{cls.__name__}.include_fields names {path!r}, but {step!r} is not a "
+                    f"relationship of {current.class_.__name__}."
+                )
+            paths[".".join(steps[: depth + 1])] = None
+            current = relationship.mapper
+    return tuple(sorted(paths, key=lambda name: (name.count("."), name)))
 
 
 #: Write operation -> the action method that serves it and the hook that writes.

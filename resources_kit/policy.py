@@ -15,6 +15,7 @@ the row a write leaves behind             :meth:`RowPolicy.contains`, after the 
 ``references`` in a body                  :func:`reaches_row`: the target's policy
 ``"rel.col"`` filters, search and sort    :func:`related_rows`: the related model's policy
 rows a collection ``@action`` creates     stamped, then checked like a create's
+rows ``?include=`` embeds                 :func:`reach` (its one mount) or :func:`reachable`
 ========================================  ===============================================
 
 Away from the URL (a reference, a related row), a row is reachable when some mount of its

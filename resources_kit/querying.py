@@ -482,22 +482,30 @@ def after_position(plan: Sequence[tuple[FieldPath, bool]], values: Sequence[Any]
     return or_(*alternatives) if alternatives else true()
 
 
-def sparse_field_names(raw: str, schema: ma.Schema) -> tuple[str, ...]:
+def sparse_field_names(raw: str, schema: ma.Schema, related: Sequence[str] = ()) -> tuple[str, ...]:
     """``?fields=id,name`` to schema field names (``data_key`` aware); a
-    ``ValidationError`` names the unknown ones."""
+    ``ValidationError`` names the unknown ones. A dotted name whose path is one of
+    ``related`` (``students.name``, a field of included rows) is kept as it is."""
     by_key = {field.data_key or name: name for name, field in schema.dump_fields.items()}
+    if related:
+        by_key |= {
+            name: name
+            for name in (name.strip() for name in raw.split(","))
+            if name.rpartition(".")[0] in related
+        }
     requested = [name.strip() for name in raw.split(",") if name.strip()]
     unknown = [name for name in requested if name not in by_key]
     if not requested or unknown:
         message = f"Unknown: {', '.join(unknown)}." if unknown else "Name at least one field."
-        raise ma.ValidationError(f"{message} Allowed: {', '.join(sorted(by_key))}.")
+        allowed = sorted(by_key) + [f"{path}.<field>" for path in related]
+        raise ma.ValidationError(f"{message} Allowed: {', '.join(allowed)}.")
     return tuple(dict.fromkeys(by_key[name] for name in requested))
 
 
 # -- the pluggable list pieces ----------------------------------------------------------------
 
 
-class _Parsed(ma.fields.String):
+class ParsedParameter(ma.fields.String):
     """A query parameter given as text and parsed by ``parse(text)``; ``metadata`` feeds
     the OpenAPI parameter. A ``multiple`` one is a comma-separated list that may also be
     given as repeated parameters (``sort=a&sort=b``, how generated clients send arrays);
@@ -511,15 +519,18 @@ class _Parsed(ma.fields.String):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         values = value if self.is_multiple and isinstance(value, list) else [value]
-        text = ",".join(super(_Parsed, self)._deserialize(v, attr, data, **kwargs) for v in values)
+        text = ",".join(
+            super(ParsedParameter, self)._deserialize(v, attr, data, **kwargs) for v in values
+        )
         return self.parse(text)
 
 
-def sparse_fields_field(schema: ma.Schema) -> ma.fields.Field[Any]:
-    """``?fields=``: a comma-separated list of the schema's fields."""
+def sparse_fields_field(schema: ma.Schema, related: Sequence[str] = ()) -> ma.fields.Field[Any]:
+    """``?fields=``: a comma-separated list of the schema's fields (and ``path.field`` of
+    the ``related`` paths ``?include=`` may name)."""
     names = sorted(field.data_key or name for name, field in schema.dump_fields.items())
-    return _Parsed(
-        lambda raw: sparse_field_names(raw, schema),
+    return ParsedParameter(
+        lambda raw: sparse_field_names(raw, schema, related),
         multiple=True,
         metadata={
             "description": "The fields to return (comma-separated, or the parameter "
@@ -560,7 +571,7 @@ class Filtering:
         ``search``, for the allow-lists the resource has."""
         args: dict[str, ma.fields.Field[Any]] = {}
         if self.filter_paths:
-            args["filters"] = _Parsed(
+            args["filters"] = ParsedParameter(
                 lambda raw: parse_filters(raw, self.filter_paths),
                 metadata={"description": self.describe_filters(), "json_object": True},
             )
@@ -742,7 +753,7 @@ class Sorting:
             return {}
         terms = [term for key in self.paths for term in (key, f"{key}__asc", f"{key}__desc")]
         return {
-            "sort": _Parsed(
+            "sort": ParsedParameter(
                 lambda raw: self.plan(parse_sort(raw, self.paths)),
                 multiple=True,
                 load_default=lambda: self.default,

@@ -31,6 +31,7 @@ from flask import Response, request
 
 from .conditional import item_response
 from .errors import HTTPError
+from .including import embed, read_include_query, use_includes
 from .linking import dump_links
 from .querying import sparse_field_names
 
@@ -41,6 +42,7 @@ class Representation:
     if TYPE_CHECKING:  # provided by Resource
         options: Any
         sparse_fields: tuple[str, ...] | None
+        include: tuple[str, ...] | None
 
     def get_schema(self, operation: str) -> ma.Schema:
         """The schema instance for ``"list"``, ``"detail"``, ``"create"``, ``"update"``,
@@ -52,30 +54,42 @@ class Representation:
         return sparse
 
     def read_sparse_fields(self, operation: str) -> None:
-        """Read ``?fields=`` (comma-separated, or repeated); 400 naming unknown fields."""
+        """Read ``?fields=`` (comma-separated, or repeated); 400 naming unknown fields.
+        With ``include_fields``, also ``?include=`` (and ``path.field`` names)."""
         values = request.args.getlist("fields")
+        related = self.options.include_paths
         if values:
             try:
-                names = sparse_field_names(",".join(values), self.options.schemas[operation])
+                names = sparse_field_names(
+                    ",".join(values), self.options.schemas[operation], related
+                )
             except ma.ValidationError as exc:
                 raise HTTPError(
                     400, "Bad query parameters: fields.", errors={"fields": exc.messages}
                 ) from None
             self.sparse_fields = names
+        if related and (values or "include" in request.args):
+            use_includes(self, read_include_query(self))
 
     def serialize(self, obj_or_objs: Any) -> Any:
         """The JSON-able body of one object (detail schema) or a list (list schema):
-        what ``schema.dump`` gives, through the schema's compiled dumper
-        (see the module's docstring)."""
+        what ``schema.dump`` gives, through the schema's compiled dumper (see the module's
+        docstring), with the ids of linked rows and the related rows ``?include=`` asked
+        for embedded."""
         if isinstance(obj_or_objs, list | tuple):
-            bodies = dump_many(self.get_schema("list"), obj_or_objs)
-            if self.options.link_fields:  # the ids of each item's linked rows
-                dump_links(self, obj_or_objs, bodies)
-            return bodies
-        body = dump_one(self.get_schema("detail"), obj_or_objs)
-        if self.options.link_fields:
-            dump_links(self, [obj_or_objs], [body])
-        return body
+            return self.serialize_many(obj_or_objs, "list")
+        return self.serialize_many([obj_or_objs], "detail")[0]
+
+    def serialize_many(self, objs: Any, operation: str = "detail") -> list[Any]:
+        """The bodies of ``objs`` with the ``operation``'s schema (a bulk write's answer
+        is the detail bodies of its items): the links' ids and the included rows of all
+        of them loaded together, one statement per field or level."""
+        bodies = dump_many(self.get_schema(operation), objs)
+        if self.options.link_fields:  # the ids of each item's linked rows
+            dump_links(self, objs, bodies)
+        if self.include:
+            embed(self, objs, bodies)
+        return bodies
 
     def item_response(self, body: Any, status: int = 200) -> Response:
         """``body`` with its ``ETag``; 304 for a GET whose ``If-None-Match`` names it."""

@@ -32,6 +32,7 @@ from .conditional import check_if_match
 from .database import database_failure, read_engine, row_level_security_settings
 from .errors import HTTPError, ImproperlyConfigured, not_found, problem_response
 from .guards import GuardsConfig
+from .including import check_includes
 from .linking import dump_links
 from .linkroutes import link_handler
 from .links import check_link_fields
@@ -81,6 +82,7 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
         check_paths(mount, cls.public_relationships, targets)
         if mount.link is None and options_for(cls).link_fields:
             check_link_fields(mount)
+        check_includes(mount)
 
     def __init__(self, mount: Mount, kind: str, extra: ExtraAction | None = None) -> None:
         #: Where this resource is mounted (its parent chain).
@@ -98,6 +100,10 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
         self.action: str | None = None
         #: Schema field names asked for with ``?fields=`` (``None``: all).
         self.sparse_fields: tuple[str, ...] | None = None
+        #: Paths ``?include=`` asked for, parents first (``None``: none).
+        self.include: tuple[str, ...] | None = None
+        #: Included path -> the field names ``?fields=`` picks of its rows.
+        self.included_fields: dict[str, tuple[str, ...]] = {}
         #: Who makes the request; shared by every view of it.
         self.caller = Caller()
         #: The rows of the model this caller may reach here.

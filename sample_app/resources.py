@@ -185,6 +185,9 @@ class TeacherResource(TenantScopeMixin, AuditedResource, ModelResource):
     filter_fields = ["name", "email", "years_teaching", "students.name"]
     sort_fields = ["name", "years_teaching"]
     search_fields = ["name", "email"]
+    #: ``?include=students`` embeds each teacher's students (those the students resource
+    #: lets the caller see), one statement for the whole page.
+    include_fields = ["students"]
     pre_create_callbacks = [VerifyCredentials]
     post_create_callbacks = [AuditWrite, WelcomeEmail]
     post_promote_callbacks = [AuditWrite]

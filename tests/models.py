@@ -88,6 +88,8 @@ class Student(db.Model):  # type: ignore[name-defined,misc]
     #: Another student (``references = {"buddy_id": "self"}`` in the policy tests).
     buddy_id: Mapped[int | None] = mapped_column(ForeignKey("students.id", ondelete="SET NULL"))
     teacher: Mapped[Teacher] = relationship(back_populates="students")
+    #: Read only (``?include=students.grades`` in the include tests).
+    grades: Mapped[list[Grade]] = relationship(viewonly=True)
 
 
 class Grade(db.Model):  # type: ignore[name-defined,misc]

@@ -33,6 +33,7 @@ RUN = [
     ("guards", "tour"),
     ("bulk", "tour"),
     ("many_to_many", "tour"),
+    ("related_rows", "tour"),
 ]
 
 

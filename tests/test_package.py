@@ -113,6 +113,7 @@ def test_public_names() -> None:
         "database",
         "errors",
         "extension",
+        "including",
         "mixins",
         "nesting",
         "options",

@@ -7,7 +7,8 @@ inside that caller's row policy.
 The world is drawn at random: two schools, teachers in each, students under teachers,
 grades under students. A caller is a school plus a set of hidden names (its
 permissions' ``visible``). The policy is also computed here, in Python, from the rows;
-the API must agree with it on every path."""
+the API must agree with it on every path, ``?include=`` too: an included list holds
+exactly the reachable related rows, a to-one is ``null`` when its row is not reachable."""
 
 from __future__ import annotations
 
@@ -66,6 +67,8 @@ class Teachers(TenantScopeMixin, ModelResource):
     sort_fields = ["name"]
     bulk = ("create", "patch")
 
+    include_fields = ["students.grades"]
+
     def get_base_query_kwargs(self) -> dict[str, Any]:
         return {"school_id": g.get("school_id")}
 
@@ -87,6 +90,8 @@ class Students(ModelResource):
     pagination = "cursor"
     sort_fields = ["name"]
     bulk = ("create", "patch")
+
+    include_fields = ["teacher"]
 
 
 class Grades(ModelResource):
@@ -120,6 +125,7 @@ class PupilsByTeacher(ModelResource):
     permissions = [HideStudents]
     filter_fields = ["teacher.name"]
     sort_fields = ["teacher.name"]
+    include_fields = ["teacher"]
 
     def get_query(self) -> Any:  # scoped through the teacher, in get_query()
         school = select(Teacher.id).where(Teacher.school_id == g.get("school_id"))
@@ -348,6 +354,45 @@ def test_every_observable_row_is_inside_the_callers_policy(
             and world.students[s].teacher_id in teachers
             for s in ids(filtered["items"])
         ), "a to-one filter matched a teacher the caller may not reach"
+
+        # included rows: exactly the reachable ones of each row, at every level, also
+        # trimmed by ?fields=, on cursor pages and behind a 304
+        included = client.get("/api/teachers?limit=100&include=students.grades", headers=h).json[
+            "items"
+        ]
+        assert ids(included) == teachers
+        for teacher in included:
+            under = {s for s in students if world.students[s].teacher_id == teacher["id"]}
+            assert ids(teacher["students"]) == under, "an included list reached a hidden row"
+            for student in teacher["students"]:
+                of = {x for x in grades if world.grades[x].student_id == student["id"]}
+                assert ids(student["grades"]) == of
+        trimmed = client.get(
+            "/api/teachers?limit=100&include=students&fields=name,students.id", headers=h
+        ).json["items"]
+        assert {s["id"] for t in trimmed for s in t["students"]} == students
+        pupils_with = client.get("/api/pupils?limit=100&include=teacher", headers=h).json
+        assert ids(pupils_with["items"]) == pupils
+        for pupil in pupils_with["items"]:
+            teacher_id = world.students[pupil["id"]].teacher_id
+            # A to-one: the row when its resource would show it, else null.
+            assert pupil["teacher"] == (
+                {**pupil["teacher"], "id": teacher_id} if teacher_id in teachers else None
+            )
+        for t in teachers:
+            item_url = f"/api/teachers/{t}?include=students"
+            first = client.get(item_url, headers=h)
+            assert ids(first.json["students"]) == {
+                s for s in students if world.students[s].teacher_id == t
+            }
+            tag = {"If-None-Match": first.headers["ETag"]}
+            assert client.get(item_url, headers={**h, **tag}).status_code == 304
+            paged = walk(client, f"/api/teachers/{t}/students?limit=2&include=teacher", h)
+            assert paged == {s for s in students if world.students[s].teacher_id == t}
+            first_page = client.get(
+                f"/api/teachers/{t}/students?limit=2&include=teacher", headers=h
+            )
+            assert all(s["teacher"]["id"] == t for s in first_page.json["items"])
 
         # items and nested paths at depth 2 and 3, cursors included
         for t in world.teachers:

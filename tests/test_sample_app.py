@@ -169,6 +169,26 @@ def test_students_nested_and_audited(sample: tuple[Flask, Any]) -> None:
     assert counts() == (before[0], before[1], before[2] + 2, before[3])
 
 
+def test_teachers_include_their_students(sample: tuple[Flask, Any]) -> None:
+    _, client = sample
+    north = client.get("/api/teachers?include=students", headers=NORTH).json["items"]
+    for teacher in north:
+        listed = client.get(f"/api/teachers/{teacher['id']}/students?limit=100", headers=NORTH)
+        assert teacher["students"] == sorted(listed.json["items"], key=lambda s: s["name"])
+    assert any(teacher["students"] for teacher in north)
+    # The cached list is another answer with ?include=, and a student's write ends it.
+    first = north[0]
+    made = client.post(
+        f"/api/teachers/{first['id']}/students",
+        json={"name": "Hal", "grade_level": 3},
+        headers=NORTH,
+    )
+    assert made.status_code == 201
+    again = client.get("/api/teachers?include=students", headers=NORTH).json["items"]
+    assert "Hal" in [s["name"] for s in again[0]["students"]]
+    assert client.get("/api/teachers?include=mentor", headers=NORTH).status_code == 400
+
+
 def test_list_queries(sample: tuple[Flask, Any]) -> None:
     _, client = sample
     listed = client.get(
