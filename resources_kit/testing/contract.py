@@ -423,7 +423,15 @@ def as_sent(
     for name in ("If-Match", "If-None-Match"):
         if headers and name in headers:
             sent += f" {name}: {headers[name]}"
-    return sent + (" (as another tenant)" if other else "")
+    return _one_line(sent) + (" (as another tenant)" if other else "")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every character that does not print (a newline, a line separator, a
+    control character) escaped as in JSON, so a request is always one line."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else json.dumps(char)[1:-1] for char in text)
 
 
 def difference(wanted: Mapping[str, Any], got: Mapping[str, Any]) -> str:
@@ -585,7 +593,7 @@ def list_query(self: CrudContract, data: st.DataObject) -> None:
     params, expect_in, description = data.draw(st.sampled_from(of_kind), label="query")
     listed = self.list_items(config.our_headers, params)
     ids = [item[config.id_field] for item in listed]
-    where = as_sent("get", f"{config.base}?{urlencode(params)}")
+    where = as_sent("get", f"{config.base}?{urlencode({'limit': config.page_size, **params})}")
     if expect_in:
         rule = "a query built from an item's own values lists it"
     else:
@@ -610,7 +618,9 @@ def list_query(self: CrudContract, data: st.DataObject) -> None:
     sorts = sort_queries(config.list_options, self.rows)
     if "sort" not in params and sorts:  # and every list of two rows or more, sorted too
         order = data.draw(st.sampled_from(sorts), label="sorted too")[0]["sort"]
-        where = as_sent("get", f"{config.base}?{urlencode({'sort': order})}")
+        where = as_sent(
+            "get", f"{config.base}?{urlencode({'limit': config.page_size, 'sort': order})}"
+        )
         keys = [(order.removesuffix("__desc"), order.endswith("__desc"))]
         listed = self.list_items(config.our_headers, {"sort": order})
         check_order(where, listed, keys, config.id_field, f"sorted by {order}")
