@@ -519,7 +519,7 @@ MESSAGES: list[tuple[type[Any], dict[str, Any], tuple[str, ...]]] = [
     (
         FiltersIgnored,
         {"operations": ("create", "list")},
-        ("GET /api/m-filters-ignored?limit=100&filters={", "} shows item", "(rule: the negation"),
+        ("GET /api/m-filters-ignored?limit=100&filters={", "} shows item", "; rule: the negation"),
     ),
     (
         CreateIgnoresField,

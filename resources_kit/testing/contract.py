@@ -600,8 +600,7 @@ def list_query(self: CrudContract, data: st.DataObject) -> None:
         rule = "the negation of an item's own value does not list it"
     expect(
         (key in ids) == expect_in,
-        f"{where} {'misses' if expect_in else 'shows'} item {key!r}, whose {description} "
-        f"(rule: {rule})",
+        f"{where} {'misses' if expect_in else 'shows'} item {key!r} ({description}; rule: {rule})",
     )
     if "sort" in params:
         name = params["sort"].removesuffix("__desc")
