@@ -4,14 +4,23 @@ problem+json with ``Retry-After``, writes nothing, and the next request recovers
 Each fault is provoked for real and bounded in time: the request's own backend is killed
 from a second connection (``pg_terminate_backend`` / ``KILL``, filtered by this test's
 database and backend id), a statement or a lock times out after tens of milliseconds, an
-engine points at a closed port. The shared servers and PgBouncer are never stopped.
+engine points at a closed port, and a PgBouncer of the test's own (started on a free port
+in a temporary directory) is killed in the middle of a write and started again. The shared
+servers and the shared PgBouncer are never stopped.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from flask import request
@@ -20,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from resources_kit import CreateMixin, ListMixin, Resource
+from resources_kit.database import pooled_engine_options
 from resources_kit.errors import is_unavailable
 
 from .conftest import DB_URL, ENGINE_OPTIONS, make_app, running, seed
@@ -182,3 +192,169 @@ def test_errors_that_are_not_faults_stay_what_they_were(database: Any) -> None:
         db.session.execute(text("SELECT no_such_column FROM counters"))
     db.session.rollback()
     assert not is_unavailable(raised.value)
+
+
+# -- PgBouncer down --------------------------------------------------------------------------
+
+#: Where Debian's package installs PgBouncer (``.ci/services`` installs it).
+PGBOUNCER = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
+
+
+def _pgbouncer_problem() -> str | None:
+    """Why the PgBouncer test cannot run here, if it cannot."""
+    if BACKEND != "postgresql":
+        return "PgBouncer stands in front of PostgreSQL: run with RESOURCES_KIT_TEST_DB=postgresql"
+    if PGBOUNCER is None:
+        problem = "no pgbouncer binary (Debian: apt-get install pgbouncer; .ci/services does)"
+        if os.environ.get("RESOURCES_KIT_REQUIRE_SERVER"):
+            raise pytest.UsageError(f"{problem}, and CI needs it")
+        return problem
+    return None
+
+
+PGBOUNCER_PROBLEM = _pgbouncer_problem()
+
+
+class PrivateBouncer:
+    """A PgBouncer of this test's own: transaction pooling on a free port, in front of the
+    test database's PostgreSQL server (``127.0.0.1:5432``, or the port the test URL names
+    when it is not the shared PgBouncer's), with its files in a temporary directory. It is
+    started and killed by its process id, never by name."""
+
+    def __init__(self, directory: Path) -> None:
+        url = make_url(DB_URL)
+        server_port = url.port if url.port not in (None, 6432) else 5432
+        self.port = free_port()
+        self.url = url.set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
+        self.directory = directory
+        self.log = directory / "pgbouncer.log"
+        users = "".join(f'"{user}" ""\n' for user in {"postgres", "root", url.username or ""})
+        (directory / "users.txt").write_text(users)
+        (directory / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"* = host=127.0.0.1 port={server_port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            "pool_mode = transaction\nauth_type = trust\n"
+            f"auth_file = {directory / 'users.txt'}\n"
+            "server_reset_query =\nignore_startup_parameters = extra_float_digits,options\n"
+            f"logfile = {self.log}\n"
+        )
+        # PgBouncer refuses to run as root: as root, it runs as the postgres user.
+        self.user = "postgres" if os.geteuid() == 0 else None
+        if self.user is not None:
+            shutil.chown(directory, self.user)
+            for path in directory.iterdir():
+                shutil.chown(path, self.user)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert PGBOUNCER is not None
+        self.process = subprocess.Popen(
+            [PGBOUNCER, "-q", str(self.directory / "pgbouncer.ini")],
+            user=self.user,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        log = self.log.read_text() if self.log.exists() else ""
+        self.stop()
+        pytest.fail(f"PgBouncer did not listen on {self.port} within 10 s: {log[-500:]}")
+
+    def stop(self) -> None:
+        """Kill it (SIGKILL: no goodbye to its clients) and wait at most 5 s until gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=5)
+        self.process = None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def bouncer() -> Iterator[PrivateBouncer]:
+    if PGBOUNCER_PROBLEM is not None:
+        pytest.skip(PGBOUNCER_PROBLEM)
+    with tempfile.TemporaryDirectory(prefix="resources_kit_pgbouncer_") as directory:
+        private = PrivateBouncer(Path(directory))
+        private.start()
+        try:
+            yield private
+        finally:
+            private.stop()
+
+
+class StopsTheBouncer(ListMixin, CreateMixin, Resource):
+    """Counters; a create whose ``X-Fault: bouncer`` asks it kills the PgBouncer between
+    its INSERT and its commit."""
+
+    name, model, schema = "bouncing", Counter, CounterSchema
+    bouncer: ClassVar[PrivateBouncer | None] = None
+
+    def perform_create(self, data: dict[str, Any]) -> Any:
+        obj = super().perform_create(data)
+        self.get_session().flush()  # the INSERT is sent: PgBouncer dies before the commit
+        if request.headers.get("X-Fault") == "bouncer" and self.bouncer is not None:
+            self.bouncer.stop()
+        return obj
+
+
+def test_pgbouncer_down_is_503_writes_nothing_and_the_next_request_recovers(
+    database: Any, bouncer: PrivateBouncer
+) -> None:
+    """Requests through a PgBouncer that is killed in the middle of a write: that write
+    and every request while it is down are 503 problem+json with ``Retry-After``, nothing
+    is written, and once it is started again the next request succeeds."""
+    StopsTheBouncer.bouncer = bouncer
+    options = pooled_engine_options(bouncer.url)
+    options["connect_args"]["connect_timeout"] = 2  # every wait bounded
+    app = make_app(
+        lambda router: router.register(StopsTheBouncer),
+        SQLALCHEMY_DATABASE_URI=bouncer.url,
+        SQLALCHEMY_ENGINE_OPTIONS=options,
+    )
+    client = app.test_client()
+    try:
+        assert client.post("/api/bouncing", json={"label": "before"}).status_code == 201
+        assert [c["label"] for c in client.get("/api/bouncing").json["items"]] == ["before"]
+
+        started = time.monotonic()
+        body = {"label": "lost"}
+        assert_unavailable(client.post("/api/bouncing", json=body, headers={"X-Fault": "bouncer"}))
+        assert bouncer.process is None  # it was killed mid-write
+        assert_unavailable(client.get("/api/bouncing"))
+        assert_unavailable(client.post("/api/bouncing", json={"label": "refused"}))
+        assert time.monotonic() - started < 10
+        assert stored_labels() == ["before"]
+
+        bouncer.start()
+        listed = client.get("/api/bouncing")
+        assert listed.status_code == 200, listed.get_data(as_text=True)
+        assert [c["label"] for c in listed.json["items"]] == ["before"]
+        assert client.post("/api/bouncing", json={"label": "after"}).status_code == 201
+        assert stored_labels() == ["after", "before"]
+    finally:
+        StopsTheBouncer.bouncer = None
+        with app.app_context():
+            db.session.remove()
+            for engine in db.engines.values():
+                engine.dispose()
+
+
+def stored_labels() -> list[str]:
+    """The counters' labels, read past every PgBouncer (straight from the test database)."""
+    with other_connection() as other:
+        return sorted(other.execute(select(Counter.label)).scalars())

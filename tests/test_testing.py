@@ -346,3 +346,19 @@ def test_payloads_reach_length_limits_often() -> None:
     assert all(short <= 5 and long <= 50 for short, long in lengths)
     assert sum(short == 5 for short, _ in lengths) >= 15
     assert sum(long == 50 for _, long in lengths) >= 15
+
+
+def test_a_request_is_named_as_sent_decoded_and_on_one_line() -> None:
+    from resources_kit.testing.contract import as_sent
+
+    query = "limit=100&filters=%7B%22name__ne%22%3A+%22Ann%22%7D&search=a%0Ab%E2%80%A8"
+    sent = as_sent("get", f"/api/teachers?{query}", headers={"If-None-Match": '"x"'})
+    assert sent == (
+        'GET /api/teachers?limit=100&filters={"name__ne": "Ann"}&search=a\\nb\\u2028 '
+        'If-None-Match: "x"'
+    )
+    body = {"name": "Zoë\x85", "n": 1}
+    assert as_sent("patch", "/api/t/1", body, other=True) == (
+        'PATCH /api/t/1 {"name": "Zoë\\u0085", "n": 1} (as another tenant)'
+    )
+    assert len(as_sent("post", "/api/t", {"name": "x" * 2000})) < 600  # long bodies cut

@@ -1,10 +1,8 @@
 """The CRUD contract run against the quickstart's resource, as a user's test would."""
 
-from hypothesis import HealthCheck, settings
-from hypothesis.stateful import run_state_machine_as_test
 from quickstart import Teacher, TeacherResource, create_app, db
 
-from resources_kit.testing import crud_contract
+from resources_kit.testing import contract_settings, crud_contract, run_contract
 
 
 def test_teachers_contract() -> None:
@@ -21,12 +19,9 @@ def test_teachers_contract() -> None:
             resource=TeacherResource,  # schemas and column limits from the resource
             setup=empty_tables,
         )
-        run_state_machine_as_test(
-            contract,
-            settings=settings(
-                max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-            ),
-        )
+        # The documented settings (a bug is reported, shrunk, within about 30 s), with
+        # fewer examples than their 50 to keep the docs' own test quick.
+        run_contract(contract, contract_settings(max_examples=10))
 
 
 if __name__ == "__main__":

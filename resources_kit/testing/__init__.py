@@ -4,10 +4,11 @@ Install its one extra dependency with ``pip install resources_kit[testing]``.
 
 >>> from resources_kit.testing import crud_contract
 >>> contract = crud_contract(client, "/api/teachers", resource=TeacherResource)  # doctest: +SKIP
->>> TestTeachers = contract.TestCase  # doctest: +SKIP
+>>> run_contract(contract)  # doctest: +SKIP
 """
 
 from resources_kit.testing.contract import crud_contract
+from resources_kit.testing.runs import contract_settings, run_contract
 from resources_kit.testing.strategies import (
     UnsupportedField,
     field_strategy,
@@ -18,9 +19,11 @@ from resources_kit.testing.strategies import (
 
 __all__ = [
     "UnsupportedField",
+    "contract_settings",
     "crud_contract",
     "field_strategy",
     "invalid_payloads",
     "payloads",
     "register_field_strategy",
+    "run_contract",
 ]

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import marshmallow as ma
 from hypothesis import strategies as st
@@ -149,16 +149,27 @@ class CrudContract(RuleBasedStateMachine):
         steps = "\n".join(f"  {n}. {line}" for n, line in enumerate(self.log[-60:], 1))
         return ContractViolation(f"{exc}\n\nThe requests of this run:\n{steps}")
 
-    def call(self, method: str, path: str, body: Any = None, *, other: bool = False) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        other: bool = False,
+        extra: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Send one request (as the other tenant with ``other``; ``extra`` headers on top),
+        log it as sent, decoded, and note that on the response (``sent_as``) for the
+        failure messages."""
         config = self.config
-        headers = (config.their_headers or {}) if other else config.our_headers
+        headers = dict((config.their_headers or {}) if other else config.our_headers)
+        headers.update(extra or {})
         kwargs: dict[str, Any] = {"headers": headers}
         if body is not None:
             kwargs["json"] = body
         response = getattr(self.client, method)(path, **kwargs)
-        sent = f" {json.dumps(body, default=str)}" if body is not None else ""
-        who = " (as the other tenant)" if other else ""
-        self.log.append(f"{method.upper()} {path}{sent}{who} -> {response.status_code}")
+        response.sent_as = as_sent(method, path, body, extra, other=other)
+        self.log.append(f"{response.sent_as} -> {response.status_code}")
         return response
 
     def list_items(
@@ -185,32 +196,77 @@ class CrudContract(RuleBasedStateMachine):
             page = self.get_page(f"{url}&offset={offset}", headers)
             items.extend(page["items"])
             offset += config.page_size
-        expect(total == len(items), f"GET {base} says total {total} but lists {len(items)} items")
+        if total != len(items):
+            fail(self.total_problem(url, total, items, headers, params, base))
         return items
 
+    def total_problem(
+        self,
+        url: str,
+        total: int,
+        items: list[dict[str, Any]],
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None,
+        base: str,
+    ) -> str:
+        """Which of the two is wrong when a list's ``total`` and its pages disagree: the
+        pages miss items (the total is the number of items that exist), or the total
+        counts items that do not (the pages list every one), or, where the contract does
+        not know how many match (a filter), that they disagree."""
+        sent = as_sent("get", url)
+        ours = base == self.config.base and headers == self.config.our_headers
+        # (The first list of a run, before the contract knows any row: unknown.)
+        known = set(self.rows) if ours and not params and hasattr(self, "rows") else None
+        listed = {item[self.config.id_field] for item in items}
+        rule = "(rule: total is the number of items the pages list, together)"
+        if known is not None and total == len(known) and len(items) < total:
+            missing = sorted(known - listed, key=str)
+            return (
+                f"{sent} lists {len(items)} items on its pages but {total} exist, as its total "
+                f"says: it leaves out items {missing} (rule: the pages list every item)"
+            )
+        if known is not None and listed == known:
+            return (
+                f"{sent} says total {total} but {len(items)} items exist and its pages list "
+                f"every one {rule}"
+            )
+        return f"{sent} says total {total} but its pages list {len(items)} items {rule}"
+
     def get_page(self, url: str, headers: Mapping[str, str]) -> Any:
-        response = self.client.get(url, headers=dict(headers))
-        self.log.append(f"GET {url} -> {response.status_code}")
-        expect_status(response, 200, "GET", url)
+        config = self.config
+        other = headers == config.their_headers and headers != config.our_headers
+        response = self.call("get", url, other=other)
+        expect_status(response, 200, rule="a list answers 200")
         return response.get_json()
 
-    def check_unchanged(self) -> None:
+    def check_unchanged(self, after: Any = None) -> None:
+        """The list holds exactly the items the contract knows, as last written; ``after``
+        (the response of a write that was refused) is named, as what changed them."""
         config = self.config
         items = self.list_items(config.our_headers)
+        sent = as_sent("get", f"{config.base}?{urlencode({'limit': config.page_size})}")
         if config.list_options is not None:
             keys = [(key.key, key.descending) for key in config.list_options.default_sort]
-            check_order(f"GET {config.base}", items, keys, config.id_field, "the default order")
+            check_order(sent, items, keys, config.id_field, "the default order")
         listed = {item[config.id_field]: config.comparable(item) for item in items}
         known = {key: config.comparable(row) for key, row in self.rows.items()}
+        if after is not None:
+            refused = f"{after.sent_as} answered {after.status_code}"
+            rule = f"(rule: a refused write changes nothing; {refused})"
+        else:
+            rule = "(rule: the list holds every item created and not deleted, as last written)"
         for key in known.keys() - listed.keys():
-            fail(f"GET {config.base} does not list item {key!r}, which should exist")
+            fail(f"{sent} does not list item {key!r}, which should exist {rule}")
         for key in listed.keys() - known.keys():
             if key in self.theirs:
-                fail(f"GET {config.base} lists item {key!r}, created as another tenant")
-            fail(f"GET {config.base} lists item {key!r}, which should not exist")
+                fail(
+                    f"{sent} lists item {key!r}, created as another tenant (rule: no caller "
+                    "sees another tenant's items)"
+                )
+            fail(f"{sent} lists item {key!r}, which should not exist {rule}")
         for key, row in known.items():
             if listed[key] != row:
-                fail(f"GET {config.base} shows item {key!r} {difference(row, listed[key])}")
+                fail(f"{sent} shows item {key!r} {difference(row, listed[key])} {rule}")
 
     def item_url(self, key: Any) -> str:
         return f"{self.config.base}/{key}"
@@ -221,18 +277,19 @@ class CrudContract(RuleBasedStateMachine):
         for key, value in self.config.expected_fields(operation, body).items():
             if key not in self.config.ignored and shown.get(key) != value:
                 got = shown.get(key)
-                fail(f"{where}: {key!r} was sent as {value!r} but the answer shows {got!r}")
+                fail(
+                    f"{where}: {key!r} was sent as {value!r} but the answer shows {got!r} "
+                    "(rule: what is written is what is answered and read back)"
+                )
 
     def settled(self, key: Any, response: Any) -> bool:
         """Whether a write's answer needs no more checks: the row is not ours (so 404),
         or the write conflicted (409) and nothing changed."""
         if key not in self.rows:
-            expect_status(
-                response, 404, response.request.method, response.request.path, "no such item"
-            )
+            expect_status(response, 404, "the item was deleted")
             return True
         if response.status_code == 409:
-            self.check_unchanged()
+            self.check_unchanged(after=response)
             return True
         return False
 
@@ -241,8 +298,8 @@ class CrudContract(RuleBasedStateMachine):
         response = self.call(method, url, body)
         if self.settled(key, response):
             return
-        where = f"{method.upper()} {url}"
-        expect_status(response, 200, method.upper(), url)
+        where = response.sent_as
+        expect_status(response, 200)
         shown = response.get_json()
         self.check_sent(operation, body, shown, where)
         if operation == "patch":
@@ -253,7 +310,7 @@ class CrudContract(RuleBasedStateMachine):
                 expect(
                     after.get(name) == before[name],
                     f"{where} changed {name!r}, which was not sent: it was {before[name]!r}, "
-                    f"now {after.get(name)!r}",
+                    f"now {after.get(name)!r} (rule: a PATCH changes only the fields sent)",
                 )
         before = self.config.comparable(self.rows[key])
         self.rows[key] = shown
@@ -267,7 +324,7 @@ class CrudContract(RuleBasedStateMachine):
             )
         self.remember_etag(key, response, shown)
         if self.reads_back:
-            self.check_etag(where, url, response)
+            self.check_etag(url, response)
 
     def write_during_walk(
         self, body: dict[str, Any] | None, lived: set[Any], seen: list[Any]
@@ -286,12 +343,17 @@ class CrudContract(RuleBasedStateMachine):
                 del self.rows[behind[0]]
                 lived.discard(behind[0])
 
-    def check_etag(self, where: str, url: str, response: Any) -> None:
+    def check_etag(self, url: str, response: Any) -> None:
         """A write answers with the ETag the next GET of the item gives."""
+        where = response.sent_as
         fetched = self.call("get", url)
-        expect_status(fetched, 200, "GET", url, f"right after {where}")
+        expect_status(fetched, 200, f"right after {where}")
         written, read = response.headers.get("ETag"), fetched.headers.get("ETag")
-        expect(written == read, f"{where} answered ETag {written} but the next GET shows {read}")
+        expect(
+            written == read,
+            f"{where} answered ETag {written} but the next GET {url} shows {read} "
+            "(rule: a write answers the ETag the next GET gives)",
+        )
 
 
 # -- failures that explain themselves ----------------------------------------------------------
@@ -311,11 +373,65 @@ def expect(condition: bool, message: str) -> None:
         fail(message)
 
 
-def expect_status(response: Any, wanted: int, method: str, url: str, why: str = "") -> None:
+#: The rule a status stands for, when the check names no other.
+STATUS_RULES = {
+    200: "a request that succeeds answers 200",
+    201: "a create answers 201 Created",
+    204: "a delete answers 204 No Content",
+    304: "If-None-Match with the current ETag is a 304",
+    404: "an item out of the caller's reach, or deleted, is a 404",
+    409: "a unique value another item holds is a 409",
+    412: "If-Match with another ETag than the current one is a 412",
+    422: "an invalid body is a 422",
+}
+
+
+def expect_status(response: Any, wanted: int, why: str = "", rule: str | None = None) -> None:
+    """``response`` has status ``wanted``; otherwise a failure naming the request as sent,
+    why that status was expected and the rule it stands for, and what came back."""
     if response.status_code != wanted:
         body = " ".join(response.get_data(as_text=True).split())[:300]
-        reason = f" ({why})" if why else ""
-        fail(f"{method} {url} answered {response.status_code}, expected {wanted}{reason}: {body}")
+        reason = f"{why}; " if why else ""
+        rule = rule or STATUS_RULES.get(wanted, f"the answer is a {wanted}")
+        sent = getattr(response, "sent_as", None) or as_sent(
+            response.request.method, response.request.full_path.rstrip("?")
+        )
+        fail(
+            f"{sent} answered {response.status_code}, expected {wanted} ({reason}rule: "
+            f"{rule}): {body}"
+        )
+
+
+def as_sent(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: Mapping[str, str] | None = None,
+    *,
+    other: bool = False,
+) -> str:
+    """A request as sent, decoded: ``GET /api/t?filters={"name": "Ann"}&limit=100``, the
+    JSON body, the conditional headers, and whose request it was when not ours."""
+    path, _, query = url.partition("?")
+    if query:
+        pairs = parse_qsl(urlsplit(url).query, keep_blank_values=True)
+        path += "?" + "&".join(f"{name}={value}" for name, value in pairs)
+    sent = f"{method.upper()} {path}"
+    if body is not None:
+        text = json.dumps(body, default=str, ensure_ascii=False)
+        sent += f" {text if len(text) <= 500 else text[:500] + '...'}"
+    for name in ("If-Match", "If-None-Match"):
+        if headers and name in headers:
+            sent += f" {name}: {headers[name]}"
+    return _one_line(sent) + (" (as another tenant)" if other else "")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every character that does not print (a newline, a line separator, a
+    control character) escaped as in JSON, so a request is always one line."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else json.dumps(char)[1:-1] for char in text)
 
 
 def difference(wanted: Mapping[str, Any], got: Mapping[str, Any]) -> str:
@@ -356,24 +472,36 @@ def create(self: CrudContract, body: dict[str, Any]) -> Any:
     config = self.config
     response = self.call("post", config.base, body)
     if response.status_code == 409:
-        self.check_unchanged()
+        self.check_unchanged(after=response)
         return multiple()
-    expect_status(response, 201, "POST", config.base)
+    expect_status(response, 201)
     created = response.get_json()
-    self.check_sent("create", body, created, f"POST {config.base}")
+    self.check_sent("create", body, created, response.sent_as)
     key = created[config.id_field]
-    expect(key not in self.rows, f"POST {config.base} reused the id {key!r} of a live item")
+    expect(
+        key not in self.rows,
+        f"{response.sent_as} reused the id {key!r} of a live item (rule: a new item gets an "
+        "id of its own)",
+    )
     self.rows[key] = created
     self.etags.pop(key, None)  # a reused id of a deleted item starts afresh
     self.remember_etag(key, response, created)
     if self.reads_back:
         url = self.item_url(key)
         fetched = self.call("get", url)
-        expect_status(fetched, 200, "GET", url, "just created")
+        expect_status(fetched, 200, f"just created by {response.sent_as}")
         got, wanted = config.comparable(fetched.get_json()), config.comparable(created)
-        expect(got == wanted, f"GET {url} right after its POST shows {difference(wanted, got)}")
+        expect(
+            got == wanted,
+            f"GET {url} right after {response.sent_as} shows {difference(wanted, got)} (rule: "
+            "an item reads back as its create answered it)",
+        )
         written, read = response.headers.get("ETag"), fetched.headers.get("ETag")
-        expect(written == read, f"POST {config.base} answered ETag {written}; GET {url} {read}")
+        expect(
+            written == read,
+            f"{response.sent_as} answered ETag {written} but the next GET {url} shows {read} "
+            "(rule: a write answers the ETag the next GET gives)",
+        )
     return key
 
 
@@ -381,24 +509,28 @@ def create_invalid(self: CrudContract, pair: tuple[str, dict[str, Any]]) -> None
     name, body = pair
     url = self.config.base
     response = self.call("post", url, body)
-    expect_status(response, 422, "POST", url, f"{name!r} is invalid")
+    expect_status(response, 422, f"{name!r} is invalid")
     expect(
         name in response.get_json().get("errors", {}),
-        f"POST {url}: the 422 does not name the invalid field {name!r}",
+        f"{response.sent_as}: the 422 does not name the invalid field {name!r} (rule: a 422 "
+        "names each invalid field under errors)",
     )
-    self.check_unchanged()
+    self.check_unchanged(after=response)
 
 
 def read(self: CrudContract, key: Any) -> None:
     url = self.item_url(key)
     response = self.call("get", url)
     if key not in self.rows:
-        expect_status(response, 404, "GET", url, "the item was deleted")
+        expect_status(response, 404, "the item was deleted")
         return
-    expect_status(response, 200, "GET", url)
+    expect_status(response, 200)
     comparable = self.config.comparable
     got, wanted = comparable(response.get_json()), comparable(self.rows[key])
-    expect(got == wanted, f"GET {url} shows {difference(wanted, got)}")
+    expect(
+        got == wanted,
+        f"GET {url} shows {difference(wanted, got)} (rule: an item reads back as last written)",
+    )
 
 
 def list_all(self: CrudContract) -> None:
@@ -412,7 +544,7 @@ def walk(self: CrudContract, body: dict[str, Any] | None = None) -> None:
     config = self.config
     url = f"{config.base}?limit=1"
     response = self.call("get", url)
-    expect_status(response, 200, "GET", url)
+    expect_status(response, 200)
     page = response.get_json()
     cursors = "next" in page
     lived = set(self.rows)
@@ -434,12 +566,13 @@ def walk(self: CrudContract, body: dict[str, Any] | None = None) -> None:
             offset += 1
             next_url = f"{url}&offset={offset}"
         response = self.call("get", next_url)
-        expect_status(response, 200, "GET", next_url, "the next page of a walk")
+        expect_status(response, 200, "the next page of a walk")
         page = response.get_json()
+    rule = "(rule: walked page by page, a list shows every item that lived through it once)"
     twice = sorted({key for key in seen if seen.count(key) > 1}, key=str)
-    expect(not twice, f"GET {url}, walked page by page, showed items {twice} twice")
+    expect(not twice, f"GET {url}, walked page by page, showed items {twice} twice {rule}")
     missed = sorted(lived & set(self.rows) - set(seen), key=str)
-    expect(not missed, f"GET {url}, walked page by page, never showed items {missed}")
+    expect(not missed, f"GET {url}, walked page by page, never showed items {missed} {rule}")
 
 
 def list_query(self: CrudContract, data: st.DataObject) -> None:
@@ -460,10 +593,14 @@ def list_query(self: CrudContract, data: st.DataObject) -> None:
     params, expect_in, description = data.draw(st.sampled_from(of_kind), label="query")
     listed = self.list_items(config.our_headers, params)
     ids = [item[config.id_field] for item in listed]
-    where = f"GET {config.base}?{urlencode(params)}"
+    where = as_sent("get", f"{config.base}?{urlencode({'limit': config.page_size, **params})}")
+    if expect_in:
+        rule = "a query built from an item's own values lists it"
+    else:
+        rule = "the negation of an item's own value does not list it"
     expect(
         (key in ids) == expect_in,
-        f"{where} {'misses' if expect_in else 'shows'} item {key!r} ({description})",
+        f"{where} {'misses' if expect_in else 'shows'} item {key!r} ({description}; rule: {rule})",
     )
     if "sort" in params:
         name = params["sort"].removesuffix("__desc")
@@ -472,11 +609,17 @@ def list_query(self: CrudContract, data: st.DataObject) -> None:
     if "fields" in params:
         wanted = set(params["fields"].split(","))
         odd = [item for item in listed if set(item) != wanted]
-        expect(not odd, f"{where} answers other fields than {sorted(wanted)}: {odd[:1]}")
+        expect(
+            not odd,
+            f"{where} answers other fields than {sorted(wanted)}: {odd[:1]} (rule: ?fields= "
+            "answers exactly the fields it names)",
+        )
     sorts = sort_queries(config.list_options, self.rows)
     if "sort" not in params and sorts:  # and every list of two rows or more, sorted too
         order = data.draw(st.sampled_from(sorts), label="sorted too")[0]["sort"]
-        where = f"GET {config.base}?{urlencode({'sort': order})}"
+        where = as_sent(
+            "get", f"{config.base}?{urlencode({'limit': config.page_size, 'sort': order})}"
+        )
         keys = [(order.removesuffix("__desc"), order.endswith("__desc"))]
         listed = self.list_items(config.our_headers, {"sort": order})
         check_order(where, listed, keys, config.id_field, f"sorted by {order}")
@@ -673,11 +816,15 @@ def list_and_item_agree(self: CrudContract) -> None:
     for item in self.list_items(self.config.our_headers):
         url = self.item_url(item[self.config.id_field])
         response = self.call("get", url)
-        expect_status(response, 200, "GET", url, "the list shows this item")
+        expect_status(response, 200, "the list shows this item")
         shown = self.config.comparable(response.get_json())
         listed = {key: value for key, value in self.config.comparable(item).items() if key in shown}
         same = listed == {key: shown[key] for key in listed}
-        expect(same, f"GET {url} disagrees with the list: {difference(listed, shown)}")
+        expect(
+            same,
+            f"GET {url} disagrees with the list: {difference(listed, shown)} (rule: an item "
+            "route shows what the list shows)",
+        )
 
 
 def update(self: CrudContract, key: Any, body: dict[str, Any]) -> None:
@@ -728,8 +875,8 @@ def patch_conflicting(
     url = self.item_url(key)
     response = self.call("patch", url, {**body, **taken})
     why = f"{', '.join(taken)} as item {other!r} has it"
-    expect_status(response, 409, "PATCH", url, why)
-    self.check_unchanged()
+    expect_status(response, 409, why)
+    self.check_unchanged(after=response)
 
 
 def patch_invalid(self: CrudContract, key: Any, pair: tuple[str, dict[str, Any]]) -> None:
@@ -747,10 +894,10 @@ def refused(self: CrudContract, method: str, key: Any, pair: tuple[str, dict[str
     url = self.item_url(key)
     response = self.call(method, url, body)
     if key in self.rows:
-        expect_status(response, 422, method.upper(), url, f"{name!r} is invalid or missing")
+        expect_status(response, 422, f"{name!r} is invalid or missing")
     else:
-        expect_status(response, 404, method.upper(), url, "the item was deleted")
-    self.check_unchanged()
+        expect_status(response, 404, "the item was deleted")
+    self.check_unchanged(after=response)
 
 
 def conditional(self: CrudContract, key: Any) -> None:
@@ -759,29 +906,27 @@ def conditional(self: CrudContract, key: Any) -> None:
     url = self.item_url(key)
     current = self.call("get", url)
     if key not in self.rows:
-        expect_status(current, 404, "GET", url, "the item was deleted")
+        expect_status(current, 404, "the item was deleted")
         return
     etag = current.headers.get("ETag")
-    expect(bool(etag), f"GET {url} answered without an ETag")
+    expect(bool(etag), f"GET {url} answered without an ETag (rule: every item has an ETag)")
     for sent in (etag, f"W/{etag}"):
-        response = self.client.get(url, headers={**self.config.our_headers, "If-None-Match": sent})
-        self.log.append(f"GET {url} If-None-Match: {sent} -> {response.status_code}")
-        expect_status(response, 304, "GET", url, f"If-None-Match: {sent} is the current ETag")
+        response = self.call("get", url, extra={"If-None-Match": sent})
+        expect_status(response, 304, f"{sent} is the current ETag")
     self.remember_etag(key, current, current.get_json())
     earlier = self.earlier_etag(key)
     if earlier is not None:  # a real ETag of the item before it last changed
-        headers = {**self.config.our_headers, "If-None-Match": earlier}
-        response = self.client.get(url, headers=headers)
-        self.log.append(f"GET {url} If-None-Match: {earlier} -> {response.status_code}")
+        response = self.call("get", url, extra={"If-None-Match": earlier})
         expect_status(
-            response, 200, "GET", url, f"If-None-Match: {earlier} is an ETag from before a change"
+            response,
+            200,
+            f"{earlier} is an ETag from before a change",
+            "If-None-Match with an ETag the item no longer has answers the item",
         )
     stale = earlier or '"resources-kit-stale-etag"'
-    headers = {**self.config.our_headers, "If-Match": stale}
-    response = self.client.patch(url, json={}, headers=headers)
-    self.log.append(f"PATCH {url} {{}} If-Match: {stale} -> {response.status_code}")
-    expect_status(response, 412, "PATCH", url, f"If-Match: {stale} is not the current ETag")
-    self.check_unchanged()
+    response = self.call("patch", url, {}, extra={"If-Match": stale})
+    expect_status(response, 412, f"{stale} is not the current ETag")
+    self.check_unchanged(after=response)
 
 
 def delete(self: CrudContract, key: Any) -> None:
@@ -789,9 +934,9 @@ def delete(self: CrudContract, key: Any) -> None:
     response = self.call("delete", url)
     if self.settled(key, response):
         return
-    expect_status(response, 204, "DELETE", url)
+    expect_status(response, 204)
     del self.rows[key]
-    expect_status(self.call("get", url), 404, "GET", url, f"DELETE {url} just answered 204")
+    expect_status(self.call("get", url), 404, f"DELETE {url} just answered 204")
 
 
 def other_tenant_item(self: CrudContract, key: Any, method: str) -> None:
@@ -810,21 +955,24 @@ def unreachable(self: CrudContract, url: str, method: str, why: str, other: bool
     """``method`` on ``url`` is a 404 and changes nothing."""
     body: dict[str, Any] | None = {} if method in ("put", "patch") else None
     response = self.call(method, url, body, other=other)
-    expect_status(response, 404, method.upper(), url, why)
-    self.check_unchanged()
+    expect_status(response, 404, why)
+    self.check_unchanged(after=response)
 
 
 def other_tenant_list(self: CrudContract) -> None:
     config = self.config
     url = f"{config.base}?limit={config.page_size}"
-    response = self.client.get(url, headers=config.their_headers)
-    self.log.append(f"GET {url} (as the other tenant) -> {response.status_code}")
+    response = self.call("get", url, other=True)
     if response.status_code == 404:  # the parent is not theirs: nothing to see
         return
-    expect_status(response, 200, "GET", url, "as another tenant")
+    expect_status(response, 200)
     seen = {item[config.id_field] for item in response.get_json()["items"]}
     leaked = sorted(seen & set(self.rows), key=str)
-    expect(not leaked, f"GET {url} as another tenant lists our items {leaked}")
+    expect(
+        not leaked,
+        f"{response.sent_as} lists our items {leaked} (rule: no caller sees another tenant's "
+        "items)",
+    )
 
 
 def _schemas(
