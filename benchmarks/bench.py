@@ -58,7 +58,7 @@ TARGETS = {
     "create": (1.10, 1),
     "patch": (1.10, 2),
     "delete": (1.10, 2),
-    "nested list": (1.00, 2),
+    "nested list": (1.00, 1),
     "nested get": (1.10, 1),
     "include": (1.00, 2),
 }

@@ -60,6 +60,10 @@ class ListConfig:
     #: The model's columns, when a page may be read as rows of them rather than as
     #: objects (see :func:`row_columns`); ``None`` otherwise.
     row_columns: tuple[Any, ...] | None = None
+    #: The page's own statement checks the parent chain (a row of it is under a
+    #: reachable parent), so ``check_parent`` runs only for an empty page: the library's
+    #: own query steps and pagination, which read nothing of the parent before the page.
+    parent_in_page: bool = False
 
 
 class ListMixin(_Base):
@@ -103,15 +107,22 @@ class ListMixin(_Base):
         return cast(ListConfig, options_for(cls).list_config)
 
     def list(self) -> Response:
-        """The list action: the chain of steps in the class docstring."""
+        """The list action: the chain of steps in the class docstring. With the library's
+        own steps, the parent chain is checked inside the page's statement, and on its
+        own only when the page is empty (a missing parent, or no rows under it)."""
         args = self.parse_list_args()
-        self.check_parent()
+        config = self.options.list_config
+        if not config.parent_in_page:
+            self.check_parent()
         query = self.get_list_query(args)
         query = self.filter_list_query(query, args)
         query = self.sort_list_query(query, args)
-        if not self.options.list_config.default_chain:
+        if not config.default_chain:
             query = self.guard_query(query)  # whatever an overridden step built
-        return self.list_response(self.paginate_list_query(query, args))
+        page = self.paginate_list_query(query, args)
+        if config.parent_in_page and not page.items:
+            self.check_parent()  # 404, or truly an empty page
+        return self.list_response(page)
 
     def parse_list_args(self) -> dict[str, Any]:
         """The query string parsed with the list's arguments schema (400 naming every bad
@@ -225,7 +236,13 @@ def _compile_list(cls: type[Any], options: ResourceOptions) -> ListConfig:
         disabled=disabled,
         default_chain=default_chain,
         row_columns=row_columns(cls, options, pages) if default_chain else None,
+        parent_in_page=default_chain and builtin_paginate(pages),
     )
+
+
+def builtin_paginate(pages: Pagination) -> bool:
+    """Whether ``pages`` paginates as the library's own classes do."""
+    return type(pages).paginate in (OffsetPagination.paginate, CursorPagination.paginate)
 
 
 #: The steps between a page's rows and its body (and their owners): a resource that
@@ -244,7 +261,7 @@ def row_columns(cls: type[Any], options: ResourceOptions, pages: Any) -> tuple[A
     for step, owner in ROW_STEPS.items():
         if getattr(cls, step) is not getattr(owner or ListMixin, step):
             return None
-    if type(pages).paginate not in (OffsetPagination.paginate, CursorPagination.paginate):
+    if not builtin_paginate(pages):
         return None
     if not reads_plain_attributes(options.schemas["list"], options.columns):
         return None

@@ -140,7 +140,31 @@ def test_nested_list_statements_do_not_grow(
         statements.clear()
         client.get(f"/api/teachers/{teacher_id}/students?limit={limit}")
         counts.append(len(statements))
-    assert counts == [2, 2]
+    assert counts == [1, 1]  # the parent chain is checked inside the page's statement
+
+
+def test_an_empty_nested_page_tells_a_missing_parent_from_no_rows(
+    client: Any, database: Any, statements: list[str]
+) -> None:
+    """Only an empty page costs the parent check of its own: a 404 for a parent that is
+    missing (or outside the caller's reach), an empty page under one that is there."""
+    lone, busy = Teacher(name="Lone"), Teacher(name="Busy")
+    seed(lone, busy)
+    seed(Student(name="s", teacher_id=busy.id))
+    lone_id, busy_id = lone.id, busy.id
+    statements.clear()
+    empty = client.get(f"/api/teachers/{lone_id}/students")
+    assert (empty.status_code, empty.json["items"], empty.json["total"]) == (200, [], 0)
+    assert len(statements) == 2  # the page, then the parent check
+    statements.clear()
+    missing = client.get("/api/teachers/999999/students")
+    assert missing.status_code == 404
+    assert missing.mimetype == "application/problem+json"
+    assert len(statements) == 2
+    statements.clear()
+    page = client.get(f"/api/teachers/{busy_id}/students?limit=1")
+    assert [item["name"] for item in page.json["items"]] == ["s"]
+    assert len(statements) == 1
 
 
 # -- cursor pagination ------------------------------------------------------------------------
