@@ -28,13 +28,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import marshmallow as ma
-from flask import Response, current_app, request
+from flask import Response, request
 from sqlalchemy import String, inspect, or_, select, tuple_
 
 from .columns import exact_equals
-from .errors import HTTPError, from_database_error, unprocessable
-from .guards import EXTENSION as GUARDS
+from .errors import HTTPError, unprocessable
 from .parsing import body_is_array, check_query_args, json_array, json_kind
 from .policy import reachable_values
 from .writing import (
@@ -43,11 +41,10 @@ from .writing import (
     added_here,
     after_commit,
     callbacks,
-    commit,
     commits_refused,
     created_object,
+    one_transaction,
     stamp,
-    validation_messages,
 )
 
 #: Not given, or no value a row could have.
@@ -237,14 +234,13 @@ def find_rows(view: Any, keys: Sequence[Any]) -> dict[Any, Any]:
 def run_bulk(view: Any, writes: list[Write]) -> Response:
     """Steps 3 to 7 of the module docstring, in one transaction committed once."""
     session = view.get_session()
-    guards = current_app.extensions.get(GUARDS)  # production guards: see guards.py
     references = view.options.references
     befores: list[dict[str, Any]] = []
     for write in writes:
         write.session = session
         item = write.item
         befores.append({key: getattr(item, key) for key in references} if item is not None else {})
-    try:
+    with one_transaction(view, session) as settle:
         check_references(
             view, [(w.data, b, w.server_values) for w, b in zip(writes, befores, strict=True)]
         )
@@ -254,19 +250,7 @@ def run_bulk(view: Any, writes: list[Write]) -> Response:
         with commits_refused(session, what):  # a commit by a perform step or a callback
             objs = perform_bulk(view, writes, befores)
         response: Response = view.get_bulk_response(writes[0].operation, objs)
-        if guards is not None:
-            guards.before_commit(view, session, response)
-        commit(session)
-    except BaseException as exc:
-        session.rollback()
-        translated = from_database_error(exc, view.options.conflict_fields)
-        if translated is not None:
-            raise translated from exc
-        if isinstance(exc, ma.ValidationError):
-            raise unprocessable(validation_messages(exc)) from exc
-        raise
-    if guards is not None:
-        guards.committed(view)
+        settle(response)
     for write, obj in zip(writes, objs, strict=True):
         after_commit(view, write, obj)
     return response

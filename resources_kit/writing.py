@@ -128,28 +128,24 @@ def load_data(
     return {**data, **server_values}
 
 
-def run_write(view: WriterView, write: Write) -> Response:
-    """Steps 2 to 7 of the write, in one transaction committed once."""
-    session = write.session = view.get_session()
-    guards = current_app.extensions.get(GUARDS)  # production guards: see guards.py
-    try:
-        references = view.options.references
-        before = {key: getattr(write.item, key) for key in references} if write.item else {}
-        check_references(view, write.data, before, write.server_values)  # before any SQL
-        before |= {key: write.data[key] for key in references if key in write.data}
-        real = session() if isinstance(session, scoped_session) else session
-        token = _writing.set((real, f"the {write.operation} of {type(view).__name__}"))
-        try:  # a commit by the perform step or a callback is refused (refuse_commit)
-            obj = perform_write(view, write, before)
-        finally:
-            _writing.reset(token)
-        response = respond(view, write, obj)
-        if response.status_code >= 400:  # an action that answered an error writes nothing
-            session.rollback()
-            return response
+@contextmanager
+def one_transaction(view: Any, session: Any) -> Iterator[Callable[[Response], None]]:
+    """The frame of a write (one, or a bulk write's many): the block runs the write and
+    calls the function it is given with the answer, which passes the production guards
+    (see guards.py) and commits once. Any error rolls everything back, a database's
+    refusal or a validation error raised late answered as a 409 or a 422; once the block
+    is done, the guards learn of the commit."""
+    guards = current_app.extensions.get(GUARDS)
+    committed: list[bool] = []
+
+    def settle(response: Response) -> None:
         if guards is not None:
             guards.before_commit(view, session, response)
         commit(session)
+        committed.append(True)
+
+    try:
+        yield settle
     except BaseException as exc:
         session.rollback()
         translated = from_database_error(exc, view.options.conflict_fields)
@@ -158,8 +154,25 @@ def run_write(view: WriterView, write: Write) -> Response:
         if isinstance(exc, ma.ValidationError):
             raise unprocessable(validation_messages(exc)) from exc
         raise
-    if guards is not None:
+    if guards is not None and committed:  # not for an answer that wrote nothing
         guards.committed(view)
+
+
+def run_write(view: WriterView, write: Write) -> Response:
+    """Steps 2 to 7 of the write, in one transaction committed once."""
+    session = write.session = view.get_session()
+    with one_transaction(view, session) as settle:
+        references = view.options.references
+        before = {key: getattr(write.item, key) for key in references} if write.item else {}
+        check_references(view, write.data, before, write.server_values)  # before any SQL
+        before |= {key: write.data[key] for key in references if key in write.data}
+        with commits_refused(session, f"the {write.operation} of {type(view).__name__}"):
+            obj = perform_write(view, write, before)
+        response = respond(view, write, obj)
+        if response.status_code >= 400:  # an action that answered an error writes nothing
+            session.rollback()
+            return response
+        settle(response)
     after_commit(view, write, obj)
     return response
 
