@@ -220,6 +220,8 @@ class Jobs:
             for job_id in ids:
                 self.deliver(job_id)
             return
+        if not ids:
+            return
         sender = current_app.extensions.get("resources_kit_redis_sender")
         try:
             if sender is not None:  # the same messages, one round trip (workers.py)

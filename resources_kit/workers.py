@@ -189,6 +189,8 @@ class RedisSender:
 
     def send(self, ids: Sequence[str]) -> None:
         """Publish ``ids`` in one round trip (raises when the broker cannot be reached)."""
+        if not ids:  # Redis refuses an LPUSH of nothing
+            return
         if self.pid != os.getpid():  # a forked worker: its own name as the origin
             self.pid = os.getpid()
             self.headers["origin"] = f"gen{self.pid}@{socket.gethostname()}"
