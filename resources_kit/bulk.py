@@ -33,6 +33,7 @@ from sqlalchemy import String, inspect, or_, select, tuple_
 
 from .columns import exact_equals
 from .errors import HTTPError, unprocessable
+from .linking import replace_links, restore_links, take_links
 from .parsing import body_is_array, check_query_args, json_array, json_kind
 from .policy import reachable_values
 from .writing import (
@@ -261,8 +262,13 @@ def perform_bulk(view: Any, writes: list[Write], befores: list[dict[str, Any]]) 
     callbacks around one flush, the checks of every row written, the read-back."""
     session = writes[0].session
     objs = []
-    for write in writes:
+    # Each item's many-to-many ids out of its data before its perform step (a 422 naming
+    # the item), set once the flush gave the rows their keys: as a single write does.
+    links = [taken_links(view, write, index) for index, write in enumerate(writes)]
+    for write, taken in zip(writes, links, strict=True):
         obj = write.perform(write)
+        if taken:
+            restore_links(write, view, taken)
         write.rows = [obj]
         objs.append(obj)
         stamp(write)  # an overridden perform step cannot move a row
@@ -274,12 +280,26 @@ def perform_bulk(view: Any, writes: list[Write], befores: list[dict[str, Any]]) 
     for write in writes:
         stamp(write)
     session.flush()
-    for write, obj in zip(writes, objs, strict=True):
+    for write, obj, taken in zip(writes, objs, links, strict=True):
+        if taken:
+            replace_links(view, write, obj, taken)
         callbacks(view, "post", write, obj)
     session.flush()
     check_written(view, writes, befores)
     read_back(view, writes)
     return objs
+
+
+def taken_links(view: Any, write: Write, index: int) -> dict[str, list[Any]]:
+    """``take_links`` of one bulk item: its 422 names the item's index."""
+    if not view.options.link_fields:
+        return {}
+    try:
+        return take_links(view, write)
+    except HTTPError as exc:
+        if exc.code != 422:
+            raise
+        raise unprocessable({str(index): exc.errors}) from None
 
 
 def check_references(

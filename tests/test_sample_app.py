@@ -466,6 +466,40 @@ def test_students_are_created_in_bulk(sample: tuple[Flask, Any]) -> None:
         assert not db.session.scalars(select(Student).where(Student.name.in_(["Mo", "No"]))).all()
 
 
+def test_a_bulk_create_sets_each_items_clubs_inside_the_policy(
+    sample: tuple[Flask, Any],
+) -> None:
+    """A bulk item's ``club_ids`` is set as a single create's is: its own school's clubs
+    linked, another school's a 422 naming the item, and then nothing is written."""
+    app, client = sample
+    clubs = {c["name"]: c["id"] for c in client.get("/api/clubs", headers=NORTH).json["items"]}
+    south = {c["name"]: c["id"] for c in client.get("/api/clubs", headers=SOUTH).json["items"]}
+    url = "/api/teachers/1/students"
+    body = [
+        {"name": "Kit", "grade_level": 3, "club_ids": [clubs["Chess"], clubs["Choir"]]},
+        {"name": "Lu", "grade_level": 4, "club_ids": []},
+    ]
+    made = client.post(url, json=body, headers=AS["north-ada"])
+    assert made.status_code == 201, made.json
+    assert [item["club_ids"] for item in made.json] == [
+        sorted([clubs["Chess"], clubs["Choir"]]),
+        [],
+    ]
+    kit = client.get(f"{url}/{made.json[0]['id']}", headers=AS["north-ada"]).json
+    assert kit["club_ids"] == sorted([clubs["Chess"], clubs["Choir"]])
+    refused = client.post(
+        url,
+        json=[{"name": "Mo", "grade_level": 3}, {"name": "No", "grade_level": 3,
+                                                   "club_ids": [south["Chess"]]}],
+        headers=AS["north-ada"],
+    )  # fmt: skip
+    assert refused.status_code == 422
+    assert set(refused.json["errors"]) == {"1"}
+    assert set(refused.json["errors"]["1"]) == {"club_ids"}
+    with app.app_context():
+        assert not db.session.scalars(select(Student).where(Student.name.in_(["Mo", "No"]))).all()
+
+
 def test_students_and_clubs_many_to_many(sample: tuple[Flask, Any]) -> None:
     """Clubs are scoped by school; a student's clubs are linked by who may change the
     student (an admin, the student's own teacher), never to another school's club."""
