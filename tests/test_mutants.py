@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import marshmallow as ma
@@ -433,9 +434,11 @@ def timings() -> Iterator[dict[str, float]]:
             print(f"  {name} in {seconds:.1f} s with the documented settings")
 
 
-def caught(resource: type[Any], options: dict[str, Any]) -> ContractViolation:
+@contextmanager
+def contract_of(resource: type[Any], options: dict[str, Any]) -> Iterator[Any]:
+    """The contract of ``resource`` (under its ``parent``, at its ``url``), on an app of
+    its own; the other ``options`` go to ``crud_contract``."""
     options = {"setup": reset_database, **options}
-    budget = options.pop("settings", CAUGHT)
     parent = options.pop("parent", None)
     url = options.pop("url", f"/api/{resource.name}")
 
@@ -445,9 +448,14 @@ def caught(resource: type[Any], options: dict[str, Any]) -> ContractViolation:
         router.register(resource, parent=parent)
 
     with running(make_app(register)) as client:
-        machine = crud_contract(client, url, resource=resource, **options)
-        with pytest.raises(ContractViolation) as info:
-            run_state_machine_as_test(machine, settings=budget)
+        yield crud_contract(client, url, resource=resource, **options)
+
+
+def caught(resource: type[Any], options: dict[str, Any]) -> ContractViolation:
+    options = dict(options)
+    budget = options.pop("settings", CAUGHT)
+    with contract_of(resource, options) as machine, pytest.raises(ContractViolation) as info:
+        run_state_machine_as_test(machine, settings=budget)
     return info.value
 
 
@@ -585,17 +593,7 @@ def reported(resource: type[Any], options: dict[str, Any]) -> tuple[float, Contr
     """Run the contract on ``resource`` exactly as the Testing page says (``run_contract``
     with ``contract_settings()``, random draws), but with no example database: every run
     measures a first find (a saved failure would be replayed at once)."""
-    options = {"setup": reset_database, **options}
-    parent = options.pop("parent", None)
-    url = options.pop("url", f"/api/{resource.name}")
-
-    def register(router: Any) -> None:
-        if parent is not None:
-            router.register(parent)
-        router.register(resource, parent=parent)
-
-    with running(make_app(register)) as client:
-        machine = crud_contract(client, url, resource=resource, **options)
+    with contract_of(resource, options) as machine:
         started = time.perf_counter()
         with pytest.raises(ContractViolation) as info:
             run_contract(machine, contract_settings(database=None))
