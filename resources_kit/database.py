@@ -16,6 +16,7 @@ from contextvars import ContextVar, Token
 from typing import Any
 
 from flask import Response, after_this_request, current_app, request
+from flask_sqlalchemy.session import Session as FlaskSession
 from sqlalchemy import Table, event, func, inspect, make_url, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
@@ -314,6 +315,86 @@ def replica_engine(key: str) -> Engine:
     if key not in engines:
         raise _unknown_bind(key)
     return engines[key]
+
+
+def outside_engine(
+    session: Session | scoped_session[Session], mapper: Any, replica: Engine | None
+) -> Engine | None:
+    """The engine a read of rows may run on outside the request's session (a pooled
+    connection of its own, as hand-written Core code reads), or ``None`` when only the
+    session may answer it: while the session is in a transaction or holds changes (its
+    autoflush and its uncommitted rows), when it has ``do_orm_execute`` listeners (which
+    may add criteria such as a soft-delete filter), when row-level security settings
+    are bound (they are set in the session's transactions), or when its bind is a
+    connection rather than an engine (a test's outer transaction). ``replica`` is the
+    request's read replica, if any.
+
+    A scoped session with no session yet in this scope holds nothing: the read then
+    does not create one, and the engine is the one a new session would pick, found once
+    per session factory and mapper (see :func:`_new_session_engine`)."""
+    if _settings.get() is not None:
+        return None
+    if isinstance(session, scoped_session) and not session.registry.has():
+        if _class_listens(session.session_factory.class_):
+            return None
+        return replica if replica is not None else _new_session_engine(session, mapper)
+    real = session() if isinstance(session, scoped_session) else session
+    if (
+        real.in_transaction()
+        or real.new
+        or real.dirty
+        or real.deleted
+        or real.dispatch.do_orm_execute
+    ):
+        return None
+    if replica is not None:
+        return replica
+    bind = real.get_bind(mapper=mapper)
+    return bind if isinstance(bind, Engine) else None
+
+
+def _class_listens(cls: type[Session], name: str = "do_orm_execute") -> bool:
+    """Whether sessions of ``cls`` get ``name`` listeners from their class (or a base,
+    or their ``sessionmaker``). This reads SQLAlchemy's per-class listener lists; where
+    they cannot be read, it answers yes (the library takes the session's own path)."""
+    levels = getattr(getattr(cls.dispatch, name), "_clslevel", None)
+    if levels is None:  # pragma: no cover - another SQLAlchemy's internals
+        return True
+    return any(levels.get(base) for base in cls.__mro__)
+
+
+def session_listens(session: Session | scoped_session[Session], names: Sequence[str]) -> bool:
+    """Whether the request's session (or, before it exists, its class) has a listener
+    of any of the events ``names``."""
+    if isinstance(session, scoped_session) and not session.registry.has():
+        cls = session.session_factory.class_
+        return any(_class_listens(cls, name) for name in names)
+    real = session() if isinstance(session, scoped_session) else session
+    return any(getattr(real.dispatch, name) for name in names)
+
+
+#: ``Session.get_bind`` methods whose answer depends only on the factory's arguments,
+#: the app's engines and the mapper: SQLAlchemy's and Flask-SQLAlchemy's.
+_PLAIN_GET_BINDS = {Session.get_bind, FlaskSession.get_bind}
+_ENGINES = "resources_kit_session_engines"
+
+
+def _new_session_engine(session: scoped_session[Session], mapper: Any) -> Engine | None:
+    """The engine (not a connection) a new session of ``session``'s factory would read
+    ``mapper`` from, kept per app while the factory's arguments are unchanged; a session
+    class with a ``get_bind`` of its own is asked every time."""
+    factory = session.session_factory
+    if factory.class_.get_bind not in _PLAIN_GET_BINDS:
+        bind = session().get_bind(mapper=mapper)
+        return bind if isinstance(bind, Engine) else None
+    known = current_app.extensions.setdefault(_ENGINES, {})
+    key = (factory, mapper)
+    found = known.get(key)
+    if found is None or found[0] != factory.kw:
+        bind = factory().get_bind(mapper=mapper)  # a throwaway session: nothing to close
+        found = known[key] = (dict(factory.kw), bind if isinstance(bind, Engine) else None)
+    engine: Engine | None = found[1]
+    return engine
 
 
 # -- faults ----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import marshmallow as ma
 from flask import request
@@ -251,9 +251,7 @@ def embed(view: Any, objs: Sequence[Any], bodies: Sequence[dict[str, Any]]) -> N
         keys = list(
             dict.fromkeys(key for obj in above if (key := getattr(obj, step.local_key)) is not None)
         )
-        rows = (
-            view.execute_read(related_statement(view, step, keys)).scalars().all() if keys else []
-        )
+        rows = related_rows(view, step, keys) if keys else []
         dumped = shown_as_listed(view, step, picked.get(path), rows)
         found: dict[Any, list[dict[str, Any]]] = {}
         for row, body in zip(rows, dumped, strict=True):
@@ -262,6 +260,18 @@ def embed(view: Any, objs: Sequence[Any], bodies: Sequence[dict[str, Any]]) -> N
             matched = found.get(getattr(obj, step.local_key), [])
             body[step.name] = matched if step.many else (matched[0] if matched else None)
         levels[path] = (rows, dumped)
+
+
+def related_rows(view: Any, step: IncludeStep, keys: Collection[Any]) -> Sequence[Any]:
+    """The rows :func:`related_statement` selects: rows of the model's columns when the
+    related resource's own list reads rows (``ListConfig.row_columns``: it shows them
+    alike), else objects."""
+    statement = related_statement(view, step, keys)
+    config = options_for(step.resource).list_config
+    columns = config.row_columns if config is not None else None
+    if columns is None:
+        return cast(Sequence[Any], view.execute_read(statement).scalars().all())
+    return cast(Sequence[Any], view.read_rows(statement.with_only_columns(*columns)))
 
 
 def shown_as_listed(

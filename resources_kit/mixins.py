@@ -12,9 +12,9 @@ from flask import Response, current_app
 from sqlalchemy import Select
 
 from .callbacks import CallbackMixin
-from .errors import ImproperlyConfigured
+from .errors import ImproperlyConfigured, not_found
 from .including import include_field, use_includes
-from .nesting import cached
+from .nesting import cached, lookup_clause
 from .options import ResourceOptions, options_for
 from .pagination import PAGINATIONS, CursorPagination, OffsetPagination, Page, Pagination
 from .parsing import check_query_args, parse_query
@@ -251,34 +251,87 @@ ROW_STEPS = {"serialize": Representation, "list_response": None, "paginate_list_
 
 
 def row_columns(cls: type[Any], options: ResourceOptions, pages: Any) -> tuple[Any, ...] | None:
-    """The model's column attributes, when a page may be read as rows of them: no loader
-    options, the library's own steps from the page to the body (and its own
-    ``paginate``), a model with no inheritance, and a list schema every field of which
-    the compiled dumper reads plainly from a column (a ``?fields=`` subset then too)."""
-    mapper = options.mapper
-    if cls.query_options or mapper.inherits is not None or mapper.polymorphic_on is not None:
-        return None
+    """The model's column attributes, when a page may be read as rows of them: the
+    library's own steps from the page to the body (and its own ``paginate``), and what
+    :func:`plain_columns` asks of the model and the list schema."""
     for step, owner in ROW_STEPS.items():
         if getattr(cls, step) is not getattr(owner or ListMixin, step):
             return None
     if not builtin_paginate(pages):
         return None
-    if not reads_plain_attributes(options.schemas["list"], options.columns):
+    return plain_columns(cls, options, "list")
+
+
+def plain_columns(
+    cls: type[Any], options: ResourceOptions, operation: str
+) -> tuple[Any, ...] | None:
+    """The model's column attributes, when its rows may stand for its objects in a body
+    of ``operation``: no loader options, a model with no inheritance, and a schema every
+    field of which the compiled dumper reads plainly from a column (a ``?fields=``
+    subset then too)."""
+    mapper = options.mapper
+    if cls.query_options or mapper.inherits is not None or mapper.polymorphic_on is not None:
+        return None
+    if not reads_plain_attributes(options.schemas[operation], options.columns):
         return None
     return tuple(options.columns.values())
+
+
+#: The steps of an item read (and their owners): a resource that overrides one gets the
+#: object, as its step may read more than the columns.
+RETRIEVE_STEPS = {
+    "get_object": Resource,
+    "check_object": Resource,
+    "serialize": Representation,
+    "item_response": Representation,
+}
 
 
 class RetrieveMixin(_Base):
     """``GET`` on an item: :meth:`get_object`, :meth:`check_object`, :meth:`serialize`."""
 
+    @classmethod
+    def compile_retrieve_columns(cls, options: ResourceOptions) -> tuple[Any, ...] | None:
+        """The model's columns, when an item read may be a row of them rather than an
+        object: the library's own steps from the read to the body (:data:`RETRIEVE_STEPS`
+        and ``retrieve``), and what :func:`plain_columns` asks."""
+        if cls.retrieve is not RetrieveMixin.retrieve:
+            return None
+        for step, owner in RETRIEVE_STEPS.items():
+            if getattr(cls, step) is not getattr(owner, step):
+                return None
+        return plain_columns(cls, options, "detail")
+
     def retrieve(self) -> Response:
-        """``GET`` on an item: the object under every guard, serialized, with its ETag."""
+        """``GET`` on an item: the object under every guard, serialized, with its ETag.
+        With the library's own steps and a plain schema, the item is read as a row of its
+        columns (outside the session where nothing there could change it): the same
+        statement's conditions, no ORM object."""
         allowed = ("fields", "include") if self.options.include_paths else ("fields",)
         check_query_args(allowed, repeatable=allowed)
         self.read_sparse_fields("detail")
+        columns = self.options.retrieve_columns
+        if columns is not None:
+            return self.item_response(self.serialize(self.get_row(columns)))
         obj = self.get_object()
         self.check_object(obj)
         return self.item_response(self.serialize(obj))
+
+    def get_row(self, columns: tuple[Any, ...]) -> Any:
+        """The item the URL names as a row of ``columns``, inside :attr:`row_policy`;
+        404 when none (``get_object``'s statement, selecting the columns)."""
+        query = cached(
+            self.place.levels,
+            self.place.parent_checked,
+            "row",
+            lambda: (
+                self.get_scoped_query().where(lookup_clause(self, 0)).with_only_columns(*columns)
+            ),
+        )
+        rows = self.read_rows(query)
+        if not rows:
+            raise not_found()
+        return rows[0]
 
 
 class ModelResource(

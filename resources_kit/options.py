@@ -234,6 +234,11 @@ class ResourceOptions:
     #: The list's pieces (filtering, sorting, pagination, the arguments schema) of a
     #: resource with ``ListMixin``; ``None`` for one without.
     list_config: Any = None
+    #: The model's columns, when an item read may be read as a row of them rather than
+    #: as an object (``RetrieveMixin.compile_row_columns``); ``None`` otherwise.
+    retrieve_columns: tuple[Any, ...] | None = None
+    #: Whether a delete may be one statement (``DeleteMixin.compile_direct_delete``).
+    direct_delete: bool = False
     #: (operation, field names) -> the schema trimmed to them, for ``?fields=``
     sparse_schemas: OrderedDict[tuple[str, tuple[str, ...]], ma.Schema] = field(
         default_factory=OrderedDict, repr=False
@@ -378,8 +383,24 @@ def _compile(cls: type[Any]) -> ResourceOptions:
         **_relations(cls, mapper, schemas) | _bulk(cls, schemas["detail"], lookup_key),
         **_relationship_options(cls, mapper),
     )
-    compile_list = getattr(cls, "compile_list_config", None)
-    return replace(options, list_config=compile_list(options)) if compile_list else options
+    return _compile_actions(cls, options)
+
+
+#: Option -> the classmethod of an action mixin that compiles it from the others.
+ACTION_OPTIONS = {
+    "list_config": "compile_list_config",
+    "retrieve_columns": "compile_retrieve_columns",
+    "direct_delete": "compile_direct_delete",
+}
+
+
+def _compile_actions(cls: type[Any], options: ResourceOptions) -> ResourceOptions:
+    """``options`` with the pieces of the class's actions (:data:`ACTION_OPTIONS`)."""
+    for option, method in ACTION_OPTIONS.items():
+        compile_option = getattr(cls, method, None)
+        if compile_option is not None:
+            options = replace(options, **{option: compile_option(options)})
+    return options
 
 
 def foreign_keys(columns: Any, target: Mapper[Any]) -> list[Any]:

@@ -97,7 +97,7 @@ class Pagination:
         counted = view.mount.statements.derive(
             query, "count", lambda: count_statement(view.guard_query(query))
         )
-        return int(view.execute_read(counted).scalar_one())
+        return int(view.read_rows(counted)[0][0])
 
 
 def page_url(**changes: Any) -> str:
@@ -106,7 +106,13 @@ def page_url(**changes: Any) -> str:
     return f"{request.base_url}?{urlencode(args, doseq=True)}"
 
 
-def fetch(view: Resource, statement: Select[Any], values: Mapping[str, Any]) -> list[Any]:
+def fetch(
+    view: Resource, statement: Select[Any], values: Mapping[str, Any], width: int
+) -> list[Any]:
+    """The rows of a page: of columns (``width`` of them) through ``read_rows``, or of
+    objects (in column 0) through the session."""
+    if width:
+        return list(view.read_rows(statement, values))
     result = view.execute_read(statement, values)
     return list((result.unique() if view.query_options else result).all())
 
@@ -191,7 +197,7 @@ class OffsetPagination(Pagination):
         offset: int = args["offset"]
         selected, width = as_rows(view, query)
         statement = view.mount.statements.derive(selected, "offset", lambda: offset_page(selected))
-        rows = fetch(view, statement, {"rk_limit": limit, "rk_offset": offset})
+        rows = fetch(view, statement, {"rk_limit": limit, "rk_offset": offset}, width)
         if rows:
             items, total = [row if width else row[0] for row in rows], rows[0][-1]
         elif offset == 0:
@@ -246,7 +252,7 @@ class CursorPagination(Pagination):
         floats = [path for path, _ in plan if path.is_float]
         if floats:  # read as stored: the driver may round what it sends
             statement = statement.add_columns(*(ExactFloat(path.attr) for path in floats))
-        rows = fetch(view, statement, {"rk_limit": limit + 1})
+        rows = fetch(view, statement, {"rk_limit": limit + 1}, width)
         items = [row if width else row[0] for row in rows[:limit]]
         if len(rows) <= limit:
             return Page(items, {"next": None})

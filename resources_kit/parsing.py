@@ -177,9 +177,63 @@ def parse_query(schema: ma.Schema, disabled: Mapping[str, str] | None = None) ->
     """The query string loaded with ``schema``: strict (every name one of its fields, each
     given once unless it is a list) and typed; a 400 names every bad parameter."""
     known = _known(schema)
+    parsed = known.parsed
+    if parsed is not None:
+        found = parsed.get(request.query_string)
+        if found is not None:
+            return dict(found)
     check_query_args(known.names, disabled, known.repeatable)
     args: dict[str, Any] = query_parser.parse(known.part(request.args), request)
+    if parsed is not None and all(map(_immutable, args.values())):
+        if len(parsed) >= PARSED_QUERIES_KEPT:
+            parsed.clear()
+        parsed[request.query_string] = dict(args)
     return args
+
+
+#: The modules whose fields and validators load a value from it alone (no request, no
+#: database, no clock): a query schema of only these parses a query string the same way
+#: every time.
+PURE_MODULES = ("marshmallow.", "webargs.", "resources_kit.")
+#: How many parsed query strings one query schema keeps (then it starts again).
+PARSED_QUERIES_KEPT = 512
+_IMMUTABLE = (int, float, str, bytes, type(None))
+
+
+def _immutable(value: Any) -> bool:
+    if isinstance(value, tuple | frozenset):
+        return all(map(_immutable, value))
+    return isinstance(value, _IMMUTABLE)
+
+
+def _pure(thing: Any) -> bool:
+    module = getattr(thing, "__module__", None) or type(thing).__module__
+    return module.startswith(PURE_MODULES)
+
+
+def loads_purely(schema: ma.Schema) -> bool:
+    """Whether loading a query string with ``schema`` depends on nothing but the text:
+    no load hooks, and every field (and its inner fields, validators, parse function) of
+    marshmallow, webargs or this library, with no callable default. Then parsed query
+    strings are kept; a schema of the resource's own ``list_args`` fields that are not is
+    parsed every time."""
+    if any(getattr(schema, "_hooks", {None: True}).values()):
+        return False
+    return all(_pure_field(field) for field in schema.fields.values())
+
+
+def _pure_field(field: Any) -> bool:
+    if not _pure(type(field)) or callable(field.load_default):
+        return False
+    if not all(_pure(validator) for validator in field.validators):
+        return False
+    if isinstance(field, ma.fields.Nested):
+        return False
+    parse = getattr(field, "parse", None)
+    if parse is not None and not _pure(parse):
+        return False
+    inner = [getattr(field, "inner", None), *getattr(field, "tuple_fields", ())]
+    return all(_pure_field(part) for part in inner if part is not None)
 
 
 class _Known:
@@ -198,6 +252,9 @@ class _Known:
             name for name, field in schema.fields.items() if field.load_default is not ma.missing
         )
         self.parts: OrderedDict[frozenset[str], ma.Schema] = OrderedDict()
+        #: Query string -> the arguments it parsed to, when they are immutable and the
+        #: schema :func:`loads_purely`; ``None`` when it does not.
+        self.parsed: dict[bytes, dict[str, Any]] | None = {} if loads_purely(schema) else None
 
     def part(self, args: Collection[str]) -> ma.Schema:
         """The schema with only the fields of ``args`` and those with a default."""

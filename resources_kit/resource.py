@@ -29,7 +29,12 @@ from werkzeug.exceptions import HTTPException
 from .actions import ACTIONS, ExtraAction
 from .bulk import bulk_handler
 from .conditional import check_if_match
-from .database import database_failure, read_engine, row_level_security_settings
+from .database import (
+    database_failure,
+    outside_engine,
+    read_engine,
+    row_level_security_settings,
+)
 from .errors import HTTPError, ImproperlyConfigured, not_found, problem_response
 from .guards import GuardsConfig
 from .including import check_includes
@@ -313,6 +318,22 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
         bind = {"bind": self.caller.read_bind}
         return session.execute(statement, parameters, bind_arguments=bind)
 
+    def read_rows(self, statement: Any, parameters: Mapping[str, Any] | None = None) -> Any:
+        """The rows (not objects) of a read of this request. When nothing the session
+        holds could change the answer (see :func:`~resources_kit.database.outside_engine`)
+        and :meth:`execute_read` is the library's own, the statement runs on a pooled
+        connection of its own, outside the ORM session, as hand-written Core code reads;
+        else through :meth:`execute_read`."""
+        if self.caller.read_bind is UNSET:
+            self.caller.read_bind = self.get_read_bind()
+        engine = None
+        if type(self).execute_read is Resource.execute_read:
+            engine = outside_engine(self.get_session(), self.options.mapper, self.caller.read_bind)
+        if engine is None:
+            return self.execute_read(statement, parameters).all()
+        with engine.connect() as connection:
+            return connection.execute(statement, parameters).all()
+
     def get_query(self) -> Select[Any]:
         """The unscoped base of every read and write: narrow it here (``return
         super().get_query().where(...)``); the narrowing is part of the row policy. Build
@@ -343,9 +364,10 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
         if self.mount.parent is None or self.place.parent_checked:
             return
         statement = cached(self.place.levels, False, "parent", self.row_policy.parent_statement)
-        row = self.execute_read(statement).first()
-        if row is None:
+        rows = self.read_rows(statement)
+        if not rows:
             raise not_found()
+        row = rows[0]
         self.place.parent_checked, self.place.parent_key = True, row[0]
         self.place.values[PARENT_KEY] = row[0]
 

@@ -49,6 +49,12 @@ CAUGHT = settings(
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
+#: For the mutants whose failing example needs a rarer draw (a name shared across
+#: tenants, a filter that excludes a row): the same run draws differently as the
+#: library's source changes (Hypothesis takes constants from the loaded modules), so
+#: these get room to spare. A run stops at the first failure, so a caught mutant costs
+#: no more.
+ROOMY = settings(CAUGHT, max_examples=4 * EXAMPLES)
 
 
 class PatchResetsUnsent(LoneTeacherResource):
@@ -361,6 +367,7 @@ MUTANTS: list[tuple[type[Any], dict[str, Any], tuple[str, ...]]] = [
             "other_headers": {"X-School": "2"},
             "setup": tenants,
             "operations": ("create", "delete"),
+            "settings": ROOMY,
         },
         ("DELETE", "the other tenant's item", "is gone"),
     ),
@@ -525,7 +532,7 @@ class FiltersIgnored(LoneTeacherResource):
 MESSAGES: list[tuple[type[Any], dict[str, Any], tuple[str, ...]]] = [
     (
         FiltersIgnored,
-        {"operations": ("create", "list")},
+        {"operations": ("create", "list"), "settings": ROOMY},
         ("GET /api/m-filters-ignored?limit=100&filters={", "} shows item", "; rule: the negation"),
     ),
     (
