@@ -13,7 +13,7 @@ from typing import Any
 import marshmallow as ma
 import pytest
 from flask import Flask, g, request
-from sqlalchemy import event, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.orm import scoped_session, sessionmaker, with_loader_criteria
 
 from resources_kit import ListMixin, Resource, RetrieveMixin, Router, signals
@@ -88,10 +88,6 @@ def test_changes_the_session_holds_are_read_through_it(scoped_app: Flask) -> Non
     client = scoped_app.test_client()
     headers = {**school(scoped_app), "X-Pending": "1"}
     assert names(client.get("/api/teachers", headers=headers)) == ["Ada", "Pending"]
-    with scoped_app.test_request_context():
-        pass
-    response = client.get("/api/teachers?limit=5", headers=headers)
-    assert sorted(names(response)) == ["Ada", "Pending"]
     assert names(client.get("/api/teachers", headers=school(scoped_app))) == ["Ada"]
 
 
@@ -136,12 +132,12 @@ def test_a_session_bound_to_an_outer_transaction_reads_its_rows(database: Any) -
         router = Router(url_prefix="/api")
         router.register(Bound)
         router.init_app(app)
-        uncommitted = Teacher(name="Uncommitted")
-        session.add(uncommitted)
-        session.flush()
+        # Written on the connection, not through the session: no session exists yet.
+        connection.execute(insert(Teacher).values(name="Uncommitted"))
+        found = connection.execute(select(Teacher.id)).scalar_one()
         client = app.test_client()
         assert names(client.get("/api/bound-teachers")) == ["Uncommitted"]
-        assert client.get(f"/api/bound-teachers/{uncommitted.id}").status_code == 200
+        assert client.get(f"/api/bound-teachers/{found}").status_code == 200
         session.remove()
         outer.rollback()
     assert db.session.scalars(select(Teacher)).all() == []
