@@ -22,12 +22,13 @@ of the right type.
 from __future__ import annotations
 
 import keyword
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 import marshmallow as ma
 from flask import Response, request
+from sqlalchemy.engine import Row
 
 from .conditional import item_response
 from .errors import HTTPError
@@ -144,9 +145,33 @@ def dumper_for(schema: ma.Schema) -> Dumper | None:
         return dumper
 
 
+_row_dumpers: WeakKeyDictionary[ma.Schema, dict[tuple[str, ...], Dumper | None]] = (
+    WeakKeyDictionary()
+)
+
+
+def row_dumper_for(schema: ma.Schema, fields: tuple[str, ...]) -> Dumper | None:
+    """The compiled dumper of ``schema`` for rows whose columns are named ``fields``
+    (``Row._fields``): a plain field of one of them is read by position, a C-level
+    index, rather than through ``Row.__getattr__``."""
+    known = _row_dumpers.get(schema)
+    if known is None:
+        known = _row_dumpers[schema] = {}
+    try:
+        return known[fields]
+    except KeyError:
+        positions = {name: index for index, name in enumerate(fields)}
+        dumper = known[fields] = compile_dumper(schema, positions)
+        return dumper
+
+
 def dump_many(schema: ma.Schema, objs: Any) -> list[dict[str, Any]]:
-    """``schema.dump(objs, many=True)``, through the compiled dumper when there is one."""
-    dumper = dumper_for(schema)
+    """``schema.dump(objs, many=True)``, through the compiled dumper when there is one
+    (for a list of rows of one statement, the one that reads them by position)."""
+    if objs and all(type(obj) is Row for obj in objs):
+        dumper = row_dumper_for(schema, objs[0]._fields)
+    else:
+        dumper = dumper_for(schema)
     if dumper is None:
         return list(schema.dump(objs, many=True))
     return [dumper(obj) for obj in objs]
@@ -209,12 +234,14 @@ def reads_plain_attributes(schema: ma.Schema, attributes: Any) -> bool:
     )
 
 
-def compile_dumper(schema: ma.Schema) -> Dumper | None:
+def compile_dumper(schema: ma.Schema, positions: Mapping[str, int] | None = None) -> Dumper | None:
     """The dumper's function for ``schema``, or ``None`` (see :func:`dumper_for`).
 
-    Each field in order: a plain one read with ``getattr`` and turned into its value by
+    Each field in order: a plain one read with ``getattr`` (or, when its attribute is
+    in ``positions``, as ``obj[position]``: a row's column) and turned into its value by
     :func:`_expression`; any other (or a plain one whose attribute is missing) by
     marshmallow's ``field.serialize``, which drops the key when it gives ``missing``."""
+    positions = positions or {}
     if _dumped_whole(schema):
         return None
     namespace: dict[str, Any] = {"M": ma.missing, "ga": schema.get_attribute}
@@ -231,8 +258,12 @@ def compile_dumper(schema: ma.Schema) -> Dumper | None:
         if expression is None:
             lines.append("    " + by_marshmallow.format(indent="    "))
             continue
-        namespace[f"a{index}"] = field.attribute or name
+        attribute = namespace[f"a{index}"] = field.attribute or name
         namespace[f"s{index}"] = getattr(field, _SERIALIZE)
+        if attribute in positions:  # a column of the row: always there
+            lines.append(f"    v{index} = obj[{int(positions[attribute])}]\n")
+            lines.append(f"    r[k{index}] = {expression}\n")
+            continue
         lines.append(
             f"    v{index} = getattr(obj, a{index}, M)\n"
             f"    if v{index} is M:\n"

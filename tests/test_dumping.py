@@ -10,6 +10,7 @@ import datetime as dt
 import enum
 import json
 import uuid
+from collections import namedtuple
 from types import SimpleNamespace
 from typing import Any
 
@@ -157,6 +158,14 @@ def test_the_compiled_dumper_answers_what_marshmallow_does(drawn: Any) -> None:
         return
     assert as_json(dump_many(schema, rows)) == expected_many
     assert as_json(dump_one(schema, rows[0])) == as_json(schema.dump(rows[0]))
+    # The same rows as a statement's rows (read by position) where they have every column.
+    columns = sorted(set().union(*(vars(row) for row in rows)))
+    complete = [row for row in rows if sorted(vars(row)) == columns]
+    as_rows = [namedtuple("Row", columns)(**vars(row)) for row in complete]
+    by_position = compile_dumper(schema, {name: i for i, name in enumerate(columns)})
+    if by_position is not None and as_rows:
+        expected = as_json(schema.dump(as_rows, many=True))
+        assert as_json([by_position(row) for row in as_rows]) == expected
 
 
 def test_plain_schemas_are_compiled_and_hooked_ones_are_dumped_whole() -> None:
