@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from sqlalchemy import Select, bindparam
 from sqlalchemy.orm import Mapper
 from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.util import LRUCache
 
 from .actions import ExtraAction
 from .columns import exact_equals
@@ -183,6 +184,10 @@ class Statements:
         return self.get((key, step), build)
 
 
+#: How many compiled statements of one mount's row reads are kept.
+COMPILED_KEPT = 64
+
+
 @dataclass(frozen=True, eq=False)
 class Mount:
     """One place a resource is mounted: its parent chain and its URL rules."""
@@ -219,6 +224,11 @@ class Mount:
     #: parent whose rows this mount lists, links and unlinks (a ``links.Link``).
     link: Any = None
     statements: Statements = field(default_factory=Statements, repr=False)
+    #: SQLAlchemy's compiled forms of the mount's reads of rows (``read_rows``): two
+    #: mounts whose statements have the same shape would otherwise share one compiled
+    #: form, and the one that did not compile it would map every result's columns to
+    #: its own statement's on every execution.
+    compiled: Any = field(default_factory=lambda: LRUCache(COMPILED_KEPT), repr=False)
     #: The resource's compiled configuration.
     options: ResourceOptions = field(init=False, repr=False)
 

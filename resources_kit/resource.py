@@ -331,8 +331,9 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
             engine = outside_engine(self.get_session(), self.options.mapper, self.caller.read_bind)
         if engine is None:
             return self.execute_read(statement, parameters).all()
+        options = {"compiled_cache": self.mount.compiled}
         with engine.connect() as connection:
-            return connection.execute(statement, parameters).all()
+            return connection.execute(statement, parameters, execution_options=options).all()
 
     def get_query(self) -> Select[Any]:
         """The unscoped base of every read and write: narrow it here (``return
