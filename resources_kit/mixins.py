@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import marshmallow as ma
-from flask import Response, current_app
+from flask import Response
 from sqlalchemy import Select
 
 from .callbacks import CallbackMixin
+from .conditional import json_response
 from .errors import ImproperlyConfigured, not_found
 from .including import include_field, use_includes
 from .nesting import cached, lookup_clause
@@ -169,9 +170,8 @@ class ListMixin(_Base):
     def list_response(self, page: Page) -> Response:
         """The JSON response of a page: ``items`` plus its envelope fields, and the ``Link``
         header of its links."""
-        response = cast(
-            Response, current_app.json.response({"items": self.serialize(page.items), **page.meta})
-        )
+        body = {"items": self.serialize(page.items), **page.meta}
+        response = json_response(body)
         if page.links:
             response.headers["Link"] = ", ".join(
                 f'<{url}>; rel="{rel}"' for rel, url in page.links.items()

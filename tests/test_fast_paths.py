@@ -13,10 +13,13 @@ from typing import Any
 import marshmallow as ma
 import pytest
 from flask import Flask, g, request
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import event, insert, select
 from sqlalchemy.orm import scoped_session, sessionmaker, with_loader_criteria
 
 from resources_kit import ListMixin, Resource, RetrieveMixin, Router, signals
+from resources_kit.conditional import json_response
 
 from .conftest import make_app, register_scoped, reset_database, seed
 from .models import School, Student, Teacher, TeacherResource, TeacherSchema, db
@@ -293,3 +296,36 @@ def test_the_direct_paths_are_taken_only_where_the_class_allows() -> None:
     assert options_for(TeacherResource).retrieve_columns is not None
     assert not options_for(Archiving).direct_delete
     assert options_for(Listed).retrieve_columns is None
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(
+    body=json_values,
+    sort_keys=st.booleans(),
+    ensure_ascii=st.booleans(),
+    compact=st.sampled_from([None, True, False]),
+    debug=st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_json_responses_are_what_flasks_provider_sends(
+    body: Any, sort_keys: bool, ensure_ascii: bool, compact: bool | None, debug: bool
+) -> None:
+    app = Flask(__name__)
+    app.debug = debug
+    app.json.sort_keys, app.json.ensure_ascii, app.json.compact = sort_keys, ensure_ascii, compact
+    with app.app_context():
+        try:
+            expected = app.json.response(body).get_data()
+        except (TypeError, ValueError) as exc:  # keys of mixed types when sorted
+            with pytest.raises(type(exc)):
+                json_response(body)
+            return
+        made = json_response(body)
+        assert made.get_data() == expected
+        assert made.headers == app.json.response(body).headers
