@@ -117,6 +117,9 @@ class Caller:
     read_bind: Any = UNSET
     #: The view the request is for: whose ``get_current_user()`` names the caller.
     source: Any = None
+    #: Engine -> the connection the request's reads of rows outside the session use
+    #: (``Resource.read_rows``), while ``dispatch_request`` serves it; ``None`` outside.
+    connections: dict[Any, Any] | None = None
 
 
 @dataclass(eq=False)

@@ -126,6 +126,7 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
         """Check the URL, resolve the permissions and the scope of every level (403 before
         any query when the scope is missing), then run the action with the request's
         guard values bound."""
+        self.caller.connections = {}
         try:
             handler = self._handler()
             self.place = Place([self], url_kwargs)
@@ -154,6 +155,15 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
             if failure is None:
                 raise
             return problem_response(failure)
+        finally:
+            self._close_connections()
+
+    def _close_connections(self) -> None:
+        """Return the connections of the request's reads outside the session to the pool
+        (rolled back there); one that fails to close is dropped by the pool."""
+        held, self.caller.connections = self.caller.connections or {}, None
+        for connection in held.values():
+            connection.close()
 
     def _handler(self) -> Callable[[], Response]:
         if self.mount.link is not None:  # a many-to-many's routes: see linkroutes.py
@@ -332,8 +342,14 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
         if engine is None:
             return self.execute_read(statement, parameters).all()
         options = {"compiled_cache": self.mount.compiled}
-        with engine.connect() as connection:
-            return connection.execute(statement, parameters, execution_options=options).all()
+        held = self.caller.connections
+        if held is None:  # not serving a request (a job's read): a connection of its own
+            with engine.connect() as connection:
+                return connection.execute(statement, parameters, execution_options=options).all()
+        kept = held.get(engine)
+        if kept is None:  # one per request: one transaction, one reset on return
+            kept = held[engine] = engine.connect()
+        return kept.execute(statement, parameters, execution_options=options).all()
 
     def get_query(self) -> Select[Any]:
         """The unscoped base of every read and write: narrow it here (``return
