@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import marshmallow as ma
-from flask import Response
+from flask import Response, request
 from sqlalchemy import Select
 
 from .callbacks import CallbackMixin
@@ -307,9 +307,10 @@ class RetrieveMixin(_Base):
         With the library's own steps and a plain schema, the item is read as a row of its
         columns (outside the session where nothing there could change it): the same
         statement's conditions, no ORM object."""
-        allowed = ("fields", "include") if self.options.include_paths else ("fields",)
-        check_query_args(allowed, repeatable=allowed)
-        self.read_sparse_fields("detail")
+        if request.query_string:  # nothing to check or read in none
+            allowed = ("fields", "include") if self.options.include_paths else ("fields",)
+            check_query_args(allowed, repeatable=allowed)
+            self.read_sparse_fields("detail")
         columns = self.options.retrieve_columns
         if columns is not None:
             return self.item_response(self.serialize(self.get_row(columns)))

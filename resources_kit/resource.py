@@ -80,6 +80,28 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
     __guards__ = GUARDS
 
     @classmethod
+    def as_view(cls, name: str, *class_args: Any, **class_kwargs: Any) -> Any:
+        """Flask's ``View.as_view``, a new instance per request and ``decorators``
+        applied, without ``ensure_sync``'s check per request: ``dispatch_request`` is a
+        guard, never a coroutine."""
+
+        def view(**kwargs: Any) -> Any:
+            return view.view_class(*class_args, **class_kwargs).dispatch_request(**kwargs)  # type: ignore[attr-defined]
+
+        if cls.decorators:
+            view.__name__ = name
+            view.__module__ = cls.__module__
+            for decorator in cls.decorators:
+                view = decorator(view)
+        view.view_class = cls  # type: ignore[attr-defined]
+        view.__name__ = name
+        view.__doc__ = cls.__doc__
+        view.__module__ = cls.__module__
+        view.methods = cls.methods  # type: ignore[attr-defined]
+        view.provide_automatic_options = cls.provide_automatic_options  # type: ignore[attr-defined]
+        return view
+
+    @classmethod
     def check_mount(cls, mount: Mount) -> None:
         """Refuse, once every resource is registered, a path the row policy could not
         apply to (see :mod:`resources_kit.policy`)."""
