@@ -332,20 +332,12 @@ def outside_engine(
     A scoped session with no session yet in this scope holds nothing: the read then
     does not create one, and the engine is the one a new session would pick, found once
     per session factory and mapper (see :func:`_new_session_engine`)."""
-    if _settings.get() is not None:
+    if _settings.get() is not None or session_listens(session, ("do_orm_execute",)):
         return None
     if isinstance(session, scoped_session) and not session.registry.has():
-        if _class_listens(session.session_factory.class_):
-            return None
         return replica if replica is not None else _new_session_engine(session, mapper)
     real = session() if isinstance(session, scoped_session) else session
-    if (
-        real.in_transaction()
-        or real.new
-        or real.dirty
-        or real.deleted
-        or real.dispatch.do_orm_execute
-    ):
+    if real.in_transaction() or real.new or real.dirty or real.deleted:
         return None
     if replica is not None:
         return replica

@@ -254,12 +254,15 @@ def row_columns(cls: type[Any], options: ResourceOptions, pages: Any) -> tuple[A
     """The model's column attributes, when a page may be read as rows of them: the
     library's own steps from the page to the body (and its own ``paginate``), and what
     :func:`plain_columns` asks of the model and the list schema."""
-    for step, owner in ROW_STEPS.items():
-        if getattr(cls, step) is not getattr(owner or ListMixin, step):
-            return None
-    if not builtin_paginate(pages):
+    if not keeps_steps(cls, ROW_STEPS, ListMixin) or not builtin_paginate(pages):
         return None
     return plain_columns(cls, options, "list")
+
+
+def keeps_steps(cls: type[Any], steps: Mapping[str, Any], mixin: type[Any]) -> bool:
+    """Whether ``cls`` has the library's own method for each of ``steps`` (step ->
+    owner; ``None``: ``mixin``)."""
+    return all(getattr(cls, step) is getattr(owner or mixin, step) for step, owner in steps.items())
 
 
 def plain_columns(
@@ -277,9 +280,10 @@ def plain_columns(
     return tuple(options.columns.values())
 
 
-#: The steps of an item read (and their owners): a resource that overrides one gets the
-#: object, as its step may read more than the columns.
-RETRIEVE_STEPS = {
+#: The steps of an item read (and their owners; ``None``: ``RetrieveMixin``): a resource
+#: that overrides one gets the object, as its step may read more than the columns.
+RETRIEVE_STEPS: dict[str, Any] = {
+    "retrieve": None,
     "get_object": Resource,
     "check_object": Resource,
     "serialize": Representation,
@@ -294,12 +298,9 @@ class RetrieveMixin(_Base):
     def compile_retrieve_columns(cls, options: ResourceOptions) -> tuple[Any, ...] | None:
         """The model's columns, when an item read may be a row of them rather than an
         object: the library's own steps from the read to the body (:data:`RETRIEVE_STEPS`
-        and ``retrieve``), and what :func:`plain_columns` asks."""
-        if cls.retrieve is not RetrieveMixin.retrieve:
+        and what :func:`plain_columns` asks."""
+        if not keeps_steps(cls, RETRIEVE_STEPS, RetrieveMixin):
             return None
-        for step, owner in RETRIEVE_STEPS.items():
-            if getattr(cls, step) is not getattr(owner, step):
-                return None
         return plain_columns(cls, options, "detail")
 
     def retrieve(self) -> Response:

@@ -235,7 +235,7 @@ class ResourceOptions:
     #: resource with ``ListMixin``; ``None`` for one without.
     list_config: Any = None
     #: The model's columns, when an item read may be read as a row of them rather than
-    #: as an object (``RetrieveMixin.compile_row_columns``); ``None`` otherwise.
+    #: as an object (``RetrieveMixin.compile_retrieve_columns``); ``None`` otherwise.
     retrieve_columns: tuple[Any, ...] | None = None
     #: Whether a delete may be one statement (``DeleteMixin.compile_direct_delete``).
     direct_delete: bool = False
