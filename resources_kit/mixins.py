@@ -297,7 +297,7 @@ class RetrieveMixin(_Base):
     @classmethod
     def compile_retrieve_columns(cls, options: ResourceOptions) -> tuple[Any, ...] | None:
         """The model's columns, when an item read may be a row of them rather than an
-        object: the library's own steps from the read to the body (:data:`RETRIEVE_STEPS`
+        object: the library's own steps from the read to the body (:data:`RETRIEVE_STEPS`),
         and what :func:`plain_columns` asks."""
         if not keeps_steps(cls, RETRIEVE_STEPS, RetrieveMixin):
             return None
