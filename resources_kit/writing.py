@@ -656,8 +656,10 @@ class DeleteMixin(_Base):
         """The ``DELETE`` statement of the item the URL names, inside the row policy, or
         ``None`` when the delete must read the object first: the class allows it
         (:meth:`compile_direct_delete`), the request has no ``If-Match``, nothing
-        receives the delete signal, and no listener of the mapper or the session's
-        flush would see the delete."""
+        receives the delete signal, no listener of the mapper or the session's flush
+        would see the delete, and the session holds no object of the model (one it
+        held would outlive its row: a session kept across requests, as under an
+        application context a test pushed, deletes through the ORM)."""
         view = cast(Any, self)  # a Resource
         if not self.options.direct_delete or request.if_match or view.require_if_match:
             return None
@@ -666,7 +668,8 @@ class DeleteMixin(_Base):
         dispatch = self.options.mapper.dispatch
         if dispatch.before_delete or dispatch.after_delete:
             return None
-        if session_listens(self.get_session(), FLUSH_EVENTS):
+        session = self.get_session()
+        if session_listens(session, FLUSH_EVENTS) or holds_instances(session, self.options.mapper):
             return None
         return cached(self.place.levels, self.place.parent_checked, "delete", self._delete)
 
@@ -728,6 +731,15 @@ DIRECT_DELETE_STEPS = {
     },
 }
 CALLBACK_PHASES = ("pre", "post", "after_commit")
+
+
+def holds_instances(session: Any, mapper: Any) -> bool:
+    """Whether the session's identity map holds an object of the mapper's class (its
+    identity keys name the base mapper's class)."""
+    identity_class = mapper.base_mapper.class_
+    return any(key[0] is identity_class for key in session.identity_map.keys())
+
+
 #: Session events that would see a delete the ORM flushes, and miss one it executes.
 FLUSH_EVENTS = ("before_flush", "after_flush", "after_flush_postexec")
 

@@ -18,7 +18,12 @@ from sqlalchemy import UniqueConstraint
 
 from resources_kit.errors import ImproperlyConfigured
 from resources_kit.options import options_for
-from resources_kit.testing.strategies import invalid_payloads, payloads, schema_instance
+from resources_kit.testing.strategies import (
+    invalid_payloads,
+    load_fields,
+    payloads,
+    schema_instance,
+)
 
 ALL_OPERATIONS = ("create", "read", "list", "update", "patch", "delete")
 
@@ -75,7 +80,7 @@ class ContractConfig:
         if self.list_options is None:
             return {}
         lengths = {}
-        for name, loaded in self.schemas[operation].load_fields.items():
+        for name, loaded in load_fields(self.schemas[operation]):
             attribute = self.list_options.columns.get(loaded.attribute or name)
             length = getattr(getattr(attribute, "type", None), "length", None)
             if isinstance(length, int):
@@ -849,7 +854,7 @@ def unique_fields(config: ContractConfig) -> list[str]:
         and not next(iter(constraint.columns)).primary_key
     }
     keys = []
-    for name, loaded in config.schemas["patch"].load_fields.items():
+    for name, loaded in load_fields(config.schemas["patch"]):
         attribute = options.columns.get(loaded.attribute or name)
         column = getattr(getattr(attribute, "property", None), "columns", [None])[0]
         if column is not None and getattr(column, "name", None) in unique:

@@ -291,8 +291,19 @@ def _plain_text(field: fields.Field[Any]) -> bool:
     return plain and all(isinstance(v, validate.Length) for v in _validators(field))
 
 
+def load_fields(schema: ma.Schema) -> list[tuple[str, fields.Field[Any]]]:
+    """The schema's load fields (attribute name, field) in the order they are declared.
+    Older marshmallow versions keep an unordered schema's fields in a set's order, which
+    moves with the hash seed; strategies drawn in that order would draw other examples
+    in every process, so a derandomized run would not be the same run twice."""
+    declared = {name: i for i, name in enumerate(schema.declared_fields)}
+    return sorted(
+        schema.load_fields.items(), key=lambda item: (declared.get(item[0], len(declared)), item[0])
+    )
+
+
 def _loadable(schema: ma.Schema) -> list[tuple[str, fields.Field[Any]]]:
-    return [(field.data_key or name, field) for name, field in schema.load_fields.items()]
+    return [(field.data_key or name, field) for name, field in load_fields(schema)]
 
 
 def schema_instance(schema: ma.Schema | type[ma.Schema]) -> ma.Schema:
