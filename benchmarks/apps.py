@@ -30,6 +30,7 @@ from resources_kit import (
     RetrieveMixin,
     Router,
     TenantScopeMixin,
+    UpdateMixin,
     enqueue,
 )
 
@@ -245,6 +246,22 @@ class TeacherItem(MethodView):
         db.session.commit()
         return teacher_schema.dump(teacher)
 
+    def put(self, teacher_id: int) -> Any:
+        teacher = self._get(teacher_id)
+        if isinstance(teacher, Response):
+            return teacher
+        body = json_body()
+        if isinstance(body, Response):
+            return body
+        try:
+            data = teacher_schema.load(body)
+        except ma.ValidationError as exc:
+            return problem(422, "Validation failed.", exc.messages)
+        for key, value in data.items():
+            setattr(teacher, key, value)
+        db.session.commit()
+        return teacher_schema.dump(teacher)
+
     def delete(self, teacher_id: int) -> Any:
         teacher = self._get(teacher_id)
         if isinstance(teacher, Response):
@@ -309,7 +326,14 @@ def hand_written_app(url: str) -> Flask:
 
 
 class TeacherResource(
-    TenantScopeMixin, ListMixin, RetrieveMixin, CreateMixin, PatchMixin, DeleteMixin, Resource
+    TenantScopeMixin,
+    ListMixin,
+    RetrieveMixin,
+    CreateMixin,
+    UpdateMixin,
+    PatchMixin,
+    DeleteMixin,
+    Resource,
 ):
     name = "teachers"
     model = Teacher

@@ -56,6 +56,7 @@ TARGETS = {
     "list": (1.00, 2),
     "get": (1.10, 1),
     "create": (1.10, 1),
+    "update": (1.10, 2),
     "patch": (1.10, 2),
     "delete": (1.10, 2),
     "nested list": (1.00, 1),
@@ -71,6 +72,7 @@ FLOOR_TARGETS = {
     "nested list": 1.25,
     "nested get": 1.25,
     "create": 1.5,
+    "update": 1.5,
     "patch": 1.5,
     "delete": 1.5,
 }
@@ -170,6 +172,10 @@ def operations(app: Any) -> list[Operation]:
         teacher = _new_teacher_row(app, n)
         return lambda: client.delete(f"/api/teachers/{teacher}", headers=HEADERS)
 
+    def update(client: Any, n: int) -> Callable[[], Any]:
+        body = {"name": "teacher 0006", "email": "t1-6@x.org", "years_teaching": n % 50}
+        return lambda: client.put("/api/teachers/7", json=body, headers=HEADERS)
+
     def patch(client: Any, n: int) -> Callable[[], Any]:
         body = {"years_teaching": n % 50}
         return lambda: client.patch("/api/teachers/7", json=body, headers=HEADERS)
@@ -178,6 +184,7 @@ def operations(app: Any) -> list[Operation]:
         Operation("list", fixed("get", "/api/teachers?limit=20&offset=40"), 200),
         Operation("get", fixed("get", "/api/teachers/7"), 200),
         Operation("create", create, 201),
+        Operation("update", update, 200),
         Operation("patch", patch, 200),
         Operation("delete", delete, 204),
         Operation("nested list", fixed("get", "/api/teachers/7/students?limit=20"), 200),

@@ -233,8 +233,8 @@ def teacher(teacher_id: int) -> Response:
         with db.engine.begin() as connection:
             gone = connection.execute(TEACHER_DELETE, keys).rowcount
         return Response(status=204) if gone else problem(404, "No such resource.")
-    if request.method == "PATCH":
-        data = load_teacher(partial=True)
+    if request.method in ("PATCH", "PUT"):
+        data = load_teacher(partial=request.method == "PATCH")
         if isinstance(data, Response):
             return data
         with db.engine.begin() as connection:
@@ -290,9 +290,8 @@ def student(teacher_id: int, student_id: int) -> Response:
 def floor_app(url: str) -> Flask:
     app = make_app(url)
     app.add_url_rule("/api/teachers", view_func=teachers, methods=["GET", "POST"])
-    app.add_url_rule(
-        "/api/teachers/<int:teacher_id>", view_func=teacher, methods=["GET", "PATCH", "DELETE"]
-    )
+    item_methods = ["GET", "PUT", "PATCH", "DELETE"]
+    app.add_url_rule("/api/teachers/<int:teacher_id>", view_func=teacher, methods=item_methods)
     app.add_url_rule("/api/teachers/<int:teacher_id>/students", view_func=students)
     app.add_url_rule("/api/teachers/<int:teacher_id>/students/<int:student_id>", view_func=student)
     return app
