@@ -16,6 +16,7 @@ The class attributes are :class:`~resources_kit.options.ResourceConfig`'s, the w
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any, cast
 
 from flask import Response, current_app, request
@@ -57,6 +58,17 @@ from .policy import RowPolicy, check_paths, related_rows
 from .querying import FieldPath
 from .representation import Representation
 from .writing import WriteHooks
+
+
+@lru_cache(maxsize=1024)
+def int_segments(rule: str) -> tuple[tuple[int, str], ...]:
+    """The ``<int:...>`` segments of a URL rule: (position, variable), read once per
+    rule (each request then compares only those segments of its path)."""
+    return tuple(
+        (index, segment[5:-1])
+        for index, segment in enumerate(rule.rstrip("/").split("/"))
+        if segment.startswith("<int:")
+    )
 
 
 class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodView):
@@ -213,11 +225,12 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
         could have (past the column's range, not an Enum's value, not a canonical date) is
         missing. Converts the lookup of every level."""
         rule = request.url_rule
-        if rule is not None and "<int:" in rule.rule:
+        segments = int_segments(rule.rule) if rule is not None else ()
+        if segments:
             given = request.path.rstrip("/").split("/")
-            for index, segment in enumerate(rule.rule.rstrip("/").split("/")):
+            for index, name in segments:
                 written = given[index] if index < len(given) else None
-                if segment.startswith("<int:") and written != str(url_kwargs.get(segment[5:-1])):
+                if written != str(url_kwargs.get(name)):
                     raise not_found()
         mount: Mount | None = self.mount
         while mount is not None:

@@ -119,6 +119,25 @@ def test_depth_three_happy_path(client: Any, tree: dict[str, Any]) -> None:
     assert client.get(f"{base}/{tree['g1']}").json["score"] == 7
 
 
+def test_an_integer_written_another_way_is_404_at_every_level(
+    client: Any, tree: dict[str, Any]
+) -> None:
+    """One URL per item: a key with a leading zero or a sign names no row, at the
+    grandparent, the parent or the item (the rule's integer segments, read once)."""
+    t, s, g = tree["t1"], tree["s1"], tree["g1"]
+    assert client.get(f"/api/teachers/{t}/students/{s}/grades/{g}").status_code == 200
+    for path in (
+        f"/api/teachers/0{t}/students/{s}/grades/{g}",
+        f"/api/teachers/{t}/students/0{s}/grades/{g}",
+        f"/api/teachers/{t}/students/{s}/grades/0{g}",
+        f"/api/teachers/0{t}/students/{s}/grades",
+        f"/api/teachers/{t}/students/+{s}/grades",
+    ):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert response.mimetype == "application/problem+json"
+
+
 WRONG_CHAINS = [
     # (teacher, student, grade) keys: each mixes in one level from the other branch
     ("t2", "s1", "g1"),  # grandparent wrong
