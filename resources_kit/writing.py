@@ -737,7 +737,7 @@ def holds_instances(session: Any, mapper: Any) -> bool:
     """Whether the session's identity map holds an object of the mapper's class (its
     identity keys name the base mapper's class)."""
     identity_class = mapper.base_mapper.class_
-    return any(key[0] is identity_class for key in session.identity_map.keys())
+    return any(key[0] is identity_class for key in session.identity_map)
 
 
 #: Session events that would see a delete the ORM flushes, and miss one it executes.
