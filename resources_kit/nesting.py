@@ -358,6 +358,14 @@ def parent_clauses(views: Sequence[GuardedView], level: int, resolved: bool) -> 
     foreign_key = view.options.column(view.mount.parent_key)
     if level == 0 and resolved:
         return [foreign_key == guard_param(PARENT_KEY)]
+    if view.mount.parent_ref == views[level + 1].options.lookup_key:
+        # The URL holds the very value the foreign key refers to: compare with it, and
+        # ask that the parent exist inside its own policy. An EXISTS stops at the first
+        # row; a scalar subquery reads every row it might return, to refuse a second.
+        return [
+            exact_equals(foreign_key, guard_param(f"rk_{level + 1}_lookup")),
+            item(views, level + 1, False).exists(),
+        ]
     return [foreign_key == parent_reference(views, level + 1).scalar_subquery()]
 
 

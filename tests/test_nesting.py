@@ -169,3 +169,63 @@ def test_guard_methods_cannot_be_overridden() -> None:
     for guard in ("get_scoped_query", "check_object", "save", "get_server_values"):
         with pytest.raises(ImproperlyConfigured, match=guard):
             type("Widening", (ModelResource,), {guard: lambda self, *a: None})
+
+
+class TeacherByEmail(ScopedTeacherResource):
+    """A parent looked up by a field other than the key its children refer to."""
+
+    name = "by-email"
+    lookup_field = "email"
+
+
+class StudentOfTeacherByEmail(ScopedStudentResource):
+    name = "students"
+
+
+@pytest.mark.parametrize("lookup", ["id", "email"])
+def test_the_parent_chain_holds_whichever_field_names_the_parent(
+    database: Any, lookup: str
+) -> None:
+    """The parent in the URL by its key (the child compares its foreign key with the
+    URL's value, and an ``EXISTS`` asks for the parent inside its policy) or by another
+    field (a scalar subquery finds the key): the same answers, and neither reaches a
+    parent of another tenant, a child of another parent, or writes under either."""
+
+    def register(router: Router) -> None:
+        router.register(ScopedTeacherResource)
+        router.register(ScopedStudentResource, parent=ScopedTeacherResource)
+        router.register(TeacherByEmail)
+        router.register(StudentOfTeacherByEmail, parent=TeacherByEmail)
+
+    with running(make_app(register)) as client:
+        one, two = School(name="One"), School(name="Two")
+        seed(one, two)
+        ada = Teacher(name="Ada", school_id=one.id, email="ada@x.org")
+        bob = Teacher(name="Bob", school_id=two.id, email="bob@x.org")
+        seed(ada, bob)
+        cy, di = Student(name="Cy", teacher_id=ada.id), Student(name="Di", teacher_id=bob.id)
+        seed(cy, di)
+        base = "/api/teachers" if lookup == "id" else "/api/by-email"
+        a, b = (str(t.id) if lookup == "id" else str(t.email) for t in (ada, bob))
+        first, second = school(one.id), school(two.id)
+
+        listed = client.get(f"{base}/{a}/students", headers=first)
+        assert [s["name"] for s in listed.json["items"]] == ["Cy"]
+        assert client.get(f"{base}/{a}/students/{cy.id}", headers=first).json["name"] == "Cy"
+        assert client.get(f"{base}/{b}/students/{cy.id}", headers=second).status_code == 404
+        before = snapshot()
+        for path, headers in (
+            (f"{base}/{b}/students", first),  # another tenant's parent
+            (f"{base}/{a}/students", second),  # this parent, as the other tenant
+            (f"{base}/nobody/students", first),
+        ):
+            assert client.get(path, headers=headers).status_code == 404, path
+            assert client.post(path, json={"name": "X"}, headers=headers).status_code == 404
+        for path, headers in (
+            (f"{base}/{a}/students/{di.id}", first),  # a child of another parent
+            (f"{base}/{b}/students/{di.id}", first),  # the right parent, another tenant
+        ):
+            assert client.get(path, headers=headers).status_code == 404, path
+            assert client.patch(path, json={"name": "X"}, headers=headers).status_code == 404
+            assert client.delete(path, headers=headers).status_code == 404
+        assert snapshot() == before
