@@ -8,6 +8,10 @@ apps do (the tenant scope, the parent chain, validation, 404s, problem+json erro
 sends what the library sends, ``ETag`` and ``Link`` headers included, so that
 ``bench.py`` can compare the library with the least a request can cost.
 
+Reads end their transactions with ``COMMIT``, as the library's do: psycopg drops the
+statements it has prepared on a connection at every ``ROLLBACK`` (which is how a pooled
+connection is returned), so that PostgreSQL would plan each statement on every request.
+
 Where a database cannot answer in one statement, it falls back as a careful author would:
 MariaDB has no ``UPDATE ... RETURNING`` (an update, then a read), and an empty page
 cannot tell "no such parent" from "no rows" (a second statement, only then).
@@ -193,7 +197,7 @@ def teachers() -> Response:
     if include not in (None, "students"):
         return problem(400, "Bad query parameters.")
     limit, offset = args
-    with db.engine.connect() as connection:
+    with db.engine.begin() as connection:
         rows = connection.execute(
             TEACHER_PAGE, {"school": scope, "limit": limit, "offset": offset}
         ).all()
@@ -240,7 +244,7 @@ def teacher(teacher_id: int) -> Response:
         with db.engine.begin() as connection:
             row = patch_teacher(connection, keys, data)
     else:
-        with db.engine.connect() as connection:
+        with db.engine.begin() as connection:
             row = connection.execute(TEACHER_ITEM, keys).first()
     return item(teacher_row(row)) if row is not None else problem(404, "No such resource.")
 
@@ -266,7 +270,7 @@ def students(teacher_id: int) -> Response:
         return args
     limit, offset = args
     keys = {"school": scope, "teacher": teacher_id, "limit": limit, "offset": offset}
-    with db.engine.connect() as connection:
+    with db.engine.begin() as connection:
         rows = connection.execute(STUDENT_PAGE, keys).all()
         if rows:
             total = rows[0][-1]
@@ -282,7 +286,7 @@ def student(teacher_id: int, student_id: int) -> Response:
     if isinstance(scope, Response):
         return scope
     keys = {"school": scope, "teacher": teacher_id, "student": student_id}
-    with db.engine.connect() as connection:
+    with db.engine.begin() as connection:
         row = connection.execute(STUDENT_ITEM, keys).first()
     return item(student_row(row)) if row is not None else problem(404, "No such resource.")
 

@@ -193,11 +193,20 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
             self._close_connections()
 
     def _close_connections(self) -> None:
-        """Return the connections of the request's reads outside the session to the pool
-        (rolled back there); one that fails to close is dropped by the pool."""
+        """Return the connections of the request's reads outside the session to the pool,
+        their transactions committed: a read has nothing to commit, and a ``ROLLBACK``
+        makes psycopg drop every statement it had prepared on the connection, so that
+        PostgreSQL would plan each read again on every request. One whose commit or
+        close fails is rolled back or dropped by the pool."""
         held, self.caller.connections = self.caller.connections or {}, None
         for connection in held.values():
-            connection.close()
+            try:
+                if connection.in_transaction():
+                    connection.commit()
+            except DBAPIError:
+                pass  # closing rolls it back, or the pool drops it
+            finally:
+                connection.close()
 
     def _handler(self) -> Callable[[], Response]:
         if self.mount.link is not None:  # a many-to-many's routes: see linkroutes.py
@@ -379,7 +388,7 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
         options = {"compiled_cache": self.mount.compiled}
         held = self.caller.connections
         if held is None:  # not serving a request (a job's read): a connection of its own
-            with engine.connect() as connection:
+            with engine.begin() as connection:  # committed: see _close_connections
                 return connection.execute(statement, parameters, execution_options=options).all()
         kept = held.get(engine)
         if kept is None:  # one per request: one transaction, one reset on return

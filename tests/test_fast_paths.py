@@ -21,7 +21,7 @@ from sqlalchemy.orm import scoped_session, sessionmaker, with_loader_criteria
 from resources_kit import ListMixin, Resource, RetrieveMixin, Router, signals
 from resources_kit.conditional import json_response
 
-from .conftest import make_app, register_scoped, reset_database, seed
+from .conftest import DB, make_app, register_scoped, reset_database, seed
 from .models import School, Student, Teacher, TeacherResource, TeacherSchema, db
 
 
@@ -74,6 +74,37 @@ def test_a_clean_read_makes_no_session_and_answers_alike(scoped_app: Flask) -> N
     assert names(nested) == ["Cy"]
     assert hidden.status_code == 404
     assert scoped_app.config["sessions"] == [False, False, False, False]
+
+
+def test_reads_end_with_a_commit_and_keep_their_prepared_statements(scoped_app: Flask) -> None:
+    """A request's reads outside the session end their transaction with COMMIT, never
+    ROLLBACK: psycopg drops every statement it prepared on a connection at a rollback
+    (how a pooled connection is otherwise returned), so that PostgreSQL would plan each
+    read on every request. On PostgreSQL the list's statement is then prepared."""
+    client, ids = scoped_app.test_client(), scoped_app.config["ids"]
+    with scoped_app.app_context():
+        engine = db.engine
+    ends: list[str] = []
+
+    def noting(name: str) -> Any:
+        return lambda *args: ends.append(name)
+
+    listeners = {name: noting(name) for name in ("commit", "rollback")}
+    for name, listener in listeners.items():
+        event.listen(engine, name, listener)
+    try:
+        for _ in range(6):  # psycopg prepares a statement at its fifth execution
+            assert client.get("/api/teachers", headers=school(scoped_app)).status_code == 200
+        nested = client.get(f"/api/teachers/{ids['ada']}/students", headers=school(scoped_app))
+        assert nested.status_code == 200
+    finally:
+        for name, listener in listeners.items():
+            event.remove(engine, name, listener)
+    assert ends == ["commit"] * 7
+    if engine.dialect.driver == "psycopg" and DB != "pgbouncer":
+        with engine.connect() as connection:
+            prepared = connection.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements")
+            assert prepared.scalar_one() >= 1
 
 
 def test_changes_the_session_holds_are_read_through_it(scoped_app: Flask) -> None:
