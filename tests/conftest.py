@@ -243,6 +243,13 @@ def running(app: Flask) -> Iterator[Any]:
                 engine.dispose()
 
 
+def sample_app_config(url: str) -> dict[str, Any]:
+    """The sample app's test config on ``url``: its own engine options plus the pooler's
+    (no prepared statements through PgBouncer), as ``SAMPLE_APP_POOLED=1`` gives it."""
+    options = {"pool_pre_ping": not url.startswith("sqlite"), **ENGINE_OPTIONS}
+    return {"SQLALCHEMY_DATABASE_URI": url, "TESTING": True, "SQLALCHEMY_ENGINE_OPTIONS": options}
+
+
 def separate_database_url(name: str) -> str:
     """A URL of a second database on the same backend, created if missing: for apps whose
     tables would collide with the test models' (the sample app)."""

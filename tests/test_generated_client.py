@@ -28,7 +28,14 @@ from flask import Flask
 from resources_kit import Router, action
 
 from . import models
-from .conftest import make_app, running, seed, seed_two_schools, separate_database_url
+from .conftest import (
+    make_app,
+    running,
+    sample_app_config,
+    seed,
+    seed_two_schools,
+    separate_database_url,
+)
 
 #: The generated clients' HTTP library, installed with the generator ('client' extra).
 httpx: Any = (
@@ -133,7 +140,7 @@ def school() -> Iterator[tuple[Flask, dict[str, str]]]:
     from sample_app.models import db
 
     url = separate_database_url("resources_kit_client")
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True})
+    app = create_app(sample_app_config(url))
     with app.app_context():
         db.drop_all()
         db.create_all()

@@ -368,15 +368,14 @@ def sample(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     from sample_app.models import db as sample_db
     from sample_app.resources import TeacherResource
 
-    from .conftest import separate_database_url
+    from .conftest import sample_app_config, separate_database_url
 
     plan = TeacherResource.guard_plan
     assert plan is not None
     tight = [RateLimit("3/minute", per="caller", actions=WRITES)]  # a replay counts too
     monkeypatch.setattr(TeacherResource, "guard_plan", replace(plan, limits=tight))
     url = separate_database_url("resources_kit_sample_guards")
-    config = {"SQLALCHEMY_DATABASE_URI": url, "TESTING": True}
-    sample_app = create_app({**config, "RESOURCES_KIT_CACHE_IN_PROCESS": True})
+    sample_app = create_app({**sample_app_config(url), "RESOURCES_KIT_CACHE_IN_PROCESS": True})
     with sample_app.app_context():
         sample_db.drop_all()
         sample_db.create_all()

@@ -18,7 +18,7 @@ from sample_app import create_app, seed
 from sample_app.models import AuditLog, Mailbox, Report, Student, Teacher, User, db, jobs
 from sample_app.resources import REVOKED_LICENCES, StudentResource, TeacherResource
 
-from .conftest import separate_database_url
+from .conftest import sample_app_config, separate_database_url
 
 #: Headers of demo users, filled from the tokens seed() returns.
 NORTH: dict[str, str] = {}  # the north school's admin
@@ -30,7 +30,7 @@ NEW_TEACHER = {"name": "Kay", "email": "kay@northside.example.org", "credential"
 @pytest.fixture
 def sample() -> Iterator[tuple[Flask, Any]]:
     url = separate_database_url("resources_kit_sample")
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True})
+    app = create_app(sample_app_config(url))
     with app.app_context():
         db.drop_all()
         db.create_all()

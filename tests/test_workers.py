@@ -483,13 +483,11 @@ def test_the_sample_apps_worker_runs_its_jobs(broker: Any) -> None:
     from sample_app.models import Mailbox, Report
     from sample_app.models import db as sample_db
 
-    from .conftest import separate_database_url
+    from .conftest import sample_app_config, separate_database_url
 
     broker.flushdb()
     url = separate_database_url("resources_kit_sample_jobs")
-    app = create_sample_app(
-        {"SQLALCHEMY_DATABASE_URI": url, "RESOURCES_KIT_JOBS_BROKER_URL": REDIS, "TESTING": True}
-    )
+    app = create_sample_app({**sample_app_config(url), "RESOURCES_KIT_JOBS_BROKER_URL": REDIS})
     with app.app_context():
         sample_db.drop_all()
         sample_db.create_all()
