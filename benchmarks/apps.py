@@ -231,22 +231,12 @@ class TeacherItem(MethodView):
         return teacher if isinstance(teacher, Response) else teacher_schema.dump(teacher)
 
     def patch(self, teacher_id: int) -> Any:
-        teacher = self._get(teacher_id)
-        if isinstance(teacher, Response):
-            return teacher
-        body = json_body()
-        if isinstance(body, Response):
-            return body
-        try:
-            data = teacher_schema.load(body, partial=True)
-        except ma.ValidationError as exc:
-            return problem(422, "Validation failed.", exc.messages)
-        for key, value in data.items():
-            setattr(teacher, key, value)
-        db.session.commit()
-        return teacher_schema.dump(teacher)
+        return self._change(teacher_id, partial=True)
 
     def put(self, teacher_id: int) -> Any:
+        return self._change(teacher_id, partial=False)
+
+    def _change(self, teacher_id: int, partial: bool) -> Any:
         teacher = self._get(teacher_id)
         if isinstance(teacher, Response):
             return teacher
@@ -254,7 +244,7 @@ class TeacherItem(MethodView):
         if isinstance(body, Response):
             return body
         try:
-            data = teacher_schema.load(body)
+            data = teacher_schema.load(body, partial=partial)
         except ma.ValidationError as exc:
             return problem(422, "Validation failed.", exc.messages)
         for key, value in data.items():
