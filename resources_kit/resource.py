@@ -23,7 +23,7 @@ from flask import Response, current_app, request
 from flask.views import MethodView
 from sqlalchemy import Result, Select, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, scoped_session
 from werkzeug.exceptions import HTTPException
 
@@ -201,9 +201,9 @@ class Resource(GuardsConfig, WriteHooks, Representation, ResourceConfig, MethodV
         held, self.caller.connections = self.caller.connections or {}, None
         for connection in held.values():
             try:
-                if connection.in_transaction():
+                if connection.in_transaction() and not connection.invalidated:
                     connection.commit()
-            except DBAPIError:
+            except SQLAlchemyError:
                 pass  # closing rolls it back, or the pool drops it
             finally:
                 connection.close()

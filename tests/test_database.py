@@ -18,7 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, func, make_url, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from resources_kit import CreateMixin, ListMixin, Resource
+from resources_kit import CreateMixin, ListMixin, Resource, action
 from resources_kit.database import pooled_engine_options
 from resources_kit.errors import is_unavailable
 
@@ -48,8 +48,13 @@ def other_connection() -> Any:
 def kill_own_backend(session: Any) -> None:
     """Kill the server process serving ``session`` from a second connection, and wait
     (at most 5 s) until it is gone."""
+    kill_backend(lambda statement: session.execute(statement).scalar_one())
+
+
+def kill_backend(scalar: Callable[[Any], Any]) -> None:
+    """Kill the server process that answers ``scalar(statement)`` (one value)."""
     if BACKEND == "postgresql":
-        pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        pid = scalar(text("SELECT pg_backend_pid()"))
         with other_connection() as other:
             # The timeout (ms, PostgreSQL 14+) makes it wait until the backend is gone.
             other.execute(
@@ -60,7 +65,7 @@ def kill_own_backend(session: Any) -> None:
                 {"pid": pid},
             )
     else:
-        connection_id = int(session.execute(text("SELECT CONNECTION_ID()")).scalar_one())
+        connection_id = int(scalar(text("SELECT CONNECTION_ID()")))
         with other_connection() as other:
             other.execute(text(f"KILL {connection_id}"))
 
@@ -134,6 +139,30 @@ def test_a_read_whose_connection_fails_is_503_and_the_next_recovers(
     listed = fragile.get("/api/fragile")
     assert listed.status_code == 200
     assert [c["label"] for c in listed.json["items"]] == ["a"]
+
+
+class ReadsOnTheirOwn(ListMixin, Resource):
+    """Reads of rows outside the session, on the request's one connection."""
+
+    name, model, schema = "reads", Counter, CounterSchema
+
+    @action(detail=False, methods=["GET"])
+    def twice(self) -> Any:
+        kill_backend(lambda statement: self.read_rows(statement)[0][0])
+        return self.read_rows(select(func.count()).select_from(Counter))  # on the killed one
+
+
+@needs_server
+def test_a_read_outside_the_session_that_loses_its_connection_is_503(database: Any) -> None:
+    """The request's own read connection dies between two reads: 503, and the request's
+    end (which commits that connection's transaction) does not turn it into a 500; the
+    pool replaces the connection for the next request."""
+    with running(make_app(lambda router: router.register(ReadsOnTheirOwn))) as client:
+        seed(Counter(label="a"))
+        assert_unavailable(client.get("/api/reads/twice"))
+        listed = client.get("/api/reads")
+        assert listed.status_code == 200
+        assert [c["label"] for c in listed.json["items"]] == ["a"]
 
 
 @needs_server
