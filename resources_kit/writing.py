@@ -731,6 +731,8 @@ DIRECT_DELETE_STEPS = {
     },
 }
 CALLBACK_PHASES = ("pre", "post", "after_commit")
+#: Session events that would see a delete the ORM flushes, and miss one it executes.
+FLUSH_EVENTS = ("before_flush", "after_flush", "after_flush_postexec")
 
 
 def holds_instances(session: Any, mapper: Any) -> bool:
@@ -738,10 +740,6 @@ def holds_instances(session: Any, mapper: Any) -> bool:
     identity keys name the base mapper's class)."""
     identity_class = mapper.base_mapper.class_
     return any(key[0] is identity_class for key in session.identity_map)
-
-
-#: Session events that would see a delete the ORM flushes, and miss one it executes.
-FLUSH_EVENTS = ("before_flush", "after_flush", "after_flush_postexec")
 
 
 # One listener for every session: it acts only inside a write (see refuse_commit).
