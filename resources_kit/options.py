@@ -239,6 +239,12 @@ class ResourceOptions:
     retrieve_columns: tuple[Any, ...] | None = None
     #: Whether a delete may be one statement (``DeleteMixin.compile_direct_delete``).
     direct_delete: bool = False
+    #: What a create by one ``INSERT ... RETURNING`` needs, when the class allows one
+    #: (``CreateMixin.compile_direct_create``); ``None`` otherwise.
+    direct_create: Any = None
+    #: What a PUT or PATCH by one ``UPDATE ... RETURNING`` needs, when the class allows
+    #: one (``UpdateMixin.compile_direct_update``); ``None`` otherwise.
+    direct_update: Any = None
     #: (operation, field names) -> the schema trimmed to them, for ``?fields=``
     sparse_schemas: OrderedDict[tuple[str, tuple[str, ...]], ma.Schema] = field(
         default_factory=OrderedDict, repr=False
@@ -391,6 +397,8 @@ ACTION_OPTIONS = {
     "list_config": "compile_list_config",
     "retrieve_columns": "compile_retrieve_columns",
     "direct_delete": "compile_direct_delete",
+    "direct_create": "compile_direct_create",
+    "direct_update": "compile_direct_update",
 }
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import marshmallow as ma
 from flask import Response, current_app, request, url_for
-from sqlalchemy import delete, event, inspect
+from sqlalchemy import delete, event, insert, inspect, update
 from sqlalchemy.orm import MANYTOONE, Session, scoped_session
 
 from . import signals
@@ -43,6 +43,7 @@ from .nesting import cached, lookup_clause
 from .outbox import COMMITTED, deliver_committed
 from .parsing import check_query_args, json_body
 from .policy import reaches_row
+from .representation import reads_plain_attributes
 
 #: Operations whose success response has no body.
 NO_CONTENT = frozenset({"delete", "link", "unlink"})
@@ -79,6 +80,10 @@ class Write:
     #: A server-set column the perform step changed is a 422 (an action's), rather than
     #: stamped back silently (an overridden ``perform_*``'s).
     moves_refused: bool = False
+    #: The perform step is one ``INSERT`` or ``UPDATE ... RETURNING`` and returns its
+    #: row: no object, so nothing to stamp, call back, flush or check afterwards (see
+    #: :class:`DirectColumns`).
+    direct: bool = False
 
 
 class WriterView(Protocol):
@@ -189,6 +194,10 @@ def run_write(view: WriterView, write: Write) -> Response:
 def perform_write(view: WriterView, write: Write, before: dict[str, Any]) -> Any:
     """Steps 3 to 5: the perform step, stamping, callbacks around the flush, the checks
     of every row written. Returns the object written."""
+    if write.direct:
+        row = write.perform(write)
+        write.rows = [row]
+        return row
     session = write.session
     links = take_links(view, write) if view.options.link_fields else {}  # 422 before SQL
     obj = write.perform(write)
@@ -538,15 +547,91 @@ class WriteHooks:
         values = {**self.place.url_kwargs, self.options.url_variable: value}
         return url_for(f".{self.mount.endpoint}_item", **values)
 
+    @classmethod
+    def compile_direct_update(cls, options: Any) -> DirectColumns | None:
+        """What a PUT or PATCH by one ``UPDATE ... RETURNING`` of the row policy needs,
+        or ``None`` when the class needs the object: the library's own steps
+        (:data:`DIRECT_UPDATE_STEPS`), no update or patch callbacks, no column the
+        database sets on update, and what :func:`direct_columns` asks. At request time
+        :meth:`direct_update` adds what may change then."""
+        if not keeps_owned_steps(cls, DIRECT_UPDATE_STEPS):
+            return None
+        if has_callbacks(cls, ("update", "patch")):
+            return None
+        direct = direct_columns(options)
+        table = options.mapper.local_table
+        if direct is None or any(
+            column.onupdate is not None or column.server_onupdate is not None
+            for column in table.columns
+        ):
+            return None
+        return direct
+
+    def direct_update(self, operation: str) -> Any:
+        """The ``UPDATE`` statement of the item the URL names, inside the row policy, or
+        ``None`` when the change must read the object first: the class allows it
+        (:meth:`compile_direct_update`), the item is not nested (its server values are
+        the scope alone), the request has no ``If-Match``, nothing receives the signal,
+        and nothing the flush of an object would run is listening (see
+        :func:`direct_listeners`). The body decides the rest (:meth:`change_item`)."""
+        view = cast(Any, self)  # a Resource
+        direct = self.options.direct_update
+        if direct is None or self.mount.parent_key is not None or self.mount.rechecks_writes:
+            return None
+        if request.if_match or view.require_if_match:
+            return None
+        mapper = self.options.mapper
+        signal = signals.BY_OPERATION[operation]
+        if direct_listeners(self, signal, ("before_update", "after_update"), "update_returning"):
+            return None
+        if holds_instances(self.get_session(), mapper):  # it would hold a stale copy
+            return None
+        return cached(self.place.levels, self.place.parent_checked, "update", self._update)
+
+    def _update(self) -> Any:
+        where = item_where(self)
+        if where is None:
+            return None
+        direct = self.options.direct_update
+        return update(direct.table).where(where).returning(*direct.returning)
+
     def change_item(self, operation: str) -> Response:
         """A PUT (``"update"``) or PATCH (``"patch"``) of the item the URL names: found
-        inside the row policy, ``If-Match`` checked, the body loaded, one write."""
+        inside the row policy, ``If-Match`` checked, the body loaded, one write. Where
+        :meth:`direct_update` allows and the body sets only plain columns, that write is
+        one ``UPDATE ... RETURNING`` (404 when it changes nothing), with no read first."""
+        statement = self.direct_update(operation)
+        if statement is None:
+            obj = self.get_object()
+            self.check_object(obj)
+            self.check_preconditions(obj)
+            server_values = self.get_server_values(obj)
+            data = self.get_request_data(operation, server_values)
+            return self.save(Write(operation, data, server_values, self.perform_update_step, obj))
+        server_values = self.get_server_values(None)
+        try:
+            data = self.get_request_data(operation, server_values)
+        except HTTPError:
+            self.check_object(self.get_object())  # a missing item is a 404 before the body
+            raise
+        direct = self.options.direct_update
+        values = direct.values(data, server_values)
+        if values and direct.takes(data) and not any(k in self.options.references for k in data):
+            perform = partial(self.perform_direct_update, statement, values)
+            write = Write(operation, data, server_values, perform)
+            write.direct = True
+            return self.save(write)
         obj = self.get_object()
         self.check_object(obj)
-        self.check_preconditions(obj)
-        server_values = self.get_server_values(obj)
-        data = self.get_request_data(operation, server_values)
         return self.save(Write(operation, data, server_values, self.perform_update_step, obj))
+
+    def perform_direct_update(self, statement: Any, values: Mapping[str, Any], write: Write) -> Any:
+        """The change as one statement, returning the row; 404 when no row inside the
+        policy matched."""
+        row = execute_direct(self, statement, values, write).first()
+        if row is None:
+            raise not_found()
+        return row
 
     def perform_update_step(self, write: Write) -> Any:
         """The perform step of a PUT or PATCH: :meth:`perform_update` on the item."""
@@ -598,11 +683,47 @@ else:
 class CreateMixin(_Base):
     """``POST`` on the collection: 201 with a ``Location`` header."""
 
+    @classmethod
+    def compile_direct_create(cls, options: Any) -> DirectColumns | None:
+        """What a create by one ``INSERT ... RETURNING`` needs, or ``None`` when the
+        class needs the object: the library's own steps (:data:`DIRECT_CREATE_STEPS`),
+        no create callbacks, and what :func:`direct_columns` asks. At request time
+        :meth:`direct_create` adds what may change then."""
+        if not keeps_owned_steps(cls, DIRECT_CREATE_STEPS) or has_callbacks(cls, ("create",)):
+            return None
+        return direct_columns(options)
+
+    def direct_create(self, data: Mapping[str, Any]) -> DirectColumns | None:
+        """What the create of ``data`` by one statement needs, or ``None`` for the ORM's
+        path: the class allows it (:meth:`compile_direct_create`), ``data`` sets only
+        plain columns, no write of this mount is checked against the policy afterwards,
+        nothing receives the signal, and nothing the flush of an object would run is
+        listening (see :func:`direct_listeners`)."""
+        direct: DirectColumns | None = self.options.direct_create
+        if direct is None or self.mount.rechecks_writes or not direct.takes(data):
+            return None
+        signal = signals.resource_created
+        if direct_listeners(self, signal, ("before_insert", "after_insert"), "insert_returning"):
+            return None
+        return direct
+
     def create(self) -> Response:
-        """``POST`` on the collection: 201 with the new item and its ``Location``."""
+        """``POST`` on the collection: 201 with the new item and its ``Location``. Where
+        :meth:`direct_create` allows, one ``INSERT ... RETURNING`` whose row is the
+        answer."""
         server_values = self.get_server_values()
         data = self.get_request_data("create", server_values)
+        direct = self.direct_create(data)
+        if direct is not None:
+            perform = partial(self.perform_direct_create, direct)
+            write = Write("create", data, server_values, perform)
+            write.direct = True
+            return self.save(write)
         return self.save(Write("create", data, server_values, self.perform_create_step))
+
+    def perform_direct_create(self, direct: DirectColumns, write: Write) -> Any:
+        """The create as one statement: the new row, as the database stored it."""
+        return execute_direct(self, direct.insert, direct.values(write.data, {}), write).one()
 
     def perform_create_step(self, write: Write) -> Any:
         """The create's perform step: :meth:`perform_create`, and the object it made."""
@@ -636,11 +757,7 @@ class DeleteMixin(_Base):
         inheritance, no version column, no relationship but a many-to-one, a view-only one
         or one with ``passive_deletes="all"``). At request time :meth:`direct_delete`
         adds what may change then."""
-        for step, owners in DIRECT_DELETE_STEPS.items():
-            method = getattr(cls, step)
-            if f"{method.__module__}:{method.__qualname__}" not in owners:
-                return False
-        if any(getattr(cls, f"{phase}_delete_callbacks", ()) for phase in CALLBACK_PHASES):
+        if not keeps_owned_steps(cls, DIRECT_DELETE_STEPS) or has_callbacks(cls, ("delete",)):
             return False
         mapper = options.mapper
         if options.permission is not None or mapper.inherits is not None:
@@ -674,14 +791,8 @@ class DeleteMixin(_Base):
         return cached(self.place.levels, self.place.parent_checked, "delete", self._delete)
 
     def _delete(self) -> Any:
-        table = self.options.mapper.local_table
-        if any(level.options.mapper.local_table is table for level in self.place.levels[1:]):
-            return None  # MySQL cannot delete from a table its subquery reads
-        view = cast(Any, self)  # a Resource
-        query = view.get_scoped_query().where(lookup_clause(view, 0))
-        if query.get_final_froms() != [table]:
-            return None  # a join of get_query(): the ORM's path
-        return delete(self.options.model).where(query.whereclause)
+        where = item_where(self)
+        return None if where is None else delete(self.options.model).where(where)
 
     def destroy(self) -> Response:
         """``DELETE`` on an item: 204 with an empty body. Where :meth:`direct_delete`
@@ -733,6 +844,156 @@ DIRECT_DELETE_STEPS = {
 CALLBACK_PHASES = ("pre", "post", "after_commit")
 #: Session events that would see a delete the ORM flushes, and miss one it executes.
 FLUSH_EVENTS = ("before_flush", "after_flush", "after_flush_postexec")
+
+
+#: The steps of a create and the library's own methods for each: a resource that
+#: overrides one creates through an object.
+DIRECT_CREATE_STEPS = {
+    "create": {"resources_kit.writing:CreateMixin.create"},
+    "perform_create": {"resources_kit.writing:WriteHooks.perform_create"},
+    "perform_create_step": {"resources_kit.writing:CreateMixin.perform_create_step"},
+    "perform_direct_create": {"resources_kit.writing:CreateMixin.perform_direct_create"},
+    "location": {"resources_kit.writing:WriteHooks.location"},
+}
+#: The steps of a PUT or PATCH and the library's own methods for each: a resource that
+#: overrides one reads the object and changes it.
+DIRECT_UPDATE_STEPS = {
+    "change_item": {"resources_kit.writing:WriteHooks.change_item"},
+    "get_server_values": {"resources_kit.writing:WriteHooks.get_server_values"},
+    "perform_update": {"resources_kit.writing:WriteHooks.perform_update"},
+    "perform_update_step": {"resources_kit.writing:WriteHooks.perform_update_step"},
+    "perform_direct_update": {"resources_kit.writing:WriteHooks.perform_direct_update"},
+    "get_object": {"resources_kit.resource:Resource.get_object"},
+    "check_object": {"resources_kit.resource:Resource.check_object"},
+    "check_preconditions": {"resources_kit.resource:Resource.check_preconditions"},
+}
+#: The steps every direct write shares: the answer is built from the row.
+DIRECT_RESPONSE_STEPS = {
+    "get_write_response": {"resources_kit.writing:WriteHooks.get_write_response"},
+    "check_object_permissions": {"resources_kit.resource:Resource.check_object_permissions"},
+    "serialize": {"resources_kit.representation:Representation.serialize"},
+    "serialize_many": {"resources_kit.representation:Representation.serialize_many"},
+    "item_response": {"resources_kit.representation:Representation.item_response"},
+    "run_callbacks": DIRECT_DELETE_STEPS["run_callbacks"],
+}
+DIRECT_CREATE_STEPS |= DIRECT_RESPONSE_STEPS
+DIRECT_UPDATE_STEPS |= DIRECT_RESPONSE_STEPS
+#: Session events that would see an object the ORM adds and flushes, and miss a row a
+#: statement writes.
+OBJECT_EVENTS = (
+    *FLUSH_EVENTS,
+    "transient_to_pending",
+    "pending_to_persistent",
+    "before_attach",
+    "after_attach",
+)
+
+
+def keeps_owned_steps(cls: type[Any], steps: Mapping[str, set[str]]) -> bool:
+    """Whether ``cls`` has, for each of ``steps``, one of the library's methods named."""
+    for step, owners in steps.items():
+        method = getattr(cls, step)
+        if f"{method.__module__}:{method.__qualname__}" not in owners:
+            return False
+    return True
+
+
+def has_callbacks(cls: type[Any], operations: Sequence[str]) -> bool:
+    return any(
+        getattr(cls, f"{phase}_{operation}_callbacks", ())
+        for phase in CALLBACK_PHASES
+        for operation in operations
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class DirectColumns:
+    """What a create or change by one statement of the model's table needs: the table,
+    the column key of each attribute a body may set, and the columns ``RETURNING``
+    gives back, named by their attributes (a row of them is the item the answer
+    dumps, as an item read's row is)."""
+
+    table: Any
+    keys: Mapping[str, str]
+    returning: tuple[Any, ...]
+    insert: Any
+
+    def takes(self, data: Mapping[str, Any]) -> bool:
+        """Whether ``data`` sets only plain columns."""
+        return all(key in self.keys for key in data)
+
+    def values(self, data: Mapping[str, Any], server_values: Mapping[str, Any]) -> dict[str, Any]:
+        """``data`` keyed by column, less what ``server_values`` hold (a change's scope,
+        which the policy's conditions already hold)."""
+        keys = self.keys
+        return {keys[key]: value for key, value in data.items() if key not in server_values}
+
+
+def direct_columns(options: Any) -> DirectColumns | None:
+    """What a write by one statement needs, or ``None`` when the ORM's object is needed:
+    no permissions and no link fields; a model with no inheritance, version column,
+    ``@validates`` or ``__init__`` of its own; every column attribute a column of its
+    table; and a detail schema the compiled dumper reads plainly from them (as an item
+    read's row is read)."""
+    mapper = options.mapper
+    if options.permission is not None or options.link_fields:
+        return None
+    if mapper.inherits is not None or mapper.polymorphic_on is not None:
+        return None
+    if mapper.version_id_col is not None or mapper.validators:
+        return None
+    if mapper.class_manager.original_init is not mapper.registry.constructor:
+        return None
+    if not reads_plain_attributes(options.schemas["detail"], options.columns):
+        return None
+    table = mapper.local_table
+    keys: dict[str, str] = {}
+    returning = []
+    for key in options.columns:
+        column = mapper.column_attrs[key].columns[0]
+        if column.table is not table:
+            return None
+        keys[key] = column.key
+        returning.append(column if column.key == key == column.name else column.label(key))
+    return DirectColumns(table, keys, tuple(returning), insert(table).returning(*returning))
+
+
+def direct_listeners(view: Any, signal: Any, mapper_events: Sequence[str], returns: str) -> bool:
+    """Whether something would miss a row written by one statement, or the database
+    cannot return it: a receiver of ``signal``, a listener of the mapper's
+    ``mapper_events``, of an attribute's ``set`` or of the session's
+    :data:`OBJECT_EVENTS`; or a dialect without ``returns`` (MariaDB's ``UPDATE``)."""
+    if signal.has_receivers_for(type(view)):
+        return True
+    mapper = view.options.mapper
+    if any(getattr(mapper.dispatch, name) for name in mapper_events):
+        return True
+    if any(attribute.dispatch.set for attribute in view.options.columns.values()):
+        return True
+    session = view.get_session()
+    if session_listens(session, OBJECT_EVENTS):
+        return True
+    return not getattr(session.get_bind(mapper=mapper).dialect, returns)
+
+
+def execute_direct(view: Any, statement: Any, values: Mapping[str, Any], write: Write) -> Any:
+    """``statement`` with ``values``, on the session's connection (in its transaction,
+    which commits the write)."""
+    connection = write.session.connection(bind_arguments={"mapper": view.options.mapper})
+    return connection.execute(statement, values)
+
+
+def item_where(view: Any) -> Any:
+    """The conditions of the item the URL names inside the row policy, for a statement
+    on the model's table alone; ``None`` when the policy joins another table, or reads
+    the model's own table above (MySQL cannot change a table its subquery reads)."""
+    table = view.options.mapper.local_table
+    if any(level.options.mapper.local_table is table for level in view.place.levels[1:]):
+        return None
+    query = view.get_scoped_query().where(lookup_clause(view, 0))
+    if query.get_final_froms() != [table]:
+        return None  # a join of get_query(): the ORM's path
+    return query.whereclause
 
 
 def holds_instances(session: Any, mapper: Any) -> bool:

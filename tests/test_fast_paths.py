@@ -1,9 +1,10 @@
-"""The read and delete paths that skip the ORM session, and when they must not.
+"""The read and write paths that skip the ORM's objects, and when they must not.
 
 A read of rows runs on a pooled connection of its own only when nothing the session
-holds could change its answer; a delete is one ``DELETE`` only when nothing would see
-the object it no longer reads. Each test here is a case where taking the short path
-would give a different answer, and checks the answer the session's path gives."""
+holds could change its answer; a create, a change or a delete is one ``INSERT``,
+``UPDATE ... RETURNING`` or ``DELETE`` only when nothing would see the object it no
+longer builds or reads. Each test here is a case where taking the short path would give
+a different answer, and checks the answer the session's path gives."""
 
 from __future__ import annotations
 
@@ -15,11 +16,29 @@ import pytest
 from flask import Flask, g, request
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, insert, inspect, select
-from sqlalchemy.orm import scoped_session, sessionmaker, with_loader_criteria
+from sqlalchemy import Integer, String, event, insert, inspect, select
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    mapped_column,
+    scoped_session,
+    sessionmaker,
+    validates,
+    with_loader_criteria,
+)
 
-from resources_kit import ListMixin, Resource, RetrieveMixin, Router, signals
+from resources_kit import (
+    Callback,
+    CreateMixin,
+    ListMixin,
+    PatchMixin,
+    Resource,
+    RetrieveMixin,
+    Router,
+    signals,
+)
 from resources_kit.conditional import json_response
+from resources_kit.permissions import ReadOnly
 
 from .conftest import DB, make_app, register_scoped, reset_database, seed
 from .models import School, Student, Teacher, TeacherResource, TeacherSchema, db
@@ -214,8 +233,8 @@ def test_parsed_query_strings_are_copies_and_impure_arguments_are_parsed_again(
 
 @pytest.fixture
 def deleting(database: Any) -> Iterator[tuple[Any, dict[str, int], list[str]]]:
-    """A client of the scoped teachers, the ids of two schools' teachers, and the SQL
-    statements each request runs."""
+    """A client of the scoped teachers, the ids of two schools' teachers, and the first
+    word of each SQL statement the requests run."""
     app = make_app(register_scoped)
     one, two = School(name="One"), School(name="Two")
     seed(one, two)
@@ -327,6 +346,138 @@ def seed_teacher(name: str, school_id: int) -> int:
     return int(teacher.id)
 
 
+# -- creates and changes ----------------------------------------------------------------------
+
+
+def sql(seen: list[str]) -> list[str]:
+    return [s for s in seen if s not in ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")]
+
+
+def teachers() -> list[tuple[str, int, str | None, str | None]]:
+    db.session.rollback()
+    query = select(Teacher.name, Teacher.school_id, Teacher.email, Teacher.region)
+    return sorted(tuple(row) for row in db.session.execute(query))
+
+
+def test_a_plain_create_and_change_are_one_statement_inside_the_policy(deleting: Any) -> None:
+    """Each answers what a GET then returns (body and ETag); another school's teacher or
+    a missing one is a 404 whatever the body, before the body's 422; a refused value is
+    a 409; nothing a refused request sent is written."""
+    client, ids, seen = deleting
+    one = {"X-School": str(ids["one"])}
+    changes_by_update = db.engine.dialect.update_returning  # MariaDB's UPDATE returns nothing
+    seen.clear()
+    created = client.post("/api/teachers", json={"name": "Cid", "email": "c@x.org"}, headers=one)
+    assert created.status_code == 201, created.json
+    assert sql(seen) == ["INSERT"]
+    fetched = client.get(created.headers["Location"], headers=one)
+    assert (created.json, created.headers["ETag"]) == (fetched.json, fetched.headers["ETag"])
+    assert created.json["school_id"] == ids["one"]
+    cid = created.json["id"]
+    for method in ("patch", "put"):
+        seen.clear()
+        body = {"name": f"Cid {method}", "region": method}
+        changed = getattr(client, method)(f"/api/teachers/{cid}", json=body, headers=one)
+        assert changed.status_code == 200, changed.json
+        assert sql(seen) == (["UPDATE"] if changes_by_update else ["SELECT", "UPDATE"])
+        fetched = client.get(f"/api/teachers/{cid}", headers=one)
+        assert (changed.json, changed.headers["ETag"]) == (fetched.json, fetched.headers["ETag"])
+    expected = sorted([("Ada", ids["one"], None, None), ("Bob", ids["two"], None, None)])
+    expected = sorted([*expected, ("Cid put", ids["one"], "c@x.org", "put")])
+    assert teachers() == expected
+    refused = [
+        ("patch", ids["bob"], {"name": "Mine"}, 404),
+        ("put", ids["bob"], {"name": "Mine"}, 404),
+        ("patch", ids["bob"], {"years_teaching": "many"}, 404),
+        ("patch", 10**9, {"years_teaching": "many"}, 404),
+        ("patch", cid, {"years_teaching": "many"}, 422),
+        ("patch", cid, {"school_id": ids["two"]}, 422),
+        ("patch", ids["ada"], {"email": "c@x.org"}, 409),
+        ("put", ids["ada"], {"name": "Ada", "email": "c@x.org"}, 409),
+    ]
+    for method, teacher, body, status in refused:
+        response = getattr(client, method)(f"/api/teachers/{teacher}", json=body, headers=one)
+        assert (method, teacher, body, response.status_code) == (method, teacher, body, status)
+        assert response.mimetype == "application/problem+json"
+    duplicate = client.post("/api/teachers", json={"name": "Dee", "email": "c@x.org"}, headers=one)
+    assert duplicate.status_code == 409
+    assert teachers() == expected
+    seen.clear()
+    nothing = client.patch(f"/api/teachers/{cid}", json={}, headers=one)
+    assert nothing.status_code == 200
+    assert sql(seen) == ["SELECT"]  # nothing to set: the item read, no UPDATE
+
+
+def test_whatever_would_see_the_written_object_gets_it(deleting: Any) -> None:
+    """A signal receiver, a mapper listener, an attribute listener and a flush listener
+    each see the object created or changed; If-Match is checked against the stored row;
+    an object the session already holds is changed with its row."""
+    client, ids, _ = deleting
+    one = {"X-School": str(ids["one"])}
+    seen: list[Any] = []
+
+    def receiver(sender: Any, resource: Any, **kwargs: Any) -> None:
+        seen.append(("signal", type(resource).__name__, resource.name))
+
+    def mapper_listener(mapper: Any, connection: Any, target: Any) -> None:
+        seen.append(("mapper", target.name))
+
+    def name_listener(target: Any, value: Any, old: Any, initiator: Any) -> None:
+        seen.append(("set", value))
+
+    def flush_listener(session: Any, context: Any, instances: Any) -> None:
+        seen.extend(("flush", obj.name) for obj in [*session.new, *session.dirty])
+
+    target = db.session.session_factory.class_
+    ada = f"/api/teachers/{ids['ada']}"
+    hooks = [
+        (signals.resource_created, "post", {"name": "A1"}),
+        (signals.resource_updated, "put", {"name": "A2"}),
+        (signals.resource_updated, "patch", {"name": "A3"}),
+    ]
+    for signal, method, body in hooks:
+        with signal.connected_to(receiver):
+            path = "/api/teachers" if method == "post" else ada
+            assert getattr(client, method)(path, json=body, headers=one).status_code < 300
+    listeners = [
+        (Teacher, "before_insert", mapper_listener, "post", {"name": "B1"}),
+        (Teacher, "before_update", mapper_listener, "patch", {"name": "B2"}),
+        (Teacher.name, "set", name_listener, "post", {"name": "C1"}),
+        (Teacher.name, "set", name_listener, "patch", {"name": "C2"}),
+        (target, "before_flush", flush_listener, "post", {"name": "D1"}),
+        (target, "before_flush", flush_listener, "patch", {"name": "D2"}),
+    ]
+    for owner, name, listener, method, body in listeners:
+        event.listen(owner, name, listener)
+        try:
+            path = "/api/teachers" if method == "post" else ada
+            assert getattr(client, method)(path, json=body, headers=one).status_code < 300
+        finally:
+            event.remove(owner, name, listener)
+    assert seen == [
+        ("signal", "Teacher", "A1"),
+        ("signal", "Teacher", "A2"),
+        ("signal", "Teacher", "A3"),
+        ("mapper", "B1"),
+        ("mapper", "B2"),
+        ("set", "C1"),
+        ("set", "C2"),
+        ("flush", "D1"),
+        ("flush", "D2"),
+    ]
+
+    etag = client.get(ada, headers=one).headers["ETag"]
+    stale = client.patch(ada, json={"name": "E"}, headers={**one, "If-Match": '"0123"'})
+    assert stale.status_code == 412
+    fresh = client.patch(ada, json={"name": "E"}, headers={**one, "If-Match": etag})
+    assert fresh.status_code == 200
+    with client.application.app_context():
+        held = db.session.get(Teacher, ids["ada"])
+        assert client.patch(ada, json={"name": "F"}, headers=one).status_code == 200
+        assert held.name == "F"  # changed through the session that holds it, not behind it
+    assert ("F", ids["one"], None, None) in teachers()
+
+
 def test_the_direct_paths_are_taken_only_where_the_class_allows() -> None:
     from resources_kit.options import options_for
 
@@ -342,10 +493,102 @@ def test_the_direct_paths_are_taken_only_where_the_class_allows() -> None:
         def serialize(self, obj_or_objs: Any) -> Any:
             return super().serialize(obj_or_objs)
 
-    assert options_for(TeacherResource).direct_delete
-    assert options_for(TeacherResource).retrieve_columns is not None
+    class Made(TeacherResource):
+        name = "made-teachers"
+
+        def perform_create(self, data: dict[str, Any]) -> Any:
+            return super().perform_create({**data, "region": "made"})
+
+    class Changed(TeacherResource):
+        name = "changed-teachers"
+
+        def perform_update(self, obj: Any, data: dict[str, Any]) -> Any:
+            return super().perform_update(obj, {**data, "region": "changed"})
+
+    class Noted(Callback):
+        def execute(self) -> None:
+            pass
+
+    class CalledBack(TeacherResource):
+        name = "called-back-teachers"
+        post_patch_callbacks = [Noted]
+
+    class Guarded(TeacherResource):
+        name = "guarded-teachers"
+        permissions = [ReadOnly]
+
+    plain = options_for(TeacherResource)
+    assert plain.direct_delete
+    assert plain.direct_create is not None
+    assert plain.direct_update is not None
+    assert plain.retrieve_columns is not None
     assert not options_for(Archiving).direct_delete
+    assert options_for(Archiving).direct_create is not None
+    assert options_for(Archiving).direct_update is not None
     assert options_for(Listed).retrieve_columns is None
+    assert options_for(Listed).direct_create is None  # its answer is its own serialize's
+    assert options_for(Made).direct_create is None
+    assert options_for(Made).direct_update is not None
+    assert options_for(Changed).direct_update is None
+    assert options_for(Changed).direct_create is not None
+    assert options_for(CalledBack).direct_update is None
+    assert options_for(CalledBack).direct_create is not None
+    assert options_for(CalledBack).direct_delete
+    assert options_for(Guarded).direct_create is None
+    assert options_for(Guarded).direct_update is None
+
+
+class _Apart(DeclarativeBase):
+    """Models the library compiles options for, never created in a database."""
+
+
+class Checked(_Apart):
+    __tablename__ = "checked"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(20))
+
+    @validates("name")
+    def check_name(self, key: str, value: str) -> str:
+        return value.strip()
+
+
+class Built(_Apart):
+    __tablename__ = "built"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(20))
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{**kwargs, "name": kwargs.get("name", "").title()})
+
+
+class Stamped(_Apart):
+    __tablename__ = "stamped"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(20))
+    changed: Mapped[int] = mapped_column(Integer, default=0, onupdate=1)
+
+
+def test_a_model_that_acts_on_its_objects_is_written_through_them() -> None:
+    """``@validates``, an ``__init__`` of its own, a column set on update: the ORM's
+    object (and its flush) does what the model says; a column's default alone does not
+    stop a create by one statement, which applies it too."""
+    from resources_kit.options import options_for
+
+    class NameSchema(ma.Schema):
+        id = ma.fields.Integer(dump_only=True)
+        name = ma.fields.String()
+
+    def resource(model: Any) -> Any:
+        attributes = {"name": model.__tablename__, "model": model, "schema": NameSchema}
+        bases = (RetrieveMixin, CreateMixin, PatchMixin, Resource)
+        return type(f"{model.__name__}Resource", bases, attributes)
+
+    for model in (Checked, Built):
+        options = options_for(resource(model))
+        assert (options.direct_create, options.direct_update) == (None, None)
+    options = options_for(resource(Stamped))
+    assert options.direct_create is not None
+    assert options.direct_update is None
 
 
 json_values = st.recursive(
