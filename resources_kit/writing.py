@@ -11,6 +11,11 @@
 6. the response is built, then one commit; any error before rolls everything back;
 7. the write's jobs are delivered, then signals and after-commit callbacks, which cannot
    undo the commit.
+
+Where nothing would see the object (no callbacks, listeners or overridden steps: see
+:func:`direct_columns` and the mixins' ``direct_*`` methods), steps 3 to 5 are one
+``INSERT``, ``UPDATE ... RETURNING`` or ``DELETE`` of the row policy, and the row
+returned is the answer's item.
 """
 
 from __future__ import annotations
@@ -723,7 +728,8 @@ class CreateMixin(_Base):
 
     def perform_direct_create(self, direct: DirectColumns, write: Write) -> Any:
         """The create as one statement: the new row, as the database stored it."""
-        return execute_direct(self, direct.insert, direct.values(write.data, {}), write).one()
+        values = {**direct.nulls, **direct.values(write.data, {})}
+        return execute_direct(self, direct.insert, values, write).one()
 
     def perform_create_step(self, write: Write) -> Any:
         """The create's perform step: :meth:`perform_create`, and the object it made."""
@@ -917,6 +923,10 @@ class DirectColumns:
     keys: Mapping[str, str]
     returning: tuple[Any, ...]
     insert: Any
+    #: What a create sets to ``NULL`` when the body leaves it out: the columns with no
+    #: default, as the ORM's insert does (MariaDB's strict mode refuses a column left out
+    #: that has no default, where it would refuse the ``NULL`` as a constraint).
+    nulls: Mapping[str, None]
 
     def takes(self, data: Mapping[str, Any]) -> bool:
         """Whether ``data`` sets only plain columns."""
@@ -955,7 +965,16 @@ def direct_columns(options: Any) -> DirectColumns | None:
             return None
         keys[key] = column.key
         returning.append(column if column.key == key == column.name else column.label(key))
-    return DirectColumns(table, keys, tuple(returning), insert(table).returning(*returning))
+    nulls = {
+        column.key: None
+        for column in table.columns
+        if not column.primary_key
+        and column.default is None
+        and column.server_default is None
+        and not column.type.should_evaluate_none
+    }
+    statement = insert(table).returning(*returning)
+    return DirectColumns(table, keys, tuple(returning), statement, nulls)
 
 
 def direct_listeners(view: Any, signal: Any, mapper_events: Sequence[str], returns: str) -> bool:

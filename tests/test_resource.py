@@ -129,7 +129,8 @@ def test_a_plain_patch_and_a_plain_delete_cost_one_statement_each(
     client: Any, teacher: int, statements: list[str]
 ) -> None:
     client.patch(f"/api/teachers/{teacher}", json={"name": "Adele"})
-    assert [s.split()[0] for s in statements] == ["UPDATE"]  # see tests/test_fast_paths.py
+    one = ["UPDATE"] if db.engine.dialect.update_returning else ["SELECT", "UPDATE"]  # MariaDB
+    assert [s.split()[0] for s in statements] == one  # see tests/test_fast_paths.py
     statements.clear()
     assert client.delete(f"/api/teachers/{teacher}").status_code == 204
     assert [s.split()[0] for s in statements] == ["DELETE"]  # see tests/test_fast_paths.py
