@@ -371,6 +371,15 @@ _PLAIN_GET_BINDS = {Session.get_bind, FlaskSession.get_bind}
 _ENGINES = "resources_kit_session_engines"
 
 
+def binds_plainly(session: Session | scoped_session[Session]) -> bool:
+    """Whether the session's ``get_bind`` is SQLAlchemy's or Flask-SQLAlchemy's, whose
+    engine for a mapper does not depend on the statement or on being in a flush (a
+    session of its own may route writes by either, as a primary/replica split does)."""
+    if isinstance(session, scoped_session):
+        return session.session_factory.class_.get_bind in _PLAIN_GET_BINDS
+    return type(session).get_bind in _PLAIN_GET_BINDS
+
+
 def _new_session_engine(session: scoped_session[Session], mapper: Any) -> Engine | None:
     """The engine (not a connection) a new session of ``session``'s factory would read
     ``mapper`` from, kept per app while the factory's arguments are unchanged; a session

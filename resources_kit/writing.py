@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
+from importlib import import_module
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import marshmallow as ma
@@ -34,7 +35,7 @@ from sqlalchemy.orm import MANYTOONE, Session, scoped_session
 
 from . import signals
 from .actions import ExtraAction
-from .database import session_listens
+from .database import binds_plainly, session_listens
 from .errors import (
     HTTPError,
     ImproperlyConfigured,
@@ -620,8 +621,8 @@ class WriteHooks:
             self.check_object(self.get_object())  # a missing item is a 404 before the body
             raise
         direct = self.options.direct_update
-        values = direct.values(data, server_values)
-        if values and direct.takes(data) and not any(k in self.options.references for k in data):
+        values = direct.values(data, server_values) if direct.takes(data) else None
+        if values and not any(key in self.options.references for key in data):
             perform = partial(self.perform_direct_update, statement, values)
             write = Write(operation, data, server_values, perform)
             write.direct = True
@@ -710,6 +711,9 @@ class CreateMixin(_Base):
         signal = signals.resource_created
         if direct_listeners(self, signal, ("before_insert", "after_insert"), "insert_returning"):
             return None
+        init = self.options.mapper.class_manager.dispatch.init
+        if any(listener is not _ORM_INIT for listener in init):
+            return None  # an init listener of the model's (it may set what the body left out)
         return direct
 
     def create(self) -> Response:
@@ -728,8 +732,7 @@ class CreateMixin(_Base):
 
     def perform_direct_create(self, direct: DirectColumns, write: Write) -> Any:
         """The create as one statement: the new row, as the database stored it."""
-        values = {**direct.nulls, **direct.values(write.data, {})}
-        return execute_direct(self, direct.insert, values, write).one()
+        return execute_direct(self, direct.insert, direct.insert_values(write.data), write).one()
 
     def perform_create_step(self, write: Write) -> Any:
         """The create's perform step: :meth:`perform_create`, and the object it made."""
@@ -877,6 +880,7 @@ DIRECT_UPDATE_STEPS = {
 DIRECT_RESPONSE_STEPS = {
     "get_write_response": {"resources_kit.writing:WriteHooks.get_write_response"},
     "check_object_permissions": {"resources_kit.resource:Resource.check_object_permissions"},
+    "get_schema": {"resources_kit.representation:Representation.get_schema"},
     "serialize": {"resources_kit.representation:Representation.serialize"},
     "serialize_many": {"resources_kit.representation:Representation.serialize_many"},
     "item_response": {"resources_kit.representation:Representation.item_response"},
@@ -884,10 +888,13 @@ DIRECT_RESPONSE_STEPS = {
 }
 DIRECT_CREATE_STEPS |= DIRECT_RESPONSE_STEPS
 DIRECT_UPDATE_STEPS |= DIRECT_RESPONSE_STEPS
+#: The listener every mapped class has of its objects' ``init`` (the ORM's own).
+_ORM_INIT = getattr(import_module("sqlalchemy.orm.mapper"), "_event_on_init", None)
 #: Session events that would see an object the ORM adds and flushes, and miss a row a
 #: statement writes.
 OBJECT_EVENTS = (
     *FLUSH_EVENTS,
+    "do_orm_execute",
     "transient_to_pending",
     "pending_to_persistent",
     "before_attach",
@@ -923,10 +930,24 @@ class DirectColumns:
     keys: Mapping[str, str]
     returning: tuple[Any, ...]
     insert: Any
-    #: What a create sets to ``NULL`` when the body leaves it out: the columns with no
-    #: default, as the ORM's insert does (MariaDB's strict mode refuses a column left out
-    #: that has no default, where it would refuse the ``NULL`` as a constraint).
+    #: What a create sets to ``NULL`` when the body leaves it out: the mapped columns
+    #: with no default, as the ORM's insert does (MariaDB's strict mode refuses a column
+    #: left out that has no default, where it would refuse the ``NULL`` as a constraint).
     nulls: Mapping[str, None]
+    #: The columns whose type stores ``None`` as a value (JSON's ``null``): any other
+    #: column a create's body sets to ``None`` is left out, as the ORM leaves it, so
+    #: that its default applies (and ``NULL`` where it has none).
+    keeps_none: frozenset[str]
+
+    def insert_values(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """A create's values, as the ORM's insert would send them."""
+        keys, keeps = self.keys, self.keeps_none
+        values = {
+            keys[key]: value
+            for key, value in data.items()
+            if value is not None or keys[key] in keeps
+        }
+        return {**self.nulls, **values}
 
     def takes(self, data: Mapping[str, Any]) -> bool:
         """Whether ``data`` sets only plain columns."""
@@ -965,16 +986,18 @@ def direct_columns(options: Any) -> DirectColumns | None:
             return None
         keys[key] = column.key
         returning.append(column if column.key == key == column.name else column.label(key))
+    columns = [table.c[key] for key in keys.values()]
     nulls = {
         column.key: None
-        for column in table.columns
+        for column in columns
         if not column.primary_key
         and column.default is None
         and column.server_default is None
         and not column.type.should_evaluate_none
     }
+    keeps_none = frozenset(column.key for column in columns if column.type.should_evaluate_none)
     statement = insert(table).returning(*returning)
-    return DirectColumns(table, keys, tuple(returning), statement, nulls)
+    return DirectColumns(table, keys, tuple(returning), statement, nulls, keeps_none)
 
 
 def direct_listeners(view: Any, signal: Any, mapper_events: Sequence[str], returns: str) -> bool:
@@ -990,7 +1013,7 @@ def direct_listeners(view: Any, signal: Any, mapper_events: Sequence[str], retur
     if any(attribute.dispatch.set for attribute in view.options.columns.values()):
         return True
     session = view.get_session()
-    if session_listens(session, OBJECT_EVENTS):
+    if session_listens(session, OBJECT_EVENTS) or not binds_plainly(session):
         return True
     return not getattr(session.get_bind(mapper=mapper).dialect, returns)
 

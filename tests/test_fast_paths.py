@@ -161,6 +161,11 @@ def test_do_orm_execute_criteria_keep_applying(scoped_app: Flask) -> None:
         assert names(client.get("/api/teachers", headers=school(scoped_app))) == []
         item = client.get(f"/api/teachers/{ids['ada']}", headers=school(scoped_app))
         assert item.status_code == 404
+        # Nor may a write reach it: a change through the session, not one statement.
+        changed = client.patch(
+            f"/api/teachers/{ids['ada']}", json={"name": "Hidden"}, headers=school(scoped_app)
+        )
+        assert changed.status_code == 404
     finally:
         event.remove(target, "do_orm_execute", hide_north)
     assert names(scoped_app.test_client().get("/api/teachers", headers=school(scoped_app))) == [
@@ -643,3 +648,46 @@ def test_a_create_that_leaves_out_a_column_without_a_default_sends_it_as_null(
     assert (created.status_code, created.json["value"]) == (201, None)
     db.session.rollback()
     assert db.session.scalars(select(Counter.label)).all() == ["kept"]
+
+
+class Nicknamed(TeacherResource):
+    """Its body loads a value that is no column (set on the object, as an override may)."""
+
+    name = "nicknamed-teachers"
+    filter_fields = ["name"]
+
+    def get_request_data(self, operation: str, server_values: Any) -> dict[str, Any]:
+        data = super().get_request_data(operation, server_values)
+        return data if operation == "create" else {**data, "nickname": "Di"}
+
+
+def test_a_body_that_sets_what_is_no_column_is_written_through_the_object(
+    database: Any,
+) -> None:
+    def register(router: Router) -> None:
+        router.register(Nicknamed)
+
+    app = make_app(register)
+    teacher = Teacher(name="Di")
+    seed(teacher)
+    client = app.test_client()  # requests of their own, whose session holds nothing
+    created = client.post("/api/nicknamed-teachers", json={"name": "Di"})
+    patched = client.patch(f"/api/nicknamed-teachers/{teacher.id}", json={"name": "Dee"})
+    assert (created.status_code, patched.status_code) == (201, 200)
+    assert patched.json["name"] == "Dee"
+
+
+def test_an_init_listener_of_the_model_sees_the_create(deleting: Any) -> None:
+    client, ids, _ = deleting
+
+    def region(target: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        kwargs.setdefault("region", "from init")
+
+    event.listen(Teacher, "init", region)
+    try:
+        created = client.post(
+            "/api/teachers", json={"name": "Eve"}, headers={"X-School": str(ids["one"])}
+        )
+    finally:
+        event.remove(Teacher, "init", region)
+    assert (created.status_code, created.json["region"]) == (201, "from init")
