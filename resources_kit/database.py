@@ -371,13 +371,17 @@ _PLAIN_GET_BINDS = {Session.get_bind, FlaskSession.get_bind}
 _ENGINES = "resources_kit_session_engines"
 
 
-def binds_plainly(session: Session | scoped_session[Session]) -> bool:
-    """Whether the session's ``get_bind`` is SQLAlchemy's or Flask-SQLAlchemy's, whose
-    engine for a mapper does not depend on the statement or on being in a flush (a
-    session of its own may route writes by either, as a primary/replica split does)."""
+def writes_by_statement(session: Session | scoped_session[Session], names: Sequence[str]) -> bool:
+    """Whether a write may be a statement on the session's connection rather than an
+    object it flushes: no listener of the events ``names``, and a ``get_bind`` that is
+    SQLAlchemy's or Flask-SQLAlchemy's, whose engine for a mapper does not depend on the
+    statement or on being in a flush (a session of its own may route writes by either,
+    as a primary/replica split does)."""
     if isinstance(session, scoped_session):
-        return session.session_factory.class_.get_bind in _PLAIN_GET_BINDS
-    return type(session).get_bind in _PLAIN_GET_BINDS
+        cls: type[Session] = session.session_factory.class_
+    else:
+        cls = type(session)
+    return cls.get_bind in _PLAIN_GET_BINDS and not session_listens(session, names)
 
 
 def _new_session_engine(session: scoped_session[Session], mapper: Any) -> Engine | None:

@@ -35,7 +35,7 @@ from sqlalchemy.orm import MANYTOONE, Session, scoped_session
 
 from . import signals
 from .actions import ExtraAction
-from .database import binds_plainly, session_listens
+from .database import session_listens, writes_by_statement
 from .errors import (
     HTTPError,
     ImproperlyConfigured,
@@ -1013,7 +1013,7 @@ def direct_listeners(view: Any, signal: Any, mapper_events: Sequence[str], retur
     if any(attribute.dispatch.set for attribute in view.options.columns.values()):
         return True
     session = view.get_session()
-    if session_listens(session, OBJECT_EVENTS) or not binds_plainly(session):
+    if not writes_by_statement(session, OBJECT_EVENTS):
         return True
     return not getattr(session.get_bind(mapper=mapper).dialect, returns)
 

@@ -691,3 +691,19 @@ def test_an_init_listener_of_the_model_sees_the_create(deleting: Any) -> None:
     finally:
         event.remove(Teacher, "init", region)
     assert (created.status_code, created.json["region"]) == (201, "from init")
+
+
+def test_a_session_that_routes_by_statement_writes_through_objects() -> None:
+    """A ``get_bind`` of the session's own may send writes by statement or by flush (a
+    primary/replica split): a write through the session's connection would miss it."""
+    from sqlalchemy.orm import Session
+
+    from resources_kit.database import writes_by_statement
+
+    class Routing(Session):
+        def get_bind(self, mapper: Any = None, **kwargs: Any) -> Any:
+            return super().get_bind(mapper, **kwargs)
+
+    assert writes_by_statement(Session(), ("before_flush",))
+    assert not writes_by_statement(Routing(), ("before_flush",))
+    assert not writes_by_statement(scoped_session(sessionmaker(class_=Routing)), ())
