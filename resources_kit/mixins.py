@@ -247,7 +247,13 @@ def builtin_paginate(pages: Pagination) -> bool:
 
 #: The steps between a page's rows and its body (and their owners): a resource that
 #: overrides one gets objects, as its step may read more than the columns.
-ROW_STEPS = {"serialize": Representation, "list_response": None, "paginate_list_query": None}
+ROW_STEPS = {
+    "get_schema": Representation,
+    "serialize": Representation,
+    "serialize_many": Representation,
+    "list_response": None,
+    "paginate_list_query": None,
+}
 
 
 def row_columns(cls: type[Any], options: ResourceOptions, pages: Any) -> tuple[Any, ...] | None:
@@ -286,7 +292,9 @@ RETRIEVE_STEPS: dict[str, Any] = {
     "retrieve": None,
     "get_object": Resource,
     "check_object": Resource,
+    "get_schema": Representation,
     "serialize": Representation,
+    "serialize_many": Representation,
     "item_response": Representation,
 }
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import marshmallow as ma
 from flask import Response, current_app, request, url_for
-from sqlalchemy import delete, event, insert, inspect, update
+from sqlalchemy import UniqueConstraint, delete, event, insert, inspect, update
 from sqlalchemy.orm import MANYTOONE, Session, scoped_session
 
 from . import signals
@@ -566,9 +566,13 @@ class WriteHooks:
             return None
         direct = direct_columns(options)
         table = options.mapper.local_table
-        if direct is None or any(
-            column.onupdate is not None or column.server_onupdate is not None
-            for column in table.columns
+        if (
+            direct is None
+            or not names_one_row(options)
+            or any(
+                column.onupdate is not None or column.server_onupdate is not None
+                for column in table.columns
+            )
         ):
             return None
         return direct
@@ -772,6 +776,8 @@ class DeleteMixin(_Base):
         if options.permission is not None or mapper.inherits is not None:
             return False
         if mapper.version_id_col is not None or mapper.polymorphic_on is not None:
+            return False
+        if not names_one_row(options):
             return False
         return all(
             rel.viewonly or rel.direction is MANYTOONE or rel.passive_deletes == "all"
@@ -998,6 +1004,25 @@ def direct_columns(options: Any) -> DirectColumns | None:
     keeps_none = frozenset(column.key for column in columns if column.type.should_evaluate_none)
     statement = insert(table).returning(*returning)
     return DirectColumns(table, keys, tuple(returning), statement, nulls, keeps_none)
+
+
+def names_one_row(options: Any) -> bool:
+    """Whether the lookup column is unique by itself (the primary key, or a unique
+    constraint or index of that column alone): then a statement on the item the URL
+    names changes one row at most. A lookup unique only with other columns, or not at
+    all, reads its object (where more than one row is an error, not a write to each)."""
+    mapper = options.mapper
+    column = mapper.column_attrs[options.lookup_key].columns[0]
+    table = mapper.local_table
+    alone = [column]
+    if list(table.primary_key.columns) == alone or column.unique:
+        return True
+    if any(
+        isinstance(constraint, UniqueConstraint) and list(constraint.columns) == alone
+        for constraint in table.constraints
+    ):
+        return True
+    return any(index.unique and list(index.columns) == alone for index in table.indexes)
 
 
 def direct_listeners(view: Any, signal: Any, mapper_events: Sequence[str], returns: str) -> bool:

@@ -16,7 +16,7 @@ import pytest
 from flask import Flask, g, request
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Integer, String, event, insert, inspect, select
+from sqlalchemy import JSON, Integer, String, event, insert, inspect, select
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -542,6 +542,34 @@ def test_the_direct_paths_are_taken_only_where_the_class_allows() -> None:
     assert options_for(Guarded).direct_create is None
     assert options_for(Guarded).direct_update is None
 
+    class Schemed(TeacherResource):
+        """Its schemas may be others than the compiled ones (a field reading more than a
+        column, say): its bodies are dumped from objects."""
+
+        name = "schemed-teachers"
+
+        def get_schema(self, operation: str) -> Any:
+            return super().get_schema(operation)
+
+    schemed = options_for(Schemed)
+    assert schemed.retrieve_columns is None
+    assert schemed.list_config.row_columns is None
+    assert schemed.direct_create is None
+    assert schemed.direct_update is None
+    assert plain.list_config.row_columns is not None
+
+    class ByEmail(TeacherResource):
+        """An email is unique only within a school: a statement on "the" item of an
+        email would change every one of them in the policy, where reading it is an
+        error."""
+
+        name = "by-email-teachers"
+        lookup_field = "email"
+
+    assert options_for(ByEmail).direct_update is None
+    assert not options_for(ByEmail).direct_delete
+    assert options_for(ByEmail).direct_create is not None  # a create names no item
+
 
 class _Apart(DeclarativeBase):
     """Models the library compiles options for, never created in a database."""
@@ -571,6 +599,39 @@ class Stamped(_Apart):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(20))
     changed: Mapped[int] = mapped_column(Integer, default=0, onupdate=1)
+
+
+class Drafted(_Apart):
+    __tablename__ = "drafted"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(10), default="draft")
+    note: Mapped[str | None] = mapped_column(String(20), server_default="none")
+    extra: Mapped[Any] = mapped_column(JSON, nullable=True)
+
+
+def test_a_direct_create_sends_what_the_orms_insert_would() -> None:
+    """A ``None`` the body sets is left out where the column has a default (which then
+    applies), and sent where the type stores it (JSON's ``null``); a column left out
+    with no default is sent as ``NULL``."""
+    from resources_kit.options import options_for
+
+    class DraftSchema(ma.Schema):
+        id = ma.fields.Integer(dump_only=True)
+        name = ma.fields.String(allow_none=True)
+        status = ma.fields.String(allow_none=True)
+        note = ma.fields.String(allow_none=True)
+        extra = ma.fields.Raw(allow_none=True)
+
+    class Drafts(CreateMixin, Resource):
+        name, model, schema = "drafts", Drafted, DraftSchema
+
+    direct = options_for(Drafts).direct_create
+    assert direct is not None
+    sent = {"status": None, "note": None, "extra": None}
+    assert direct.insert_values(sent) == {"name": None, "extra": None}
+    assert direct.insert_values({"name": "a"}) == {"name": "a"}
+    assert direct.insert_values({"name": "a", "status": "done"}) == {"name": "a", "status": "done"}
 
 
 def test_a_model_that_acts_on_its_objects_is_written_through_them() -> None:
