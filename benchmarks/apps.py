@@ -31,7 +31,7 @@ from resources_kit import (
     Router,
     TenantScopeMixin,
     UpdateMixin,
-    enqueue,
+    WriteJob,
 )
 
 
@@ -382,11 +382,7 @@ class JobTeacherResource(TeacherResource):
     """The same create, plus one job in its transaction: the job overhead run."""
 
     name = "job-teachers"
-
-    def perform_create(self, data: dict[str, Any]) -> Any:
-        obj = super().perform_create(data)
-        enqueue(self, welcome, name=data["name"])
-        return obj
+    create_jobs = [WriteJob(welcome, name="name")]
 
 
 def resources_kit_app(url: str, broker: str | None = None) -> Flask:

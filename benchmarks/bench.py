@@ -386,6 +386,52 @@ def job_overhead(url: str, broker: str, rounds: int, per_round: int) -> float:
     return statistics.median(samples["job-teachers"]) / statistics.median(samples["teachers"])
 
 
+def job_row_floor(url: str, rounds: int, per_round: int) -> float:
+    """The job's row alone, without Flask or the library's steps: a teacher's ``INSERT``
+    and ``COMMIT`` by Core with the outbox ``INSERT`` in the same transaction, over the
+    same without it. What no create with a job can beat on this machine and database."""
+    from benchmarks.apps import Teacher, jobs
+    from resources_kit.outbox import job_values
+
+    app = resources_kit_app(url)
+    table, job_table = Teacher.__table__, jobs.model.__table__
+    create = insert(table).returning(*table.c)
+    scope = {"levels": [], "url_kwargs": {}, "settings": {}, "tenant": {"school_id": 1}}
+    samples: dict[str, list[float]] = {"plain": [], "with job": []}
+    counter = 0
+    with app.app_context():
+        session = db.session
+        for round_number in range(rounds + 1):
+            names = list(samples) if round_number % 2 == 0 else list(samples)[::-1]
+            for name in names:
+                started = time.perf_counter()
+                for _ in range(per_round):
+                    counter += 1
+                    values = {"school_id": 1, "name": f"f{counter}", "email": "f@x.org"}
+                    connection = session.connection()
+                    connection.execute(create, {**values, "years_teaching": 1}).one()
+                    if name == "with job":
+                        job = job_values(
+                            task="bench.welcome",
+                            arguments={"name": values["name"]},
+                            scope=scope,
+                            identity=None,
+                            max_attempts=5,
+                            ack_timeout=60.0,
+                        )
+                        connection.execute(job_table.insert(), [job])
+                    session.commit()
+                if round_number:  # round 0 warms up
+                    samples[name].append((time.perf_counter() - started) / per_round)
+        session.execute(job_table.delete())
+        session.commit()
+        session.remove()
+        db.engine.dispose()
+    return statistics.median(
+        job / plain for job, plain in zip(samples["with job"], samples["plain"], strict=True)
+    )
+
+
 def relay_throughput(url: str, broker: str, count: int) -> float:
     """Jobs per second the relay republishes: ``count`` jobs left behind by a crash
     (committed, never published), all due, relayed in one run."""
@@ -517,9 +563,10 @@ def run(
     permission = permission_overhead(apps["rk"], rounds, per_round)
     bulk = bulk_create(apps["rk"], max(rounds, 3))
     no_broker = broker_problem(BROKER)
-    job, relay = None, None
+    job, relay, job_floor = None, None, None
     if no_broker is None:
         job = job_overhead(url, BROKER, rounds, per_round)
+        job_floor = job_row_floor(url, rounds, per_round)
         relay = relay_throughput(url, BROKER, relay_jobs)
     guard_costs = guards.measure(url, redis_url, rounds, per_round)
     for app in apps.values():
@@ -535,6 +582,7 @@ def run(
         "permission": permission,
         "bulk": bulk,
         "job": job,
+        "job_floor": job_floor,
         "relay": relay,
         "no_broker": no_broker,
         "relay_jobs": relay_jobs,
@@ -607,6 +655,8 @@ def report(result: dict[str, Any]) -> tuple[str, bool]:
         lines += [
             f"a create with one job (Celery, Redis): {result['job']:.3f} of the same create "
             f"without (target {JOB_TARGET:.2f}){'' if meets else '  MISSED'}",
+            f"  the job's row alone (Core INSERT + COMMIT, no Flask): {result['job_floor']:.3f} "
+            "of the same without",
             f"relay: {result['relay']:,.0f} jobs/s ({result['relay_jobs']:,} due jobs "
             f"republished to Redis, {result['db']})",
         ]

@@ -4,7 +4,7 @@ from . import signals
 from .actions import action
 from .callbacks import Callback, CallbackMixin
 from .errors import HTTPError, ImproperlyConfigured, ResourcesKitError
-from .jobs import JobResource, Jobs, enqueue
+from .jobs import JobResource, Jobs, WriteJob, enqueue
 from .mixins import (
     CreateMixin,
     DeleteMixin,
@@ -50,6 +50,7 @@ __all__ = [
     "Sorting",
     "TenantScopeMixin",
     "UpdateMixin",
+    "WriteJob",
     "action",
     "enqueue",
     "signals",

@@ -34,6 +34,7 @@ from sqlalchemy import String, inspect, or_, select, tuple_
 from .columns import exact_equals
 from .errors import HTTPError, unprocessable
 from .linking import replace_links, restore_links, take_links
+from .outbox import enqueue_declared
 from .parsing import body_is_array, check_query_args, json_array, json_kind
 from .policy import reachable_values
 from .writing import (
@@ -287,6 +288,9 @@ def perform_bulk(view: Any, writes: list[Write], befores: list[dict[str, Any]]) 
     session.flush()
     check_written(view, writes, befores)
     read_back(view, writes)
+    specs = getattr(view, f"{writes[0].operation}_jobs", ())  # WriteJob (outbox.py)
+    if specs:  # one INSERT of every item's jobs
+        enqueue_declared(view, session, specs, [row for write in writes for row in write.rows])
     return objs
 
 

@@ -18,6 +18,7 @@ from flask import current_app
 from .actions import extra_actions
 from .errors import ImproperlyConfigured
 from .links import LINK_OPERATIONS
+from .outbox import check_declared
 
 if TYPE_CHECKING:
     from .resource import Resource
@@ -113,6 +114,7 @@ class CallbackMixin(_Base):
             next_check()
         known = set(OPERATIONS) | set(LINK_OPERATIONS)
         known |= {extra.operation for extra in extra_actions(cls)}
+        check_declared(cls, sorted(known))
         for attribute in dir(cls):
             found = CALLBACK_ATTRIBUTE.fullmatch(attribute)
             if found and found.group(2) not in known:

@@ -35,6 +35,7 @@ from .errors import HTTPError, ImproperlyConfigured, ResourcesKitError, problem_
 from .extension import app_state
 from .jobstatus import JobResource, JobSchema, accepted
 from .nesting import Mount, Place, bind_values, guard_values, unbind_values
+from .outbox import WriteJob
 from .resource import Resource
 from .tenancy import TenantScopeMixin
 
@@ -375,9 +376,7 @@ def enqueue(view: Any, task: Task | str, /, *, identity: Any = None, **arguments
     view's URL (refused without one) and ``identity`` (JSON); returns the job's row."""
     jobs = app_jobs()
     name = task.name if isinstance(task, Task) else task
-    registered = jobs.tasks.get(name)
-    if registered is None:
-        raise ImproperlyConfigured(f"No task named {name!r} is registered with Jobs.task.")
+    attempts = outbox.max_attempts(jobs, name)
     return outbox.add_job(
         view.get_session(),
         jobs.model,
@@ -385,7 +384,7 @@ def enqueue(view: Any, task: Task | str, /, *, identity: Any = None, **arguments
         arguments=arguments,
         scope=outbox.record_scope(view),
         identity=identity,
-        max_attempts=registered.max_attempts or jobs.setting("MAX_ATTEMPTS"),
+        max_attempts=attempts,
         ack_timeout=jobs.setting("ACK_TIMEOUT"),
     )
 
@@ -489,6 +488,7 @@ __all__ = [
     "JobSchema",
     "Jobs",
     "Task",
+    "WriteJob",
     "accepted",
     "current_job",
     "enqueue",

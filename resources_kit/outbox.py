@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app
 from sqlalchemy import JSON, DateTime, Integer, String, event, inspect, or_, select, update
@@ -136,9 +136,7 @@ def record_scope(view: Any) -> dict[str, Any]:
     return scope
 
 
-def add_job(
-    session: Session | scoped_session[Session],
-    model: type[Any],
+def job_values(
     *,
     task: str,
     arguments: Mapping[str, Any],
@@ -146,29 +144,175 @@ def add_job(
     identity: Any,
     max_attempts: int,
     ack_timeout: float,
-) -> Any:
-    """Add the job's row to the session (inserted by the write's next flush)."""
+) -> dict[str, Any]:
+    """The column values of a new job's row (its arguments and identity checked JSON)."""
     check_json("arguments", dict(arguments))
     check_json("identity", identity)
     moment = now()
-    row = model(
-        id=str(uuid.uuid4()),
-        task=task,
-        arguments=dict(arguments),
-        scope=dict(scope),
-        identity=identity,
-        tenant=tenant_key(scope.get("tenant", {})),
-        status="queued",
-        attempts=0,
-        max_attempts=max_attempts,
-        due_at=moment + timedelta(seconds=ack_timeout),
-        created_at=moment,
-    )
+    return {
+        "id": str(uuid.uuid4()),
+        "task": task,
+        "arguments": dict(arguments),
+        "scope": dict(scope),
+        "identity": identity,
+        "tenant": tenant_key(scope.get("tenant", {})),
+        "status": "queued",
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "due_at": moment + timedelta(seconds=ack_timeout),
+        "created_at": moment,
+    }
+
+
+def add_job(session: Session | scoped_session[Session], model: type[Any], **values: Any) -> Any:
+    """Add the job's row to the session (inserted by the write's next flush)."""
+    row = model(**job_values(**values))
     session.add(row)
-    real = session() if isinstance(session, scoped_session) else session
-    real.info.setdefault(PENDING, []).append((row, row.id))
-    listen(real)
+    pending(session).append((row, row.id))
     return row
+
+
+def insert_jobs(
+    session: Session | scoped_session[Session], model: type[Any], rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Insert jobs' rows now, by one statement on the session's connection: in its
+    transaction, committed or rolled back with it (the write unit's, for the jobs a
+    resource declares)."""
+    connection = session.connection(bind_arguments={"mapper": inspect(model)})
+    connection.execute(model.__table__.insert(), list(rows))
+    pending(session).extend((None, row["id"]) for row in rows)
+
+
+def pending(session: Session | scoped_session[Session]) -> list[tuple[Any, str]]:
+    """The jobs added in the session's current transaction: ``(row, id)``, the row
+    ``None`` for one inserted by a statement (no object to ask whether a savepoint's
+    rollback dropped it: the write unit inserts in its outermost transaction)."""
+    real = session() if isinstance(session, scoped_session) else session
+    listen(real)
+    return cast(list[tuple[Any, str]], real.info.setdefault(PENDING, []))
+
+
+# -- jobs a resource declares -----------------------------------------------------------
+
+
+class WriteJob:
+    """A job each write of an operation enqueues, declared on the resource::
+
+        class TeacherResource(...):
+            create_jobs = [WriteJob(send_welcome, teacher_id="id")]
+            archive_jobs = [WriteJob(reindex, arguments=lambda item: {"ids": [item.id]})]
+
+    ``<operation>_jobs`` (``create``, ``update``, ``patch``, ``delete`` or a writing
+    ``@action``'s name) lists them. For each row the write leaves (the new or changed
+    item, the deleted one, a collection action's new rows) the job's row is inserted in
+    the write's transaction, after its flush: each keyword names an attribute of the row
+    (a value that is not JSON, a UUID or a date, goes as its text), ``arguments(row)``
+    adds more, ``identity(view)`` is the job's identity. Nothing sees the written object,
+    so a create or a change by one statement (see *Performance*) keeps that path, with
+    one more ``INSERT``.
+    """
+
+    def __init__(
+        self,
+        task: Any,
+        *,
+        arguments: Callable[[Any], Mapping[str, Any]] | None = None,
+        identity: Callable[[Any], Any] | None = None,
+        **attributes: str,
+    ) -> None:
+        name = getattr(task, "name", task)
+        if not isinstance(name, str):
+            raise ImproperlyConfigured(f"WriteJob({task!r}): a task, or a task's name.")
+        for argument, attribute in attributes.items():
+            if not isinstance(attribute, str):
+                raise ImproperlyConfigured(
+                    f"WriteJob({name!r}, {argument}={attribute!r}): name an attribute of the "
+                    "written row, or compute it with arguments=."
+                )
+        self.task = name
+        self.attributes = dict(attributes)
+        self.arguments = arguments
+        self.identity = identity
+
+    def __repr__(self) -> str:
+        return f"WriteJob({self.task!r})"
+
+    def arguments_of(self, row: Any) -> dict[str, Any]:
+        """The job's arguments for the written ``row``."""
+        values = {
+            argument: json_value(getattr(row, attribute))
+            for argument, attribute in self.attributes.items()
+        }
+        if self.arguments is not None:
+            values.update(self.arguments(row))
+        return values
+
+
+def check_declared(cls: type[Any], operations: Sequence[str]) -> None:
+    """Refuse, at registration, ``<operation>_jobs`` that is not a list of
+    :class:`WriteJob`, or whose operation the class has not: it would never run."""
+    for attribute in dir(cls):
+        if not attribute.endswith("_jobs") or attribute.startswith("_"):
+            continue
+        value = getattr(cls, attribute)
+        holds_jobs = isinstance(value, list | tuple) and any(
+            isinstance(item, WriteJob) for item in value
+        )
+        operation = attribute[: -len("_jobs")]
+        if operation not in operations:
+            if holds_jobs:
+                raise ImproperlyConfigured(
+                    f"{cls.__name__}.{attribute} names no operation or @action of "
+                    f"{cls.__name__} (known: {', '.join(sorted(operations))}); it would "
+                    "never run."
+                )
+            continue
+        if not isinstance(value, list | tuple) or not all(
+            isinstance(item, WriteJob) for item in value
+        ):
+            raise ImproperlyConfigured(
+                f"{cls.__name__}.{attribute} must be a list of WriteJob(...), not {value!r}."
+            )
+
+
+def max_attempts(jobs: Any, task: str) -> int:
+    """The attempts a job of the registered ``task`` gets (refused if none is)."""
+    registered = jobs.tasks.get(task)
+    if registered is None:
+        raise ImproperlyConfigured(f"No task named {task!r} is registered with Jobs.task.")
+    return int(registered.max_attempts or jobs.setting("MAX_ATTEMPTS"))
+
+
+def enqueue_declared(
+    view: Any, session: Any, specs: Sequence[WriteJob], rows: Sequence[Any]
+) -> None:
+    """The declared jobs of a write, for each of ``rows``: one ``INSERT`` in the write's
+    transaction (delivered after its commit, as :func:`add_job`'s)."""
+    jobs = current_app.extensions.get("resources_kit_jobs")
+    if jobs is None:
+        raise ImproperlyConfigured(
+            f"{type(view).__name__} declares jobs; the app has no Jobs extension "
+            "(Jobs(db).init_app(app))."
+        )
+    scope = record_scope(view)
+    ack_timeout = jobs.setting("ACK_TIMEOUT")
+    values = []
+    for spec in specs:
+        identity = spec.identity(view) if spec.identity is not None else None
+        attempts = max_attempts(jobs, spec.task)
+        for row in rows:
+            values.append(
+                job_values(
+                    task=spec.task,
+                    arguments=spec.arguments_of(row),
+                    scope=scope,
+                    identity=identity,
+                    max_attempts=attempts,
+                    ack_timeout=ack_timeout,
+                )
+            )
+    if values:
+        insert_jobs(session, jobs.model, values)
 
 
 # -- after the commit ----------------------------------------------------------------------
@@ -185,7 +329,7 @@ def committed(session: Session) -> None:
     savepoint's rollback dropped is no longer persistent, and is not one of them."""
     pending = session.info.pop(PENDING, None)
     if pending:
-        ids = [job_id for row, job_id in pending if inspect(row).persistent]
+        ids = [job_id for row, job_id in pending if row is None or inspect(row).persistent]
         session.info.setdefault(COMMITTED, []).extend(ids)
 
 

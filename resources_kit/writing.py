@@ -46,7 +46,7 @@ from .errors import (
 from .guards import EXTENSION as GUARDS
 from .linking import replace_links, restore_links, take_links
 from .nesting import cached, lookup_clause
-from .outbox import COMMITTED, deliver_committed
+from .outbox import COMMITTED, deliver_committed, enqueue_declared
 from .parsing import check_query_args, json_body
 from .policy import reaches_row
 from .representation import reads_plain_attributes
@@ -200,9 +200,12 @@ def run_write(view: WriterView, write: Write) -> Response:
 def perform_write(view: WriterView, write: Write, before: dict[str, Any]) -> Any:
     """Steps 3 to 5: the perform step, stamping, callbacks around the flush, the checks
     of every row written. Returns the object written."""
+    specs = getattr(view, f"{write.operation}_jobs", ())  # WriteJob (outbox.py)
     if write.direct:
         row = write.perform(write)
         write.rows = [row]
+        if specs:
+            enqueue_declared(view, write.session, specs, write.rows)
         return row
     session = write.session
     links = take_links(view, write) if view.options.link_fields else {}  # 422 before SQL
@@ -226,6 +229,8 @@ def perform_write(view: WriterView, write: Write, before: dict[str, Any]) -> Any
     session.flush()
     check_written(view, write, before)
     read_back(view, obj, write.data)
+    if specs:
+        enqueue_declared(view, session, specs, write.rows)
     return obj
 
 
@@ -771,6 +776,8 @@ class DeleteMixin(_Base):
         or one with ``passive_deletes="all"``). At request time :meth:`direct_delete`
         adds what may change then."""
         if not keeps_owned_steps(cls, DIRECT_DELETE_STEPS) or has_callbacks(cls, ("delete",)):
+            return False
+        if getattr(cls, "delete_jobs", ()):  # their arguments come from the deleted row
             return False
         mapper = options.mapper
         if options.permission is not None or mapper.inherits is not None:

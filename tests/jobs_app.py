@@ -23,6 +23,7 @@ from resources_kit.jobs import (
     JobResource,
     Jobs,
     JobSchema,
+    WriteJob,
     accepted,
     current_job,
     enqueue,
@@ -94,6 +95,12 @@ def fails_once(note: str) -> str:
 
 
 @jobs.task
+def record_note(note: str) -> None:
+    """One effect row naming no teacher (a deleted one's, say)."""
+    db.session.add(JobEffect(job_id=current_job().id, note=note))
+
+
+@jobs.task
 def classmates() -> list[str]:
     """The students of the teacher in the enqueuing URL, through the nested resource."""
     view = job_view(JobStudents)
@@ -139,6 +146,18 @@ class PlainJobTeachers(models.ScopedTeacherResource):
     name = "plain-teachers"
 
 
+class DeclaredJobTeachers(models.ScopedTeacherResource):
+    """Jobs declared per operation, which a create or a change by one statement keeps."""
+
+    name = "declared-job-teachers"
+    bulk = ("create",)
+    create_jobs = [WriteJob(record_effect, teacher_id="id", note="name")]
+    patch_jobs = [
+        WriteJob(record_effect, teacher_id="id", arguments=lambda row: {"note": f"now {row.name}"})
+    ]
+    delete_jobs = [WriteJob(record_note, note="name", identity=lambda view: "deleter")]
+
+
 class JobStudents(models.ScopedStudentResource):
     """Nested under a teacher: a job enqueued here keeps the teacher of its URL."""
 
@@ -164,6 +183,7 @@ def register(router: Router) -> None:
     router.register(ScopedJobTeachers)
     router.register(JobStudents, parent=ScopedJobTeachers)
     router.register(PlainJobTeachers)
+    router.register(DeclaredJobTeachers)
     router.register(JobStatus)
 
 

@@ -68,8 +68,11 @@ def test_the_job_overhead_and_the_relay_were_measured(result: dict[str, object])
     assert result["job"] > 0
     assert isinstance(result["relay"], float)
     assert result["relay"] > 0
+    assert isinstance(result["job_floor"], float)
+    assert result["job_floor"] > 0
     text, _ = bench.report(result)
     assert "jobs/s" in text
+    assert "the job's row alone" in text
 
 
 def test_the_bulk_create_was_measured(result: dict[str, object]) -> None:

@@ -25,7 +25,7 @@ from .jobs_app import (
     create_app,
     jobs,
 )
-from .models import db
+from .models import Teacher, db
 
 Job = jobs.model
 
@@ -297,3 +297,160 @@ def test_a_job_from_a_nested_url_keeps_its_parent(client: Any) -> None:
     assert job.scope["url_kwargs"] == {"teacher_id": ids["ada"]}
     # Ada's students only: not Di, Bob's student in the other school.
     assert (job.status, job.result) == ("succeeded", ["Cy", "Zoe"])
+
+
+# -- jobs a resource declares (WriteJob) -------------------------------------------------------
+
+
+def test_declared_jobs_keep_the_one_statement_writes(database: Any) -> None:
+    # A broker that is down: nothing after the commit runs SQL, so every statement seen
+    # is the request's own, and the jobs stay queued for the relay.
+    app = create_app(RESOURCES_KIT_JOBS_BROKER_URL=CLOSED_BROKER)
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.split()[:3]))
+
+    with app.app_context():
+        clear_jobs()
+        ids = seed_two_schools()
+        client = app.test_client()
+        event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            created = client.post(
+                "/api/declared-job-teachers", json={"name": "Eve"}, headers=school("one", ids)
+            )
+            assert created.status_code == 201, created.json
+            # The create by one statement, then its job's INSERT: nothing read first.
+            assert statements == ["INSERT INTO teachers", "INSERT INTO resources_kit_jobs"]
+            statements.clear()
+            path = f"/api/declared-job-teachers/{created.json['id']}"
+            patched = client.patch(path, json={"name": "Eva"}, headers=school("one", ids))
+            assert patched.status_code == 200, patched.json
+            if db.engine.dialect.update_returning:  # MariaDB's UPDATE returns no row
+                assert statements == ["UPDATE teachers SET", "INSERT INTO resources_kit_jobs"]
+            assert statements[-1] == "INSERT INTO resources_kit_jobs"
+            statements.clear()
+            assert client.delete(path, headers=school("one", ids)).status_code == 204
+            assert statements[-1] == "INSERT INTO resources_kit_jobs"
+        finally:
+            event.remove(db.engine, "before_cursor_execute", record)
+        jobs_left = all_jobs()
+        assert [(job.task, job.arguments, job.status) for job in jobs_left] == [
+            (
+                "tests.jobs_app.record_effect",
+                {"teacher_id": created.json["id"], "note": "Eve"},
+                "queued",
+            ),
+            (
+                "tests.jobs_app.record_effect",
+                {"teacher_id": created.json["id"], "note": "now Eva"},
+                "queued",
+            ),
+            ("tests.jobs_app.record_note", {"note": "Eva"}, "queued"),
+        ]
+        assert {job.scope["tenant"]["school_id"] for job in jobs_left} == {ids["one"]}
+        assert [job.identity for job in jobs_left] == [None, None, "deleter"]
+        clear_jobs()
+
+
+def test_a_declared_job_runs_after_the_commit_scoped_as_the_request(client: Any) -> None:
+    ids = seed_two_schools()
+    answer = client.post(
+        "/api/declared-job-teachers", json={"name": "Eve"}, headers=school("two", ids)
+    )
+    assert answer.status_code == 201
+    (job,) = all_jobs()
+    assert (job.status, job.attempts) == ("succeeded", 1)
+    # The task's view was scoped as the request: school two's teachers only.
+    assert job.result == {"names": ["Bob", "Eve"]}
+    assert effects() == [(job.id, "Eve")]
+
+
+def test_a_declared_jobs_write_that_fails_at_its_commit_leaves_nothing(
+    client: Any, embedded: Flask
+) -> None:
+    from sqlalchemy.orm import Session
+
+    ids = seed_two_schools()
+    with embedded.app_context():
+        engine = db.engine
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    def refuse(session: Any) -> None:
+        if any(s.startswith("INSERT INTO resources_kit_jobs") for s in sent):
+            raise RuntimeError("the commit fails after the job's INSERT")
+
+    event.listen(engine, "before_cursor_execute", record)
+    event.listen(Session, "before_commit", refuse)
+    try:
+        with pytest.raises(RuntimeError):
+            client.post(
+                "/api/declared-job-teachers", json={"name": "Gone"}, headers=school("one", ids)
+            )
+    finally:
+        event.remove(Session, "before_commit", refuse)
+        event.remove(engine, "before_cursor_execute", record)
+    assert any(s.startswith("INSERT INTO resources_kit_jobs") for s in sent)
+    assert all_jobs() == []
+    assert db.session.scalar(select(func.count()).where(Teacher.name == "Gone")) == 0
+    # A duplicate refused by the database: a 409, and no job either.
+    body = {"name": "Twice", "email": "twice@x.org"}
+    first = client.post("/api/declared-job-teachers", json=body, headers=school("one", ids))
+    again = client.post("/api/declared-job-teachers", json=body, headers=school("one", ids))
+    assert (first.status_code, again.status_code) == (201, 409)
+    assert [job.arguments["note"] for job in all_jobs()] == ["Twice"]
+
+
+def test_a_bulk_create_inserts_every_items_job_in_one_statement(database: Any) -> None:
+    app = create_app(RESOURCES_KIT_JOBS_BROKER_URL=CLOSED_BROKER)
+    inserts: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO resources_kit_jobs"):
+            inserts.append(statement)
+
+    with app.app_context():
+        clear_jobs()
+        ids = seed_two_schools()
+        event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            answer = app.test_client().post(
+                "/api/declared-job-teachers",
+                json=[{"name": f"B{n}"} for n in range(3)],
+                headers=school("one", ids),
+            )
+        finally:
+            event.remove(db.engine, "before_cursor_execute", record)
+        assert answer.status_code == 201, answer.json
+        assert len(inserts) == 1
+        made = {item["id"]: item["name"] for item in answer.json}
+        assert {job.arguments["teacher_id"]: job.arguments["note"] for job in all_jobs()} == made
+        clear_jobs()
+
+
+def test_declared_jobs_are_checked_when_the_class_is_registered() -> None:
+    from resources_kit import ImproperlyConfigured, Router, WriteJob
+
+    from .jobs_app import record_effect
+
+    with pytest.raises(ImproperlyConfigured, match="name an attribute"):
+        WriteJob(record_effect, teacher_id=1)  # type: ignore[arg-type]
+    with pytest.raises(ImproperlyConfigured, match="a task"):
+        WriteJob(42)
+
+    class NotAJob(ScopedJobTeachers):
+        name = "not-a-job"
+        create_jobs = [record_effect]
+
+    class NoSuchOperation(ScopedJobTeachers):
+        name = "no-such-operation"
+        publish_jobs = [WriteJob(record_effect, teacher_id="id", note="name")]
+
+    with pytest.raises(ImproperlyConfigured, match="must be a list of WriteJob"):
+        Router().register(NotAJob)
+    with pytest.raises(ImproperlyConfigured, match="names no operation"):
+        Router().register(NoSuchOperation)
