@@ -57,6 +57,12 @@ def guarded_app(url: str, redis_url: str | None) -> Flask:
     api.register(StudentResource, parent=TeacherResource)  # what ?include=students serves
     api.init_app(app)
     Guards(app)
+
+    @app.get("/bare")
+    def bare() -> Any:
+        """The same app's cheapest answer: what every request costs before any guard."""
+        return {}
+
     with app.app_context():
         db.metadata.create_all(db.engine)  # the idempotency table
     return app
@@ -74,6 +80,7 @@ def requests(client: Any) -> dict[str, Callable[[int], Any]]:
     etag = client.get("/api/cached-teachers/7", headers=HEADERS).headers["ETag"]
     return {
         "get": lambda n: client.get("/api/teachers/7", headers=HEADERS),
+        "bare request": lambda n: client.get("/bare", headers=HEADERS),
         "cache hit": lambda n: client.get("/api/cached-teachers/7", headers=HEADERS),
         "cache 304": lambda n: client.get(
             "/api/cached-teachers/7", headers={**HEADERS, "If-None-Match": etag}
@@ -107,6 +114,7 @@ def measure(url: str, redis_url: str | None, rounds: int, per_round: int) -> dic
                 if response.status_code >= 400:
                     raise AssertionError((name, response.status_code, response.get_data()))
             samples[name].append((time.perf_counter() - started) / per_round)
+    round_trip = redis_round_trip(redis_url, rounds * per_round) if redis_url else None
     with app.app_context():
         engine = db.engine
     with counting(engine) as seen:
@@ -125,7 +133,28 @@ def measure(url: str, redis_url: str | None, rounds: int, per_round: int) -> dic
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
-    return {"medians": medians, "ratios": ratios, "statements_304": len(seen), "redis": redis_url}
+    return {
+        "medians": medians,
+        "ratios": ratios,
+        "statements_304": len(seen),
+        "redis": redis_url,
+        "round_trip": round_trip,
+    }
+
+
+def redis_round_trip(url: str, count: int) -> float:
+    """Median time of one Redis round trip (``PING``) on the cache's own connection."""
+    import redis
+
+    from resources_kit.caching import Channel
+
+    channel = Channel(redis.Redis.from_url(url))
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        channel.call("PING")
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def report(result: dict[str, Any]) -> tuple[list[str], bool]:
@@ -141,6 +170,16 @@ def report(result: dict[str, Any]) -> tuple[list[str], bool]:
             f"{guarded:<18} {medians[guarded] * 1e6:>7.0f} µs, {ratio:.2f}x {plain} "
             f"{medians[plain] * 1e6:.0f} µs (target {target:.2f}){'' if meets else '  MISSED'}"
         )
+    bare, get = medians["bare request"], medians["get"]
+    floor = f"{bare * 1e6:.0f} µs, {bare / get:.2f}x get"
+    round_trip = result.get("round_trip")
+    if round_trip is not None:
+        floor += (
+            f"; one Redis round trip {round_trip * 1e6:.0f} µs, {round_trip / get:.2f}x get: "
+            f"no hit below {(bare + round_trip) / get:.2f}x, no miss below "
+            f"{1 + round_trip / get:.2f}x"
+        )
+    lines.append(f"a bare request to the same app (the floor of every guard): {floor}")
     statements = result["statements_304"]
     ok = ok and statements == 0
     lines.append(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -23,6 +25,8 @@ for i = 1, #gens do parts[#parts + 1] = gens[i] or '0' end
 local key = table.concat(parts, ':')
 return {key, redis.call('GET', key)}
 """
+
+logger = logging.getLogger("resources_kit.guards")
 
 #: The headers of an answer worth keeping (the rest Flask adds again).
 KEPT_HEADERS = ("Content-Type", "ETag", "Link")
@@ -65,25 +69,102 @@ class MemoryStore:
                 self.counters[key] = self.counters.get(key, 0) + 1
 
 
+class Channel:
+    """A connection of its own per thread (and per process: a forked worker makes
+    its own) to the Redis of ``client``, for the cache's two commands per request: the
+    client's pool, retries and reply callbacks cost more than the round trip itself.
+    :meth:`send` does not wait for its reply; the next :meth:`call` reads it first."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.local = threading.local()
+
+    def connection(self) -> Any:
+        local = self.local
+        if getattr(local, "pid", None) != os.getpid():
+            local.connection = self.client.connection_pool.make_connection()
+            local.pid, local.unread = os.getpid(), 0
+        return local.connection
+
+    def call(self, *command: Any) -> Any:
+        """Send ``command`` (one that may be sent twice: a read, a ``SET``) and return its
+        reply. A connection lost (a Redis restarted) is opened again once, as the client
+        retries; a second failure is raised."""
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        for attempt in (1, 2):
+            connection = self.connection()
+            try:
+                packed = connection.pack_command(*command)
+                connection.send_packed_command(packed, check_health=False)
+                self.drain(connection)
+                return connection.read_response()
+            except (ConnectionError, TimeoutError):
+                self.close(connection)
+                if attempt == 2:
+                    raise
+            except BaseException:
+                self.close(connection)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def send(self, *command: Any) -> None:
+        """Send ``command`` with no wait for its reply (an error in it is only logged)."""
+        connection = self.connection()
+        try:
+            connection.send_packed_command(connection.pack_command(*command), check_health=False)
+        except BaseException:
+            self.close(connection)
+            raise
+        self.local.unread += 1
+
+    def close(self, connection: Any) -> None:
+        """Drop ``connection``: the next command opens a new one."""
+        connection.disconnect()
+        self.local.pid = None
+
+    def drain(self, connection: Any) -> None:
+        from redis.exceptions import ResponseError
+
+        while self.local.unread:
+            self.local.unread -= 1
+            try:
+                connection.read_response()
+            except ResponseError:
+                logger.exception("A response cache command sent without waiting failed")
+
+
 class RedisStore:
     """The cache every host shares: one ``EVALSHA`` per lookup, one ``SET`` per answer
-    kept, one pipelined ``INCR`` per write."""
+    kept (sent without waiting: its reply is read with the next lookup's), one pipelined
+    ``INCR`` per write."""
 
     def __init__(self, url: str, prefix: str) -> None:
         import redis
 
         self.client = redis.Redis.from_url(url)
         self.script = self.client.register_script(LOOKUP)
+        self.channel = Channel(self.client)
         #: Every key starts with it: apps sharing one Redis keep apart.
         self.prefix = prefix
 
     def lookup(self, generations: Sequence[str], key: str) -> tuple[str, bytes | None]:
-        keys = [self.prefix + generation for generation in generations]
-        full, value = self.script(keys=keys, args=[f"{self.prefix}answer:{key}"])
+        from redis.exceptions import NoScriptError
+
+        prefix = self.prefix
+        keys = [prefix + generation for generation in generations]
+        command = ("EVALSHA", self.script.sha, len(keys), *keys, f"{prefix}answer:{key}")
+        try:
+            full, value = self.channel.call(*command)
+        except NoScriptError:  # a Redis restarted, or flushed its scripts: load it again
+            self.script.sha = self.client.script_load(LOOKUP)
+            full, value = self.channel.call("EVALSHA", self.script.sha, *command[2:])
         return full.decode(), value
 
     def keep(self, full_key: str, value: bytes, ttl: int) -> None:
-        self.client.set(full_key, value, ex=ttl)
+        # Kept late is harmless: the key holds the generations read before the answer
+        # was computed, which no read computes once a write has bumped them.
+        self.channel.send("SET", full_key, value, "EX", ttl)
 
     def bump(self, generations: Sequence[str]) -> None:
         pipeline = self.client.pipeline(transaction=False)
@@ -115,14 +196,15 @@ def generation_keys(view: Any, depends_on: Sequence[str]) -> list[str]:
 
 
 def cached_response(
-    store: CacheStore | None, generations: Sequence[str], key: str
+    store: CacheStore | None, generations: Sequence[str], key: str, bypass: bool = False
 ) -> tuple[Response | None, str | None]:
-    """The kept answer (a 304 when ``If-None-Match`` names its ETag), or ``None``, and the
-    full key to keep a fresh answer under."""
+    """The kept answer (a 304 when ``If-None-Match`` names its ETag), or ``None`` (always
+    with ``bypass``: the request asked for a fresh answer), and the full key to keep a
+    fresh answer under."""
     if store is None:
         return None, None
     full, value = store.lookup(generations, key)
-    if value is None:
+    if value is None or bypass:
         return None, full
     # The headers as one JSON line, then the body's bytes as they were sent.
     line, _, body = value.partition(b"\n")

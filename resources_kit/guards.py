@@ -250,14 +250,29 @@ def read_through_cache(
     # The full key is read before the handler runs: should a write commit meanwhile,
     # this answer is kept under the generations it was read at, which no later read
     # computes.
-    found, full_key = cached_response(guards.cache, generations, key)
-    if found is not None and not bypass:
+    try:
+        found, full_key = cached_response(guards.cache, generations, key, bypass)
+    except Exception as exc:  # the cache unreachable: the answer as if there were none
+        if not unreachable(exc):
+            raise
+        logger.warning("The response cache is unreachable (%s); answering uncached", exc)
+        return handler()
+    if found is not None:
         return found
     response = handler()
     ttl = cache.ttl or int(current_app.config.get("RESOURCES_KIT_CACHE_TTL", 300))
     if full_key is not None:
         keep_response(guards.cache, full_key, response, ttl)
     return response
+
+
+def unreachable(exc: Exception) -> bool:
+    """Whether ``exc`` is the cache's Redis out of reach (not a mistake of ours)."""
+    try:
+        from redis.exceptions import ConnectionError, TimeoutError
+    except ImportError:  # pragma: no cover - no Redis client: no Redis store either
+        return False
+    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 def write_once(

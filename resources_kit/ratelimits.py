@@ -5,13 +5,14 @@ request reaches the database."""
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, cast
 
 from flask import Flask, request
 
@@ -61,6 +62,49 @@ class MemoryWindows:
             return int(window[0]), window[1]
 
 
+class Leases:
+    """Budget this process reserved ahead from a shared fixed window: one ``SPEND`` of
+    several requests, then that many requests answered with no round trip. The shared
+    counter counts every request reserved, so the limit holds across hosts as before;
+    what a host reserved and did not spend by the window's end is lost to the others.
+    A window of ``amount`` gets leases of ``amount * share`` requests (at most
+    :attr:`MOST`): a limit under ``1 / share`` per window is counted request by request.
+    Made per process: after a fork, a worker reserves its own."""
+
+    #: The most requests one lease holds.
+    MOST = 1000
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.lock = threading.Lock()
+        #: key -> [requests left, window reset (epoch seconds), shared remaining]
+        self.held: dict[str, list[Any]] = {}
+        self.pid = os.getpid()
+
+    def size(self, amount: int) -> int:
+        return max(1, min(int(amount * self.share), self.MOST))
+
+    def take(self, key: str) -> tuple[int, float] | None:
+        """One request of ``key``'s lease (what is left then, the window's reset), or
+        ``None`` when this process holds none."""
+        moment = time.time()
+        with self.lock:
+            if self.pid != os.getpid():  # a forked worker: the parent's lease is not its own
+                self.held, self.pid = {}, os.getpid()
+            lease = self.held.get(key)
+            if lease is None or lease[0] <= 0 or lease[1] <= moment:
+                return None
+            lease[0] -= 1
+            return lease[2] + lease[0], lease[1]
+
+    def keep(self, key: str, requests: int, reset: float, remaining: int) -> None:
+        with self.lock:
+            if len(self.held) >= MemoryWindows.KEPT:
+                moment = time.time()
+                self.held = {k: lease for k, lease in self.held.items() if lease[1] > moment}
+            self.held[key] = [requests, reset, remaining]
+
+
 @dataclass
 class Limits:
     """The app's limiter (a ``limits`` strategy over its storage) and parsed limits."""
@@ -73,20 +117,43 @@ class Limits:
     prefix: str = "rk:"
     #: The fixed windows of a limiter of the library's own in memory.
     windows: MemoryWindows | None = None
+    #: With ``script``: the budget this process reserved ahead.
+    leases: Leases | None = None
 
     def spend(self, item: Any, namespace: str, identity: str) -> tuple[bool, int, float]:
         """One request of ``item`` spent: whether it was allowed, what is left and when
         the window resets (epoch seconds)."""
         if self.script is not None:
             key = self.limiter.storage.prefixed_key(item.key_for(namespace, identity))
-            count, left_ms = self.script(keys=[key], args=[item.get_expiry(), 1])
-            return count <= item.amount, item.amount - count, time.time() + max(left_ms, 0) / 1000
-        if self.windows is not None:
-            count, reset = self.windows.spend(item.key_for(namespace, identity), item.get_expiry())
+            return self.spend_shared(key, item.amount, item.get_expiry())
+        if self.windows is not None:  # this process's own: any key that tells them apart
+            expiry = item.get_expiry()
+            key = f"{namespace}/{identity}/{item.amount}/{expiry}"
+            count, reset = self.windows.spend(key, expiry)
             return count <= item.amount, item.amount - count, reset
         allowed = self.limiter.hit(item, namespace, identity)
         reset, remaining = self.limiter.get_window_stats(item, namespace, identity)
         return allowed, remaining, reset
+
+    def spend_shared(self, key: str, amount: int, expiry: int) -> tuple[bool, int, float]:
+        """One request of a shared fixed window: from this process's lease, or a new
+        lease (one round trip) of as many requests as the window still grants, up to
+        :meth:`Leases.size` (one request: a plain count)."""
+        leases = self.leases
+        size = leases.size(amount) if leases is not None else 1
+        if size > 1:
+            taken = cast(Leases, leases).take(key)
+            if taken is not None:
+                return True, taken[0], taken[1]
+        count, left_ms = self.script(keys=[key], args=[expiry, size])
+        reset = time.time() + max(left_ms, 0) / 1000
+        granted = min(size, amount - (count - size))  # what was left before this lease
+        if granted <= 0:
+            return False, 0, reset
+        remaining = max(0, amount - count)
+        if granted > 1:
+            cast(Leases, leases).keep(key, granted - 1, reset, remaining)
+        return True, remaining + granted - 1, reset
 
     def item(self, text: str) -> Any:
         found = self.parsed.get(text)
@@ -124,7 +191,9 @@ def limits_for(app: Flask, storage_uri: str | None, prefix: str) -> Limits | Non
         and isinstance(limiter.storage, MemoryStorage)
     ):
         windows = MemoryWindows()
-    return Limits(limiter, {}, script, prefix, windows)
+    share = float(app.config.get("RESOURCES_KIT_RATELIMIT_LEASE", 0.01))
+    leases = Leases(share) if script is not None and share > 0 else None
+    return Limits(limiter, {}, script, prefix, windows, leases)
 
 
 def limit_key(view: Any, per: Any) -> str:
@@ -133,10 +202,8 @@ def limit_key(view: Any, per: Any) -> str:
     if callable(per):
         return str(per(view))
     parts = []
-    if "tenant" in per:
-        parts.append(
-            json.dumps([sorted(level.scope.items()) for level in view.place.levels], default=str)
-        )
+    if "tenant" in per:  # the repr of str, int, UUID... values: stable, and cheaper than JSON
+        parts.append(repr([sorted(level.scope.items()) for level in view.place.levels]))
     if "caller" in per:
         caller = view.get_caller_key()
         parts.append(f"user:{caller}" if caller is not None else f"addr:{request.remote_addr}")
@@ -187,9 +254,15 @@ def check_limits(limits: Limits | None, view: Any, declared: Sequence[Any]) -> M
 def rate_headers(item: Any, remaining: int, reset: float) -> dict[str, str]:
     """The IETF RateLimit header fields (draft-ietf-httpapi-ratelimit-headers)."""
     seconds = max(1, math.ceil(reset - time.time()))
+    limit, policy = _fixed_headers(item)
     return {
-        "RateLimit-Limit": str(item.amount),
+        "RateLimit-Limit": limit,
         "RateLimit-Remaining": str(max(0, remaining)),
         "RateLimit-Reset": str(seconds),
-        "RateLimit-Policy": f"{item.amount};w={item.get_expiry()}",
+        "RateLimit-Policy": policy,
     }
+
+
+@lru_cache(maxsize=256)
+def _fixed_headers(item: Any) -> tuple[str, str]:
+    return str(item.amount), f"{item.amount};w={item.get_expiry()}"

@@ -5,6 +5,7 @@ unless ``RESOURCES_KIT_REQUIRE_REDIS`` is set)."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -458,3 +459,137 @@ def test_memory_windows_count_per_key_reset_after_their_period_and_stay_bounded(
     moment[0] = 1100.0
     windows.spend("d", 60)  # full: the expired ones ("b", "c") go
     assert set(windows.windows) == {"a", "d"}
+
+
+# -- leases of a shared window ------------------------------------------------------------
+
+
+def shared_limits(share: float) -> Any:
+    """The library's limiter on the test Redis, as ``Guards`` makes it for a host."""
+    from resources_kit.ratelimits import limits_for
+
+    app = Flask(__name__)
+    app.config["RESOURCES_KIT_RATELIMIT_LEASE"] = share
+    return limits_for(app, redis_or_skip(), "rk:test-leases:")
+
+
+@pytest.mark.parametrize("share", [0.01, 0.0])
+def test_hosts_leasing_one_window_never_allow_more_than_the_limit(share: float) -> None:
+    import redis
+    from limits import parse
+
+    hosts = [shared_limits(share), shared_limits(share)]
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    round_trips = 0
+    for limits in hosts:
+        script = limits.script
+
+        def counted(*args: Any, script: Any = script, **kwargs: Any) -> Any:
+            nonlocal round_trips
+            round_trips += 1
+            return script(*args, **kwargs)
+
+        limits.script = counted
+    item = parse("1000/hour")
+    allowed: list[bool] = []
+    remaining: list[int] = []
+    for n in range(1100):  # the two hosts in turn
+        ok, left, reset = hosts[n % 2].spend(item, "rk:test-leases:teachers", "school-1")
+        allowed.append(ok)
+        if ok:
+            remaining.append(left)
+        assert reset > time.time()
+    assert sum(allowed) == 1000  # one limit across both hosts, to the request
+    assert allowed[:1000] == [True] * 1000
+    assert not any(allowed[1000:])
+    assert remaining[-1] == 0
+    assert all(left >= 0 for left in remaining)
+    if share:
+        # Leases of 10 requests: a round trip per ten, and per refusal after the end.
+        assert round_trips == 100 + 100
+    else:
+        assert round_trips == 1100
+
+
+def test_a_lease_is_the_reserving_process_own() -> None:
+    import redis
+    from limits import parse
+
+    limits = shared_limits(0.01)
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    item = parse("500/hour")  # leases of 5
+    assert limits.spend(item, "ns", "who")[0]
+    key = limits.limiter.storage.prefixed_key(item.key_for("ns", "who"))
+    assert limits.leases.take(key) is not None  # this process holds four more
+    limits.leases.pid = -1  # as a forked worker sees its parent's leases
+    assert limits.leases.take(key) is None
+    # A window that has ended takes its lease with it.
+    limits.leases.keep(key, 3, time.time() - 1, 0)
+    assert limits.leases.take(key) is None
+
+
+# -- the cache's connection to Redis ------------------------------------------------------
+
+
+def cached_client(**config: Any) -> Flask:
+    """The guarded app with its limits in memory: only the cache reaches for Redis."""
+    return guarded_app(RESOURCES_KIT_RATELIMIT_STORAGE_URI="memory://", **config)
+
+
+def test_a_cache_whose_redis_restarted_or_lost_its_scripts_still_serves(app: Flask) -> None:
+    import redis
+
+    url = redis_or_skip()
+    made = cached_client(RESOURCES_KIT_REDIS_URL=url)
+    with running(made) as test_client:
+        reset_database()
+        db.session.add(models.School(id=1, name="One"))
+        db.session.commit()
+        where = test_client.post("/api/teachers", json={"name": "Ada"}, headers=ONE)
+        path = where.headers["Location"]
+        first = test_client.get(path, headers=ONE)
+        assert first.status_code == 200
+        admin = redis.Redis.from_url(url)
+        admin.script_flush()  # as a restarted Redis has no scripts
+        reloaded = test_client.get(path, headers=ONE)
+        assert reloaded.get_data() == first.get_data()
+        assert reloaded.headers["Cache-Status"].endswith("hit")
+        for client_info in admin.client_list():  # every connection but this one cut
+            if int(client_info["id"]) != admin.client_id():
+                admin.client_kill_filter(_id=client_info["id"])
+        again = test_client.get(path, headers=ONE)  # a new connection, at once
+        assert again.get_data() == first.get_data()
+        assert again.headers["Cache-Status"].endswith("hit")
+
+
+def test_a_cache_out_of_reach_answers_uncached(app: Flask, caplog: Any) -> None:
+    made = cached_client(RESOURCES_KIT_REDIS_URL="redis://127.0.0.1:1/0")
+    with running(made) as test_client:
+        reset_database()
+        db.session.add(models.School(id=1, name="One"))
+        db.session.commit()
+        teacher = models.Teacher(name="Ada", school_id=1)
+        db.session.add(teacher)
+        db.session.commit()
+        answer = test_client.get(f"/api/teachers/{teacher.id}", headers=ONE)
+        assert answer.status_code == 200
+        assert answer.json["name"] == "Ada"
+        assert "Cache-Status" not in answer.headers
+        assert "unreachable" in caplog.text
+
+
+def test_a_command_sent_without_waiting_has_its_reply_read_and_its_error_logged(
+    caplog: Any,
+) -> None:
+    import redis
+
+    from resources_kit.caching import Channel
+
+    client = redis.Redis.from_url(redis_or_skip())
+    client.set("rk:test:text", "not a number")
+    channel = Channel(client)
+    channel.send("SET", "rk:test:kept", "1")
+    channel.send("INCR", "rk:test:text")  # refused by Redis: read and logged later
+    assert channel.call("GET", "rk:test:kept") == b"1"  # its own reply, not a stale one
+    assert "sent without waiting failed" in caplog.text
+    assert channel.call("GET", "rk:test:text") == b"not a number"
