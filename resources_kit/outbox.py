@@ -207,9 +207,10 @@ class WriteJob:
     item, the deleted one, a collection action's new rows) the job's row is inserted in
     the write's transaction, after its flush: each keyword names an attribute of the row
     (a value that is not JSON, a UUID or a date, goes as its text), ``arguments(row)``
-    adds more, ``identity(view)`` is the job's identity. Nothing sees the written object,
-    so a create or a change by one statement (see *Performance*) keeps that path, with
-    one more ``INSERT``.
+    adds more, ``identity(view)`` is the job's identity. A job naming only columns sees
+    nothing of the written object, so a create or a change by one statement (see
+    *Performance*) keeps that path, with one more ``INSERT``; one with ``arguments``, or
+    naming what is no column, gets the object.
     """
 
     def __init__(

@@ -573,6 +573,7 @@ class WriteHooks:
         table = options.mapper.local_table
         if (
             direct is None
+            or not jobs_read_returned(cls, ("update", "patch"), direct)
             or not names_one_row(options)
             or any(
                 column.onupdate is not None or column.server_onupdate is not None
@@ -706,7 +707,8 @@ class CreateMixin(_Base):
         :meth:`direct_create` adds what may change then."""
         if not keeps_owned_steps(cls, DIRECT_CREATE_STEPS) or has_callbacks(cls, ("create",)):
             return None
-        return direct_columns(options)
+        direct = direct_columns(options)
+        return direct if jobs_read_returned(cls, ("create",), direct) else None
 
     def direct_create(self, data: Mapping[str, Any]) -> DirectColumns | None:
         """What the create of ``data`` by one statement needs, or ``None`` for the ORM's
@@ -930,6 +932,21 @@ def has_callbacks(cls: type[Any], operations: Sequence[str]) -> bool:
         for phase in CALLBACK_PHASES
         for operation in operations
     )
+
+
+def jobs_read_returned(
+    cls: type[Any], operations: Sequence[str], direct: DirectColumns | None
+) -> bool:
+    """Whether the jobs ``cls`` declares for ``operations`` (``WriteJob``) read only what
+    a statement's row returns: named attributes among its columns, no ``arguments``
+    function (which may read any attribute of the object)."""
+    if direct is None:
+        return True
+    for operation in operations:
+        for spec in getattr(cls, f"{operation}_jobs", ()):
+            if spec.arguments is not None or not set(spec.attributes.values()) <= set(direct.keys):
+                return False
+    return True
 
 
 @dataclass(frozen=True, eq=False)

@@ -152,10 +152,25 @@ class DeclaredJobTeachers(models.ScopedTeacherResource):
     name = "declared-job-teachers"
     bulk = ("create",)
     create_jobs = [WriteJob(record_effect, teacher_id="id", note="name")]
-    patch_jobs = [
-        WriteJob(record_effect, teacher_id="id", arguments=lambda row: {"note": f"now {row.name}"})
-    ]
+    patch_jobs = [WriteJob(record_effect, teacher_id="id", note="name")]
     delete_jobs = [WriteJob(record_note, note="name", identity=lambda view: "deleter")]
+
+
+class ComputedJobTeachers(models.ScopedTeacherResource):
+    """Jobs that read more than the row's columns (its school, a relationship): written
+    through the object."""
+
+    name = "computed-job-teachers"
+    create_jobs = [
+        WriteJob(record_effect, teacher_id="id", arguments=lambda obj: {"note": obj.school.name})
+    ]
+    patch_jobs = [
+        WriteJob(
+            record_effect,
+            teacher_id="id",
+            arguments=lambda obj: {"note": f"{obj.name} of {obj.school.name}"},
+        )
+    ]
 
 
 class JobStudents(models.ScopedStudentResource):
@@ -184,6 +199,7 @@ def register(router: Router) -> None:
     router.register(JobStudents, parent=ScopedJobTeachers)
     router.register(PlainJobTeachers)
     router.register(DeclaredJobTeachers)
+    router.register(ComputedJobTeachers)
     router.register(JobStatus)
 
 

@@ -344,13 +344,36 @@ def test_declared_jobs_keep_the_one_statement_writes(database: Any) -> None:
             ),
             (
                 "tests.jobs_app.record_effect",
-                {"teacher_id": created.json["id"], "note": "now Eva"},
+                {"teacher_id": created.json["id"], "note": "Eva"},
                 "queued",
             ),
             ("tests.jobs_app.record_note", {"note": "Eva"}, "queued"),
         ]
         assert {job.scope["tenant"]["school_id"] for job in jobs_left} == {ids["one"]}
         assert [job.identity for job in jobs_left] == [None, None, "deleter"]
+        clear_jobs()
+
+
+def test_a_job_that_reads_more_than_the_answer_shows_gets_the_object(database: Any) -> None:
+    # arguments() may read any attribute (here a relationship, which no statement's row
+    # has): the writes take the object path, and each job has what it asked for.
+    app = create_app(RESOURCES_KIT_JOBS_BROKER_URL=CLOSED_BROKER)
+    with app.app_context():
+        clear_jobs()
+        ids = seed_two_schools()
+        client = app.test_client()
+        body = {"name": "Ann", "region": "north"}
+        created = client.post("/api/computed-job-teachers", json=body, headers=school("one", ids))
+        assert created.status_code == 201, created.json
+        db.session.expunge_all()  # as a new request's session: nothing held
+        path = f"/api/computed-job-teachers/{created.json['id']}"
+        patched = client.patch(path, json={"name": "Anna"}, headers=school("one", ids))
+        assert patched.status_code == 200, patched.json
+        made = created.json["id"]
+        assert [job.arguments for job in all_jobs()] == [
+            {"teacher_id": made, "note": "One"},
+            {"teacher_id": made, "note": "Anna of One"},
+        ]
         clear_jobs()
 
 
