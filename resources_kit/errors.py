@@ -9,7 +9,7 @@ from http import HTTPStatus
 from typing import Any, cast
 
 from flask import Response, current_app, request
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import Index, UniqueConstraint
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
@@ -264,11 +264,27 @@ def unique_columns(exc: BaseException, table: Any) -> list[str]:
     return [part.strip() for part in columns.group(1).split(",")] if columns else []
 
 
+def unique_column_groups(table: Any) -> list[Any]:
+    """The column groups a table holds unique, the primary key aside: each unique
+    constraint's, each unique index's, and each column marked ``unique`` on its own."""
+    groups: list[Any] = [
+        constraint.columns
+        for constraint in getattr(table, "constraints", ())
+        if isinstance(constraint, UniqueConstraint)
+    ]
+    groups += [
+        index.columns
+        for index in getattr(table, "indexes", ())
+        if isinstance(index, Index) and index.unique
+    ]
+    groups += [[column] for column in table.columns if column.unique and not column.primary_key]
+    return groups
+
+
 def _unique_set_starting_with(table: Any, first: str) -> list[str]:
-    for constraint in [*table.constraints, *table.indexes]:
-        unique = isinstance(constraint, UniqueConstraint) or getattr(constraint, "unique", False)
-        names = [column.name for column in constraint.columns]
-        if unique and names and names[0] == first:
+    for group in unique_column_groups(table):
+        names = [column.name for column in group]
+        if names and names[0] == first:
             return names
     return [first]
 

@@ -6,9 +6,9 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import Index, UniqueConstraint, inspect
+from sqlalchemy import inspect
 
-from .errors import HTTPError, ImproperlyConfigured, ResourcesKitWarning
+from .errors import HTTPError, ImproperlyConfigured, ResourcesKitWarning, unique_column_groups
 
 if TYPE_CHECKING:
     from .resource import Resource
@@ -106,18 +106,7 @@ def cross_tenant_uniques(model: Any, columns: Sequence[str]) -> list[tuple[str, 
         mapper.column_attrs[key].columns[0].name for key in columns if key in mapper.column_attrs
     }
     found: list[tuple[str, ...]] = []
-    candidates: list[Any] = [
-        constraint.columns
-        for constraint in getattr(table, "constraints", ())
-        if isinstance(constraint, UniqueConstraint)
-    ]
-    candidates += [
-        index.columns
-        for index in getattr(table, "indexes", ())
-        if isinstance(index, Index) and index.unique
-    ]
-    candidates += [[column] for column in table.columns if column.unique and not column.primary_key]
-    for group in candidates:
+    for group in unique_column_groups(table):
         names = tuple(column.name for column in group)
         if names and not scope <= set(names) and names not in found:
             found.append(names)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import marshmallow as ma
 from flask import Response, current_app, request, url_for
-from sqlalchemy import UniqueConstraint, delete, event, insert, inspect, update
+from sqlalchemy import delete, event, insert, inspect, update
 from sqlalchemy.orm import MANYTOONE, Session, scoped_session
 
 from . import signals
@@ -41,6 +41,7 @@ from .errors import (
     ImproperlyConfigured,
     from_database_error,
     not_found,
+    unique_column_groups,
     unprocessable,
 )
 from .guards import EXTENSION as GUARDS
@@ -1041,12 +1042,7 @@ def names_one_row(options: Any) -> bool:
     alone = [column]
     if list(table.primary_key.columns) == alone or column.unique:
         return True
-    if any(
-        isinstance(constraint, UniqueConstraint) and list(constraint.columns) == alone
-        for constraint in table.constraints
-    ):
-        return True
-    return any(index.unique and list(index.columns) == alone for index in table.indexes)
+    return any(list(group) == alone for group in unique_column_groups(table))
 
 
 def direct_listeners(view: Any, signal: Any, mapper_events: Sequence[str], returns: str) -> bool:
