@@ -6,7 +6,6 @@ an older answer is stored under."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -16,15 +15,6 @@ from typing import Any, Protocol
 
 from flask import Response, current_app, request
 from werkzeug.http import unquote_etag
-
-#: One round trip: read the generations, build the full key, read the answer stored there.
-LOOKUP = """
-local parts = {ARGV[1]}
-local gens = redis.call('MGET', unpack(KEYS))
-for i = 1, #gens do parts[#parts + 1] = gens[i] or '0' end
-local key = table.concat(parts, ':')
-return {key, redis.call('GET', key)}
-"""
 
 logger = logging.getLogger("resources_kit.guards")
 
@@ -135,36 +125,38 @@ class Channel:
 
 
 class RedisStore:
-    """The cache every host shares: one ``EVALSHA`` per lookup, one ``SET`` per answer
-    kept (sent without waiting: its reply is read with the next lookup's), one pipelined
-    ``INCR`` per write."""
+    """The cache every host shares: one ``MGET`` per lookup (the counters and the answer
+    kept under the key, tagged with the counters it was computed at: a hit only when they
+    are the current ones), one ``SET`` per answer kept (sent without waiting: its reply is
+    read with the next lookup's), one pipelined ``INCR`` per write."""
 
     def __init__(self, url: str, prefix: str) -> None:
         import redis
 
         self.client = redis.Redis.from_url(url)
-        self.script = self.client.register_script(LOOKUP)
         self.channel = Channel(self.client)
         #: Every key starts with it: apps sharing one Redis keep apart.
         self.prefix = prefix
 
     def lookup(self, generations: Sequence[str], key: str) -> tuple[str, bytes | None]:
-        from redis.exceptions import NoScriptError
-
         prefix = self.prefix
-        keys = [prefix + generation for generation in generations]
-        command = ("EVALSHA", self.script.sha, len(keys), *keys, f"{prefix}answer:{key}")
-        try:
-            full, value = self.channel.call(*command)
-        except NoScriptError:  # a Redis restarted, or flushed its scripts: load it again
-            self.script.sha = self.client.script_load(LOOKUP)
-            full, value = self.channel.call("EVALSHA", self.script.sha, *command[2:])
-        return full.decode(), value
+        answer = f"{prefix}answer:{key}"
+        *counters, kept = self.channel.call(
+            "MGET", *[prefix + generation for generation in generations], answer
+        )
+        tag = b",".join([counter or b"0" for counter in counters]) + b"\n"
+        # What keep() is given: where, and the tag the answer is kept with.
+        full = f"{answer}\n{tag.decode()}"
+        if kept is None or not kept.startswith(tag):
+            return full, None
+        return full, kept[len(tag) :]
 
     def keep(self, full_key: str, value: bytes, ttl: int) -> None:
-        # Kept late is harmless: the key holds the generations read before the answer
-        # was computed, which no read computes once a write has bumped them.
-        self.channel.send("SET", full_key, value, "EX", ttl)
+        # Kept late is harmless: the tag holds the counters read before the answer was
+        # computed, which no lookup matches once a write has bumped them. One answer per
+        # key: a newer one replaces it (a late older one only costs the next read a miss).
+        answer, _, tag = full_key.partition("\n")
+        self.channel.send("SET", answer, tag.encode() + value, "EX", ttl)
 
     def bump(self, generations: Sequence[str]) -> None:
         pipeline = self.client.pipeline(transaction=False)
@@ -181,9 +173,14 @@ def store_for(redis_url: str | None, in_process: bool, prefix: str) -> CacheStor
     return MemoryStore() if in_process else None
 
 
+def key_digest(*parts: Any) -> str:
+    """A short digest of ``parts`` (strings, numbers, ``None``, and lists, tuples and
+    sorted pairs of them): their ``repr`` is the same on every host and process."""
+    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
+
+
 def scope_digest(scope: Any) -> str:
-    text = json.dumps(sorted(scope.items()), default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return key_digest(sorted(scope.items()))
 
 
 def generation_keys(view: Any, depends_on: Sequence[str]) -> list[str]:
@@ -193,6 +190,10 @@ def generation_keys(view: Any, depends_on: Sequence[str]) -> list[str]:
     keys = [f"gen:{type(level).name}:{scope_digest(level.scope)}" for level in view.place.levels]
     keys += [f"gen:{name}:*" for name in depends_on]
     return keys
+
+
+#: What a kept answer says it is when it is served.
+HIT = ("Cache-Status", "resources_kit; hit")
 
 
 def cached_response(
@@ -206,18 +207,21 @@ def cached_response(
     full, value = store.lookup(generations, key)
     if value is None or bypass:
         return None, full
-    # The headers as one JSON line, then the body's bytes as they were sent.
-    line, _, body = value.partition(b"\n")
-    headers = dict(json.loads(line))
-    headers["Cache-Status"] = "resources_kit; hit"
-    etag = headers.get("ETag")
-    if etag is not None and request.if_none_match:
-        tag, _ = unquote_etag(etag)
-        if tag is not None and request.if_none_match.contains_weak(tag):
-            status = {"ETag": etag, "Cache-Status": headers["Cache-Status"]}
-            return Response(status=304, headers=status), full
-    response = current_app.response_class(body, status=200, headers=headers)
-    return response, full
+    # The headers, a "Name: value" line each (a value has no line break), then the body's
+    # bytes as they were sent.
+    block, _, body = value.partition(b"\n")
+    headers = []
+    for line in block.decode().split("\r") if block else ():
+        name, _, header = line.partition(": ")
+        headers.append((name, header))
+    headers.append(HIT)
+    if "HTTP_IF_NONE_MATCH" in request.environ:
+        etag = next((header for name, header in headers if name == "ETag"), None)
+        if etag is not None:
+            tag, _ = unquote_etag(etag)
+            if tag is not None and request.if_none_match.contains_weak(tag):
+                return Response(status=304, headers=[("ETag", etag), HIT]), full
+    return current_app.response_class(body, headers=headers), full
 
 
 def keep_response(
@@ -227,7 +231,9 @@ def keep_response(
     ttl: int,
 ) -> None:
     """Keep a fresh 200 answer (not one the client asked not to store)."""
-    if store is None or response.status_code != 200 or request.cache_control.no_store:
+    if store is None or response.status_code != 200:
+        return
+    if "HTTP_CACHE_CONTROL" in request.environ and request.cache_control.no_store:
         return
     headers = []
     for name, value in response.headers:  # one pass (each lookup by name is a scan)
@@ -235,6 +241,6 @@ def keep_response(
         if lowered == "set-cookie":
             return
         if lowered in _KEPT:
-            headers.append((_KEPT[lowered], value))
-    store.keep(full_key, json.dumps(headers).encode() + b"\n" + response.get_data(), ttl)
+            headers.append(f"{_KEPT[lowered]}: {value}")
+    store.keep(full_key, "\r".join(headers).encode() + b"\n" + response.get_data(), ttl)
     response.headers["Cache-Status"] = "resources_kit; fwd=miss; stored"

@@ -26,7 +26,6 @@ generations of that resource and scope, so every host stops serving older answer
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -38,9 +37,11 @@ from sqlalchemy import make_url
 
 from .caching import (
     CacheStore,
+    Channel,
     cached_response,
     generation_keys,
     keep_response,
+    key_digest,
     scope_digest,
     store_for,
 )
@@ -171,11 +172,6 @@ def scope_identity(view: GuardView) -> list[Any]:
     return [sorted(level.scope.items()) for level in view.place.levels]
 
 
-def digest(*parts: Any) -> str:
-    text = json.dumps(parts, default=str, separators=(",", ":"), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class GuardPlan:
     """A resource class's guards, made once when the class is created."""
@@ -236,11 +232,12 @@ def read_through_cache(
     """A list or item read answered from the cache, or run and its answer kept."""
     if guards.cache is None:  # no Redis, and one process not declared: nothing kept
         return handler()
-    bypass = bool(request.cache_control.no_cache) or "read-your-writes" in request.headers.get(
-        "Prefer", ""
+    environ = request.environ
+    bypass = "read-your-writes" in environ.get("HTTP_PREFER", "") or (
+        "HTTP_CACHE_CONTROL" in environ and bool(request.cache_control.no_cache)
     )
     depends_on = cache.depends_on
-    if "include" in request.args:  # the included rows' resources too
+    if b"include" in request.query_string and "include" in request.args:  # theirs too
         if not cache.per_caller:  # their visible may differ between callers
             return handler()
         depends_on = (*depends_on, *included_resources(view.mount))
@@ -287,8 +284,9 @@ def write_once(
     if not 1 <= len(key) <= 255:
         raise HTTPError(400, "An Idempotency-Key is 1 to 255 characters.")
     ttl = policy.ttl or int(current_app.config.get("RESOURCES_KIT_IDEMPOTENCY_TTL", 86400))
-    identity = digest(guards.prefix, scope_identity(view), view.get_caller_key(), key)
-    fingerprint = digest(request.method, request.path, request.get_data(cache=True))
+    identity = key_digest(guards.prefix, scope_identity(view), view.get_caller_key(), key)
+    request_line = f"{request.method} {request.path!r}\n".encode()
+    fingerprint = hashlib.blake2b(request_line + request.get_data(cache=True)).hexdigest()[:32]
     if guards.idempotency_redis is not None:
         return write_once_in_redis(guards, identity, fingerprint, ttl, handler)
     found = claim(guards.idempotency_table, view.get_session(), identity, fingerprint, ttl)
@@ -331,12 +329,12 @@ def cache_key(view: Any, caller: str | None) -> str:
     visibility = [
         [_compiled(clause) for clause in level.visibility_clauses()] for level in view.place.levels
     ]
-    return digest(
+    return key_digest(
         view.mount.endpoint,
         view.kind,
         request.path,
-        request.query_string.decode("latin-1"),
-        request.headers.get("Accept", ""),
+        request.query_string,
+        request.environ.get("HTTP_ACCEPT", ""),
         scope_identity(view),
         visibility,
         caller,
@@ -382,8 +380,9 @@ class Guards:
         self.idempotency_table: Any = None
         #: What every key of this app's shared state starts with.
         self.prefix = "rk:"
-        #: The Redis client of the keys, when ``RESOURCES_KIT_IDEMPOTENCY_STORAGE`` is
-        #: ``"redis"`` (default ``"database"``: the table, in the write's transaction).
+        #: The connection (a :class:`~resources_kit.caching.Channel`) to the Redis of the
+        #: keys, when ``RESOURCES_KIT_IDEMPOTENCY_STORAGE`` is ``"redis"`` (default
+        #: ``"database"``: the table, in the write's transaction).
         self.idempotency_redis: Any = None
         if app is not None:
             self.init_app(app)
@@ -404,7 +403,8 @@ class Guards:
                 )
             import redis
 
-            self.idempotency_redis = redis.Redis.from_url(redis_url)
+            shared = getattr(self.cache, "channel", None)  # the cache's, on the same Redis
+            self.idempotency_redis = shared or Channel(redis.Redis.from_url(redis_url))
         extension = app.extensions.get("sqlalchemy")
         if extension is not None:
             self.idempotency_table = idempotency_table(extension.metadata)

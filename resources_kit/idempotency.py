@@ -231,7 +231,7 @@ def purge_expired(session: Any, table: Any) -> int:
 class RedisClaim:
     """A key this request holds in Redis: a running marker that expires by itself."""
 
-    client: Any
+    channel: Any
     key: str
     token: str
     fingerprint: str
@@ -239,20 +239,24 @@ class RedisClaim:
 
 
 def claim_in_redis(
-    client: Any, identity: str, fingerprint: str, wait: float
+    channel: Any, identity: str, fingerprint: str, wait: float
 ) -> RedisClaim | Response:
     """Set the running marker (``SET NX``), or answer from the key: the stored answer, a
-    422 for another body, or a 409 once ``wait`` seconds passed with the first running."""
+    422 for another body, or a 409 once ``wait`` seconds passed with the first running.
+    ``channel`` is the guards' :class:`~resources_kit.caching.Channel` to Redis."""
     key, token = f"rk:idempotency:{identity}", uuid.uuid4().hex
     running = json.dumps({"f": fingerprint, "t": token})
     deadline = time.monotonic() + wait
+    # The marker outlives the wait, and expires if the process dies before answering.
+    marker_ms = int(max(wait, 30) * 1000)
     while True:
-        # The marker outlives the wait, and expires if the process dies before answering.
-        if client.set(key, running, nx=True, px=int(max(wait, 30) * 1000)):
-            return RedisClaim(client, key, token, fingerprint)
-        found = client.get(key)
+        if channel.call("SET", key, running, "NX", "PX", marker_ms) is not None:
+            return RedisClaim(channel, key, token, fingerprint)
+        found = channel.call("GET", key)
         if found is not None:
             held = json.loads(found)
+            if held.get("t") == token:  # ours: the SET went through, its reply was lost
+                return RedisClaim(channel, key, token, fingerprint)
             if held["f"] != fingerprint:
                 raise HTTPError(
                     422,
@@ -267,16 +271,19 @@ def claim_in_redis(
 
 
 def finish_in_redis(pending: RedisClaim, response: Response, ttl: int) -> None:
-    """After the commit: the answer replaces the marker (an error answer frees the key)."""
-    client, key = pending.client, pending.key
+    """After the commit: the answer replaces the marker (an error answer frees the key).
+    The answer's ``SET`` does not wait for its reply: it is on its way to Redis before the
+    answer is sent, ahead of any retry the client could make."""
+    channel, key = pending.channel, pending.key
     if response.status_code >= 400:
-        if client.get(key) == json.dumps({"f": pending.fingerprint, "t": pending.token}).encode():
-            client.delete(key)
+        marker = json.dumps({"f": pending.fingerprint, "t": pending.token}).encode()
+        if channel.call("GET", key) == marker:
+            channel.call("DEL", key)
         return
     headers = [
         (name, response.headers[name]) for name in REPLAYED_HEADERS if name in response.headers
     ]
     answer = {"f": pending.fingerprint, "s": response.status_code, "h": headers}
     answer["b"] = response.get_data().hex()
-    client.set(key, json.dumps(answer), ex=max(ttl, 1))
+    channel.send("SET", key, json.dumps(answer), "EX", max(ttl, 1))
     pending.stored = True

@@ -85,3 +85,24 @@ def test_the_bulk_create_was_measured(result: dict[str, object]) -> None:
     assert bulk["statements"] <= bench.BULK_ITEMS + 2
     text, _ = bench.report(result)
     assert "bulk create, 100 items" in text
+
+
+def test_the_guards_were_measured_with_their_floors_in_memory_and_on_redis(
+    result: dict[str, object],
+) -> None:
+    from benchmarks import guards
+
+    from .test_guards import redis_or_skip
+
+    lines, _ = guards.report(result["guards"])  # type: ignore[arg-type]
+    assert any(line.startswith("a bare request to the same app") for line in lines)
+    url = bench.database_url(str(result["db"]))
+    bench.fill(url)
+    on_redis = guards.measure(url, redis_or_skip(), 1, 2)
+    assert on_redis["statements_304"] == 0
+    assert set(on_redis["ratios"]) == {*guards.TARGETS, (guards.REDIS_KEYS, "create"),
+                                       *guards.FLOORS}  # fmt: skip
+    text = "\n".join(guards.report(on_redis)[0])
+    assert "idempotent create, keys in Redis" in text
+    assert "with one Redis round trip" in text
+    assert "no miss below" in text

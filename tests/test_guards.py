@@ -283,8 +283,14 @@ def test_a_cached_item_read_costs_no_statement_and_a_write_invalidates_it(
     hit = client.get(url, headers=ONE)
     assert statements == []
     assert hit.get_data() == first.get_data()
-    assert hit.headers["ETag"] == first.headers["ETag"]
+    for name in ("Content-Type", "ETag", "Content-Length"):
+        assert hit.headers[name] == first.headers[name], name
     assert hit.headers["Cache-Status"].endswith("hit")
+    page = client.get("/api/teachers?limit=1", headers=ONE)
+    page_hit = client.get("/api/teachers?limit=1", headers=ONE)
+    assert page_hit.headers["Cache-Status"].endswith("hit")
+    assert page_hit.get_data() == page.get_data()
+    assert page_hit.headers.get("Link") == page.headers.get("Link")
     not_modified = client.get(url, headers={**ONE, "If-None-Match": first.headers["ETag"]})
     assert not_modified.status_code == 304
     assert statements == []
@@ -536,7 +542,7 @@ def cached_client(**config: Any) -> Flask:
     return guarded_app(RESOURCES_KIT_RATELIMIT_STORAGE_URI="memory://", **config)
 
 
-def test_a_cache_whose_redis_restarted_or_lost_its_scripts_still_serves(app: Flask) -> None:
+def test_a_cache_whose_redis_cut_its_connections_still_serves(app: Flask) -> None:
     import redis
 
     url = redis_or_skip()
@@ -550,16 +556,67 @@ def test_a_cache_whose_redis_restarted_or_lost_its_scripts_still_serves(app: Fla
         first = test_client.get(path, headers=ONE)
         assert first.status_code == 200
         admin = redis.Redis.from_url(url)
-        admin.script_flush()  # as a restarted Redis has no scripts
-        reloaded = test_client.get(path, headers=ONE)
-        assert reloaded.get_data() == first.get_data()
-        assert reloaded.headers["Cache-Status"].endswith("hit")
+        kept = test_client.get(path, headers=ONE)
+        assert kept.get_data() == first.get_data()
+        assert kept.headers["Cache-Status"].endswith("hit")
         for client_info in admin.client_list():  # every connection but this one cut
             if int(client_info["id"]) != admin.client_id():
                 admin.client_kill_filter(_id=client_info["id"])
         again = test_client.get(path, headers=ONE)  # a new connection, at once
         assert again.get_data() == first.get_data()
         assert again.headers["Cache-Status"].endswith("hit")
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_an_answer_is_served_only_at_the_counters_it_was_read_at(kind: str) -> None:
+    """Any interleaving of reads (a lookup, later the answer kept) and writes (a bump of
+    the counters): a lookup finds only an answer whose read began at the current counters
+    of every resource it depends on, never one a write overtook."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from resources_kit.caching import MemoryStore, RedisStore
+
+    generations = ["gen:teachers:s1", "gen:students:*"]
+    # ("start", i): read i looks up; ("keep", i): it keeps its answer; ("bump", j): a
+    # write bumps counter j.
+    step = st.one_of(
+        st.tuples(st.just("start"), st.integers(0, 3)),
+        st.tuples(st.just("keep"), st.integers(0, 3)),
+        st.tuples(st.just("bump"), st.integers(0, 1)),
+    )
+    url = redis_or_skip() if kind == "redis" else None
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(step, max_size=14))
+    def check(steps: list[tuple[str, int]]) -> None:
+        if url is not None:
+            import redis
+
+            redis.Redis.from_url(url).flushdb()
+        store = RedisStore(url, "rk:test:") if url is not None else MemoryStore()
+        counters = [0, 0]
+        started: dict[int, tuple[str, tuple[int, ...]]] = {}
+        kept: dict[bytes, tuple[int, ...]] = {}  # an answer -> the counters it was read at
+        for number, (what, which) in enumerate(steps):
+            if what == "bump":
+                store.bump([generations[which]])
+                counters[which] += 1
+            elif what == "start":
+                full, found = store.lookup(generations, "k")
+                if found is not None:
+                    assert kept[found] == tuple(counters), (found, kept[found], counters)
+                started[which] = (full, tuple(counters))
+            elif which in started:
+                full, read_at = started.pop(which)
+                answer = f"answer {number}".encode()
+                kept[answer] = read_at
+                store.keep(full, answer, 60)
+        full, found = store.lookup(generations, "k")
+        if found is not None:
+            assert kept[found] == tuple(counters)
+
+    check()
 
 
 def test_a_cache_out_of_reach_answers_uncached(app: Flask, caplog: Any) -> None:
