@@ -125,8 +125,10 @@ def measure(url: str, redis_url: str | None, rounds: int, per_round: int) -> dic
     app = guarded_app(url, redis_url)
     client = app.test_client()
     sends = requests(client)
+    extra_apps = []
     if redis_url:  # the keys in Redis instead: no statement, two round trips
         keyed_in_redis = guarded_app(url, redis_url, idempotency_storage="redis")
+        extra_apps.append(keyed_in_redis)
         sends[REDIS_KEYS] = creates(keyed_in_redis.test_client(), IDEMPOTENT, key=True)
     samples: dict[str, list[float]] = {name: [] for name in sends}
     counter = 10_000_000
@@ -156,9 +158,10 @@ def measure(url: str, redis_url: str | None, rounds: int, per_round: int) -> dic
         for pair in (*TARGETS, (REDIS_KEYS, "create"), *FLOORS)
         if pair[0] in samples
     }
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    for made in (app, *extra_apps):
+        with made.app_context():
+            db.session.remove()
+            db.engine.dispose()
     return {
         "medians": medians,
         "ratios": ratios,

@@ -6,6 +6,7 @@ an older answer is stored under."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -72,7 +73,9 @@ class Channel:
     def connection(self) -> Any:
         local = self.local
         if getattr(local, "pid", None) != os.getpid():
-            local.connection = self.client.connection_pool.make_connection()
+            pool = self.client.connection_pool  # not its make_connection(): that counts
+            # against the pool's max_connections, and is never given back
+            local.connection = pool.connection_class(**pool.connection_kwargs)
             local.pid, local.unread = os.getpid(), 0
         return local.connection
 
@@ -174,9 +177,11 @@ def store_for(redis_url: str | None, in_process: bool, prefix: str) -> CacheStor
 
 
 def key_digest(*parts: Any) -> str:
-    """A short digest of ``parts`` (strings, numbers, ``None``, and lists, tuples and
-    sorted pairs of them): their ``repr`` is the same on every host and process."""
-    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
+    """A short digest of ``parts``, the same on every host and process: JSON, with any
+    other value (a UUID, a date, bytes) as its ``str``, as a script's ``invalidate`` may
+    name it."""
+    text = json.dumps(parts, default=str, separators=(",", ":"), sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def scope_digest(scope: Any) -> str:

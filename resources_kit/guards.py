@@ -237,7 +237,8 @@ def read_through_cache(
         "HTTP_CACHE_CONTROL" in environ and bool(request.cache_control.no_cache)
     )
     depends_on = cache.depends_on
-    if b"include" in request.query_string and "include" in request.args:  # theirs too
+    # (the names as decoded: "%69nclude" is an include too)
+    if request.query_string and "include" in request.args:  # the included rows' too
         if not cache.per_caller:  # their visible may differ between callers
             return handler()
         depends_on = (*depends_on, *included_resources(view.mount))

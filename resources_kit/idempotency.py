@@ -272,8 +272,8 @@ def claim_in_redis(
 
 def finish_in_redis(pending: RedisClaim, response: Response, ttl: int) -> None:
     """After the commit: the answer replaces the marker (an error answer frees the key).
-    The answer's ``SET`` does not wait for its reply: it is on its way to Redis before the
-    answer is sent, ahead of any retry the client could make."""
+    The answer's ``SET`` waits for its reply: a connection lost is opened again and the
+    ``SET`` sent again, and a refusal (an out-of-memory or read-only Redis) is raised."""
     channel, key = pending.channel, pending.key
     if response.status_code >= 400:
         marker = json.dumps({"f": pending.fingerprint, "t": pending.token}).encode()
@@ -285,5 +285,5 @@ def finish_in_redis(pending: RedisClaim, response: Response, ttl: int) -> None:
     ]
     answer = {"f": pending.fingerprint, "s": response.status_code, "h": headers}
     answer["b"] = response.get_data().hex()
-    channel.send("SET", key, json.dumps(answer), "EX", max(ttl, 1))
+    channel.call("SET", key, json.dumps(answer), "EX", max(ttl, 1))
     pending.stored = True

@@ -433,6 +433,17 @@ def test_a_cached_answer_with_included_rows_is_stale_after_their_write(app: Flas
         again = client.get(shared, headers={**h, "X-Hide": "Cy"})
         assert "hit" not in again.headers.get("Cache-Status", "")
         assert names(again.json["students"]) == ["Di"]
+        # The parameter's name percent-encoded is the same include: a write to the
+        # included rows makes its answer stale too.
+        bea = f"/api/cached_teachers/{ids['bea']}"
+        encoded = "%69nclude=students"
+        assert names(client.get(bea, query_string=encoded, headers=h).json["students"]) == ["Gus"]
+        assert (
+            client.get(bea, query_string=encoded, headers=h).headers["Cache-Status"].endswith("hit")
+        )
+        client.post(f"{bea}/cached_students", json={"name": "Hal"}, headers=h)
+        again_encoded = client.get(bea, query_string=encoded, headers=h)
+        assert names(again_encoded.json["students"]) == ["Gus", "Hal"]
         plain = f"/api/shared_teachers/{ids['ada']}"
         client.get(plain, headers=h)
         assert client.get(plain, headers=h).headers["Cache-Status"].endswith("hit")
