@@ -18,6 +18,8 @@ from resources_kit import Router
 from resources_kit.guards import Guards, Idempotency, RateLimit, ResponseCache
 
 HEADERS = {"X-School": "1"}
+#: The same create with ``RESOURCES_KIT_IDEMPOTENCY_STORAGE = "redis"`` (with ``--redis``).
+REDIS_KEYS = "idempotent create, keys in Redis"
 #: (the guarded request's name, the plain one it is compared with) -> the most the
 #: ratio guarded / plain may be.
 TARGETS = {
@@ -25,14 +27,14 @@ TARGETS = {
     ("cache miss", "get"): 1.05,
     ("rate limited get", "get"): 1.05,
     ("idempotent create", "create"): 1.15,
+    # measured with --redis only
+    (REDIS_KEYS, "create"): 1.15,
 }
 
 #: The floors under the targets, from the same rounds: a bare request to the same app, and
 #: one that makes one Redis round trip on the cache's connection.
 FLOORS = (("bare request", "get"), ("bare + round trip", "get"))
 IDEMPOTENT = "/api/idempotent-teachers"
-#: The same create with ``RESOURCES_KIT_IDEMPOTENCY_STORAGE = "redis"`` (with ``--redis``).
-REDIS_KEYS = "idempotent create, keys in Redis"
 
 
 class CachedTeacherResource(TeacherResource):
@@ -98,7 +100,6 @@ def creates(client: Any, path: str, key: bool) -> Callable[[int], Any]:
 
 
 def requests(client: Any) -> dict[str, Callable[[int], Any]]:
-
     etag = client.get("/api/cached-teachers/7", headers=HEADERS).headers["ETag"]
     return {
         "get": lambda n: client.get("/api/teachers/7", headers=HEADERS),
@@ -155,7 +156,7 @@ def measure(url: str, redis_url: str | None, rounds: int, per_round: int) -> dic
             guarded / plain
             for guarded, plain in zip(samples[pair[0]], samples[pair[1]], strict=True)
         )
-        for pair in (*TARGETS, (REDIS_KEYS, "create"), *FLOORS)
+        for pair in (*TARGETS, *FLOORS)
         if pair[0] in samples
     }
     for made in (app, *extra_apps):
@@ -175,10 +176,9 @@ def report(result: dict[str, Any]) -> tuple[list[str], bool]:
     where = f"Redis ({result['redis']})" if result["redis"] else "memory"
     lines = ["", f"production guards, shared state in {where}:"]
     ok = True
-    targets = dict(TARGETS)
-    if (REDIS_KEYS, "create") in ratios:
-        targets[(REDIS_KEYS, "create")] = TARGETS[("idempotent create", "create")]
-    for (guarded, plain), target in targets.items():
+    for (guarded, plain), target in TARGETS.items():
+        if guarded == REDIS_KEYS and guarded not in medians:  # measured with --redis only
+            continue
         ratio = ratios[(guarded, plain)]
         meets = ratio <= target
         ok = ok and meets

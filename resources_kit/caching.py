@@ -73,8 +73,9 @@ class Channel:
     def connection(self) -> Any:
         local = self.local
         if getattr(local, "pid", None) != os.getpid():
-            pool = self.client.connection_pool  # not its make_connection(): that counts
-            # against the pool's max_connections, and is never given back
+            # Not the pool's make_connection(): that counts against its max_connections,
+            # and this connection is never given back.
+            pool = self.client.connection_pool
             local.connection = pool.connection_class(**pool.connection_kwargs)
             local.pid, local.unread = os.getpid(), 0
         return local.connection

@@ -235,6 +235,8 @@ class RedisClaim:
     key: str
     token: str
     fingerprint: str
+    #: The running marker as it was set: what an error answer deletes, if still there.
+    marker: bytes
     stored: bool = False
 
 
@@ -245,18 +247,18 @@ def claim_in_redis(
     422 for another body, or a 409 once ``wait`` seconds passed with the first running.
     ``channel`` is the guards' :class:`~resources_kit.caching.Channel` to Redis."""
     key, token = f"rk:idempotency:{identity}", uuid.uuid4().hex
-    running = json.dumps({"f": fingerprint, "t": token})
+    running = json.dumps({"f": fingerprint, "t": token}).encode()
     deadline = time.monotonic() + wait
     # The marker outlives the wait, and expires if the process dies before answering.
     marker_ms = int(max(wait, 30) * 1000)
     while True:
         if channel.call("SET", key, running, "NX", "PX", marker_ms) is not None:
-            return RedisClaim(channel, key, token, fingerprint)
+            return RedisClaim(channel, key, token, fingerprint, running)
         found = channel.call("GET", key)
         if found is not None:
             held = json.loads(found)
             if held.get("t") == token:  # ours: the SET went through, its reply was lost
-                return RedisClaim(channel, key, token, fingerprint)
+                return RedisClaim(channel, key, token, fingerprint, running)
             if held["f"] != fingerprint:
                 raise HTTPError(
                     422,
@@ -276,8 +278,7 @@ def finish_in_redis(pending: RedisClaim, response: Response, ttl: int) -> None:
     ``SET`` sent again, and a refusal (an out-of-memory or read-only Redis) is raised."""
     channel, key = pending.channel, pending.key
     if response.status_code >= 400:
-        marker = json.dumps({"f": pending.fingerprint, "t": pending.token}).encode()
-        if channel.call("GET", key) == marker:
+        if channel.call("GET", key) == pending.marker:
             channel.call("DEL", key)
         return
     headers = [
